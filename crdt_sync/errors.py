@@ -1,0 +1,86 @@
+"""The one exception hierarchy of crdt-sync; every layer raises these.
+
+    CrdtSyncError
+    ├── ProtocolError        a peer broke the wire protocol (malformed frame, wrong order)
+    │   └── UnexpectedMessage  a legal frame in a state that does not allow it
+    ├── DocumentError        about one document; carries doc_id
+    │   ├── UnknownCollection
+    │   ├── RecordNotFound
+    │   ├── SchemaViolation  wrong type, missing field, bad id
+    │   └── InvalidUpdate    bytes that are not a valid CRDT update
+    ├── LimitExceeded        a message, document or connection limit was reached
+    ├── AuthError            no token, a wrong one, or a role that may not do this
+    │   └── Forbidden
+    ├── StoreError           not a store, newer schema, disk trouble
+    └── ConfigError          a schema file that does not parse; names the line or key
+
+Each class has a stable ``code`` for programs; the message is for people and says what was
+expected, what came, and where (``deals/7: amount must be a number >= 0, got 'ten'``).
+"""
+
+from __future__ import annotations
+
+
+class CrdtSyncError(Exception):
+    """Base of every error crdt-sync raises on purpose."""
+
+    code = "crdt_sync_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ProtocolError(CrdtSyncError):
+    code = "protocol_error"
+
+
+class UnexpectedMessage(ProtocolError):
+    code = "unexpected_message"
+
+
+class DocumentError(CrdtSyncError):
+    """An error about one document: the message is prefixed with its id."""
+
+    code = "document_error"
+
+    def __init__(self, doc_id: str, message: str) -> None:
+        super().__init__(f"{doc_id}: {message}" if doc_id else message)
+        self.doc_id = doc_id
+        self.reason = message
+
+
+class UnknownCollection(DocumentError):
+    code = "unknown_collection"
+
+
+class RecordNotFound(DocumentError):
+    code = "record_not_found"
+
+
+class SchemaViolation(DocumentError):
+    code = "schema_violation"
+
+
+class InvalidUpdate(DocumentError):
+    code = "invalid_update"
+
+
+class LimitExceeded(CrdtSyncError):
+    code = "limit_exceeded"
+
+
+class AuthError(CrdtSyncError):
+    code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    code = "forbidden"
+
+
+class StoreError(CrdtSyncError):
+    code = "store_error"
+
+
+class ConfigError(CrdtSyncError):
+    code = "config_error"

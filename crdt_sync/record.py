@@ -1,0 +1,240 @@
+"""Record <-> Y document: field patches, the flat JSON view, and update checks (pure).
+
+A record document has two root maps: `record` holds the fields (text fields as Y.Text) and
+`meta` holds the tombstone (`deleted: true`). Every write is one transaction whose update is
+returned as bytes; every incoming update is checked on a scratch copy *before* it touches the
+live document, so a refused update leaves no trace anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Array, Doc, Map, Text, get_update
+
+from .errors import InvalidUpdate, SchemaViolation
+from .ids import DocId, split_doc_id
+from .schema import Collection, Field, FieldKind, Schema
+
+RECORD_ROOT = "record"
+META_ROOT = "meta"
+DELETED_KEY = "deleted"
+_ROOTS = frozenset({RECORD_ROOT, META_ROOT})
+EMPTY_UPDATE = b"\x00\x00"  # an update that holds nothing
+# Numbers travel as IEEE doubles in Yjs; integral ones up to 2**53 read back as JSON integers.
+_EXACT_INTEGER = 2**53
+
+View = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedUpdate:
+    """What an update would do to a record, worked out on a scratch copy."""
+
+    view: View
+    is_deleted: bool
+    changed_fields: tuple[str, ...]
+    is_noop: bool  # the document already held everything in the update
+    state_bytes: int  # size of the whole document state after the update
+
+
+def document_from_state(state: bytes | None) -> Doc:
+    """A document holding `state` (a whole-document update from the store), or an empty one."""
+    document: Doc = Doc()
+    if state:
+        try:
+            document.apply_update(state)
+        except ValueError as exc:
+            raise InvalidUpdate("", f"stored state does not decode: {exc}") from exc
+    return document
+
+
+def is_deleted(document: Doc) -> bool:
+    return document.get(META_ROOT, type=Map).get(DELETED_KEY) is True
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Text):
+        return str(value) or None
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGER:
+        return int(value)
+    return value
+
+
+def view(document: Doc, collection: Collection, record_id: str) -> View:
+    """The flat JSON view: `{"id": .., field: value}`, every field present, unset ones None."""
+    fields = document.get(RECORD_ROOT, type=Map)
+    out: View = {"id": record_id}
+    for name in collection.fields:
+        out[name] = _json_value(fields.get(name))
+    return out
+
+
+class Records:
+    """The schema-aware operations on record documents: patch, delete, check, view."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+
+    def collection_of(self, doc_id: DocId) -> tuple[Collection, str]:
+        """The collection and record id of `doc_id`; raises SchemaViolation / UnknownCollection."""
+        collection_name, record_id = split_doc_id(doc_id)
+        return self.schema.collection(collection_name, doc_id), record_id
+
+    def view(self, doc_id: DocId, document: Doc) -> View:
+        collection, record_id = self.collection_of(doc_id)
+        return view(document, collection, record_id)
+
+    def patch(
+        self, doc_id: DocId, document: Doc, patch: Mapping[str, Any], *, creating: bool = False
+    ) -> bytes:
+        """Apply a field patch as one transaction and return its update.
+
+        Every value is checked first, so a refused patch changes nothing. With `creating`
+        the record's required fields must be present after the patch.
+
+        Raises:
+            SchemaViolation: unknown field, wrong type, a required field missing or cleared.
+        """
+        collection, _ = self.collection_of(doc_id)
+        values = {name: collection.field(name, doc_id).coerce(v, doc_id) for name, v in patch.items()}
+        fields = document.get(RECORD_ROOT, type=Map)
+        if creating or not _has_content(document):
+            for name in collection.required:
+                if values.get(name, fields.get(name)) is None:
+                    raise SchemaViolation(doc_id, f"{name} is required")
+        before = document.get_state()
+        with document.transaction(origin="patch"):
+            for name, value in values.items():
+                _write_field(fields, collection.fields[name], value)
+        return document.get_update(before)
+
+    def delete(self, doc_id: DocId, document: Doc) -> bytes:
+        """Tombstone the record; returns the update (empty-effect if already deleted)."""
+        self.collection_of(doc_id)
+        before = document.get_state()
+        with document.transaction(origin="delete"):
+            document.get(META_ROOT, type=Map)[DELETED_KEY] = True
+        return document.get_update(before)
+
+    def check_update(self, doc_id: DocId, document: Doc, update: bytes) -> CheckedUpdate:
+        """Work out `update` against a scratch copy of `document`; the document is not touched.
+
+        Raises:
+            InvalidUpdate: the bytes are not a CRDT update.
+            SchemaViolation: the result breaks the schema (unknown field or root, wrong type,
+                a required field removed, an undelete).
+        """
+        collection, record_id = self.collection_of(doc_id)
+        if not isinstance(update, bytes | bytearray) or len(update) < 2:
+            raise InvalidUpdate(doc_id, "an update is at least 2 bytes of Yjs update encoding")
+        state = document.get_update()
+        scratch: Doc = Doc()
+        scratch.apply_update(state)
+        before = view(scratch, collection, record_id)
+        try:
+            scratch.apply_update(bytes(update))
+            _check_dependencies(doc_id, bytes(update), scratch.get_state())
+        except ValueError as exc:
+            raise InvalidUpdate(doc_id, f"not a Yjs update: {exc}") from None
+        _check_document(scratch, collection, doc_id, before)
+        after = view(scratch, collection, record_id)
+        changed = tuple(name for name in collection.fields if after[name] != before[name])
+        new_state = scratch.get_update()
+        return CheckedUpdate(
+            after, is_deleted(scratch), changed, new_state == state, len(new_state)
+        )
+
+
+def _check_dependencies(doc_id: str, update: bytes, document_state: bytes) -> None:
+    """Refuse an update whose structs could not be integrated: it depends on unseen updates.
+
+    Such structs would sit pending, invisible, and yrs does not always integrate several
+    pending updates once the gap is filled; a peer that sends its diff against our state
+    vector (y-sync step 2) never hits this. What the document's state vector does not cover
+    after applying the update is what stayed pending: an update with no structs starts 0x00.
+    """
+    if get_update(update, document_state)[:1] != b"\x00":
+        raise InvalidUpdate(
+            doc_id,
+            "update depends on changes this document has not seen; "
+            "send the diff against the document's state vector (sync step 2) first",
+        )
+
+
+def _has_content(document: Doc) -> bool:
+    return len(document.get(RECORD_ROOT, type=Map)) > 0
+
+
+def _write_field(fields: Map, spec: Field, value: str | float | bool | None) -> None:
+    current = fields.get(spec.name)
+    if spec.is_text:
+        if isinstance(current, Text):
+            _replace_text(current, value if isinstance(value, str) else "")
+        elif value:
+            fields[spec.name] = Text(str(value))
+        return
+    if value is None:
+        if spec.name in fields:
+            del fields[spec.name]
+    elif current != value or type(current) is not type(value):
+        fields[spec.name] = value
+
+
+def _replace_text(text: Text, new: str) -> None:
+    """Edit only the changed middle, so concurrent edits elsewhere in the text survive."""
+    old = str(text)
+    if old == new:
+        return
+    prefix = 0
+    limit = min(len(old), len(new))
+    while prefix < limit and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    # pycrdt indexes text by UTF-8 byte offset; cut only at character boundaries.
+    start = len(old[:prefix].encode())
+    removed = len(old[prefix : len(old) - suffix].encode())
+    if removed:
+        del text[start : start + removed]
+    inserted = new[prefix : len(new) - suffix]
+    if inserted:
+        text.insert(start, inserted)
+
+
+def _check_document(document: Doc, collection: Collection, doc_id: str, before: View) -> None:
+    for root in document.keys():
+        if root not in _ROOTS:
+            raise SchemaViolation(doc_id, f"unknown root {root!r} (a record has 'record' and 'meta')")
+    fields = document.get(RECORD_ROOT, type=Map)
+    for name in fields.keys():
+        spec = collection.field(name, doc_id)
+        _check_stored_value(spec, fields[name], doc_id)
+    for name in collection.required:
+        if before[name] is not None and fields.get(name) is None:
+            raise SchemaViolation(doc_id, f"{name} is required and cannot be removed")
+    meta = document.get(META_ROOT, type=Map)
+    for key in meta.keys():
+        if key != DELETED_KEY or meta[key] is not True:
+            raise SchemaViolation(
+                doc_id, f"meta may only hold deleted=true (a delete is final), got {key}={meta[key]!r}"
+            )
+
+
+def _check_stored_value(spec: Field, value: Any, doc_id: str) -> None:
+    if spec.is_text:
+        if not isinstance(value, Text):
+            raise SchemaViolation(doc_id, f"{spec.name} is a text field and must be a Y.Text")
+        spec.coerce(str(value), doc_id)
+        return
+    if isinstance(value, Text | Map | Array | list | dict):
+        raise SchemaViolation(
+            doc_id, f"{spec.name} must be a plain {spec.kind.value} value, got a {type(value).__name__}"
+        )
+    stored = spec.coerce(value, doc_id)
+    # A datetime is stored normalised; a different spelling would read differently elsewhere.
+    if spec.kind is FieldKind.DATETIME and stored != value:
+        raise SchemaViolation(doc_id, f"{spec.name} must be stored as UTC like {stored!r}")

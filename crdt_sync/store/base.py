@@ -1,0 +1,171 @@
+"""The Store interface: a durable, append-only log of CRDT updates with per-record views.
+
+The store knows nothing of schemas, sockets or HTTP: the engine hands it already-checked
+updates together with the JSON view they produce, and it keeps both in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..ids import DocId, Origin, Seq
+
+JSONObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One update to append, with the record's JSON view *after* it (computed by the engine)."""
+
+    doc_id: DocId
+    update: bytes
+    view: JSONObject
+    is_deleted: bool
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """An update that is durably in the log; handed to commit listeners in seq order."""
+
+    seq: Seq
+    doc_id: DocId
+    update: bytes
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    seq: Seq
+    doc_id: DocId
+    update: bytes
+    origin: Origin
+    at: float  # unix seconds of the commit
+    is_snapshot: bool  # True for a row that compaction folded several updates into
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    """A record's materialized state: what REST views serve without loading a CRDT."""
+
+    doc_id: DocId
+    collection: str
+    record_id: str
+    view: JSONObject
+    is_deleted: bool
+    first_seq: Seq
+    last_seq: Seq
+    created_by: Origin
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionReport:
+    documents: int
+    updates_before: int
+    updates_after: int
+    bytes_before: int
+    bytes_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    name: str
+    role: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    cursor: Seq
+    records: dict[str, int]  # live records per collection
+    deleted: dict[str, int]  # tombstoned records per collection
+    log_entries: int
+    compaction_debt: int  # log entries that compaction would fold away
+    file_bytes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+CommitListener = Callable[[Sequence[Committed]], None]
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class Store(Protocol):
+    """What the engine, the REST views and the CLI need from durable storage.
+
+    Every append returns only once its transaction has committed; concurrent appends share
+    one transaction (group commit). Commit listeners are called after each commit, with the
+    committed updates in strictly increasing seq order.
+    """
+
+    def add_commit_listener(self, listener: CommitListener) -> None: ...
+
+    async def append(
+        self, doc_id: DocId, update: bytes, *, view: JSONObject, is_deleted: bool, origin: Origin
+    ) -> Seq: ...
+
+    async def append_many(
+        self,
+        appends: Sequence[Append],
+        *,
+        idempotency_key: str | None = None,
+        answer: Callable[[list[Seq]], bytes] | None = None,
+    ) -> list[Seq]:
+        """All of `appends` in one transaction; with a key, `answer(seqs)` is kept with them."""
+        ...
+
+    async def recall(self, idempotency_key: str) -> bytes | None:
+        """The answer kept for a key that already applied, or None."""
+        ...
+
+    async def load(self, doc_id: DocId) -> bytes | None:
+        """The whole CRDT state of a document as one update, or None if it has no updates."""
+        ...
+
+    async def history(self, doc_id: DocId) -> list[LogEntry]: ...
+
+    async def get_record(self, doc_id: DocId) -> RecordRow | None: ...
+
+    async def cursor(self) -> Seq: ...
+
+    async def changes_since(
+        self, cursor: Seq, *, collections: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[RecordRow]:
+        """Records whose last_seq > cursor, by last_seq ascending; served from an index."""
+        ...
+
+    async def log_since(
+        self, cursor: Seq, *, collections: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[LogEntry]:
+        """Log entries with seq > cursor, by seq ascending (catch-up for live clients)."""
+        ...
+
+    async def snapshot(
+        self,
+        *,
+        collections: Sequence[str] | None = None,
+        after: DocId | None = None,
+        limit: int = 1000,
+        include_deleted: bool = False,
+    ) -> list[RecordRow]:
+        """Records ordered by doc_id, starting after `after` (keyset paging for initial sync)."""
+        ...
+
+    async def compact(self, doc_id: DocId) -> CompactionReport: ...
+
+    async def compact_all(self, *, progress: Progress | None = None) -> CompactionReport: ...
+
+    async def statistics(self) -> StoreStatistics: ...
+
+    async def add_token(self, name: str, role: str, token_hash: str) -> None: ...
+
+    async def find_token(self, token_hash: str) -> TokenRow | None:
+        """The live (not revoked) token with this hash, or None."""
+        ...
+
+    async def list_tokens(self) -> list[TokenRow]: ...
+
+    async def revoke_token(self, name: str) -> bool: ...
