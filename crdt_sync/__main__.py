@@ -1,0 +1,5 @@
+"""`python -m crdt_sync` runs the CLI."""
+
+from .cli import app
+
+app()

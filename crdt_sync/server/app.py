@@ -1,0 +1,91 @@
+"""The app factory: one FastAPI app, its store, engine and hub, all owned by the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request, WebSocket
+
+from ..engine import Engine, Limits
+from ..errors import CrdtSyncError
+from ..ids import DocId
+from ..protocol.close import CloseCode
+from ..schema import DEFAULT_SCHEMA, Schema
+from ..store import SQLiteStore
+from .admission import Admission
+from .errors import handle_crdt_sync_error, handle_unexpected
+from .live import Hub
+from .yjs import Room, serve_yjs
+
+SERVER_NAME = "crdt-sync/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db_path: Path = Path("crdt-sync.db")
+    schema: Schema = DEFAULT_SCHEMA
+    limits: Limits = Limits()
+    cache_size: int = 2048
+    max_connections: int = 10_000
+    admission_rate: float = 500.0
+    admission_burst: float = 1000.0
+    revocation_interval: float = 1.0
+    synchronous: str = "FULL"
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def create_app(settings: Settings = Settings()) -> FastAPI:
+    """The whole server; run it with uvicorn. The store opens and closes with the lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with SQLiteStore(settings.db_path, synchronous=settings.synchronous) as store:
+            engine = Engine(store, settings.schema, cache_size=settings.cache_size,
+                            limits=settings.limits)
+            admission = Admission(settings.max_connections, settings.admission_rate,
+                                  settings.admission_burst)
+            hub = Hub(store, engine, admission)
+            app.state.store, app.state.engine, app.state.hub = store, engine, hub
+            app.state.rooms = {}
+            watcher = asyncio.create_task(hub.watch_revocations(settings.revocation_interval))
+            try:
+                yield
+            finally:
+                watcher.cancel()
+                hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    app = FastAPI(title="crdt-sync", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.add_exception_handler(CrdtSyncError, handle_crdt_sync_error)
+    app.add_exception_handler(Exception, handle_unexpected)
+
+    @app.websocket("/yjs/{collection}/{record_id}")
+    async def yjs(websocket: WebSocket, collection: str, record_id: str) -> None:
+        hub: Hub = websocket.app.state.hub
+        rooms: dict[DocId, Room] = websocket.app.state.rooms
+        await serve_yjs(websocket, hub, rooms, f"{collection}/{record_id}")
+
+    from .mux import serve_mux
+    from .rest import router
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await serve_mux(websocket, websocket.app.state.hub)
+
+    app.include_router(router)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready(request: Request) -> dict[str, object]:
+        return {"status": "ready", "cursor": await request.app.state.store.cursor()}
+
+    return app

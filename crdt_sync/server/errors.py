@@ -1,0 +1,99 @@
+"""One table from exception classes to answers at the edge: HTTP status, or close code.
+
+A DocumentError on a websocket is an error message and the connection stays up; anything
+not in the table is a bug: logged with its traceback, answered 500 / 1011 without details.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from ..errors import (
+    AuthError,
+    ConfigError,
+    CrdtSyncError,
+    DocumentError,
+    Forbidden,
+    InvalidUpdate,
+    LimitExceeded,
+    ProtocolError,
+    RecordNotFound,
+    SchemaViolation,
+    StoreError,
+    UnknownCollection,
+)
+from ..protocol.close import CloseCode
+
+log = logging.getLogger("crdt_sync.server")
+
+# Most specific first: the first class that matches wins.
+_HTTP_STATUS: tuple[tuple[type[CrdtSyncError], int], ...] = (
+    (Forbidden, 403),
+    (AuthError, 401),
+    (RecordNotFound, 404),
+    (UnknownCollection, 404),
+    (SchemaViolation, 422),
+    (InvalidUpdate, 400),
+    (DocumentError, 422),
+    (ProtocolError, 400),
+    (LimitExceeded, 413),
+    (ConfigError, 500),
+    (StoreError, 503),
+)
+
+_CLOSE_CODE: tuple[tuple[type[CrdtSyncError], CloseCode], ...] = (
+    (Forbidden, CloseCode.FORBIDDEN),
+    (AuthError, CloseCode.UNAUTHORIZED),
+    (ProtocolError, CloseCode.BAD_REQUEST),
+    (DocumentError, CloseCode.BAD_REQUEST),
+    (LimitExceeded, CloseCode.TRY_AGAIN_LATER),
+    (StoreError, CloseCode.TRY_AGAIN_LATER),
+)
+
+
+def http_status(error: CrdtSyncError) -> int:
+    for cls, status in _HTTP_STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def close_code(error: CrdtSyncError) -> CloseCode:
+    for cls, code in _CLOSE_CODE:
+        if isinstance(error, cls):
+            return code
+    return CloseCode.INTERNAL_ERROR
+
+
+def close_reason(message: str) -> str:
+    """A websocket close reason is at most 123 bytes of UTF-8."""
+    data = message.encode()
+    if len(data) <= 123:
+        return message
+    return data[:120].decode(errors="ignore") + "..."
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def error_response(error: CrdtSyncError, details: Any = None) -> JSONResponse:
+    if details is None and isinstance(error, DocumentError) and error.doc_id:
+        details = {"doc": error.doc_id}
+    return JSONResponse(
+        error_body(error.code, error.message, details), status_code=http_status(error)
+    )
+
+
+async def handle_crdt_sync_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, CrdtSyncError)  # registered for this class only
+    return error_response(error)
+
+
+async def handle_unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
+    return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)

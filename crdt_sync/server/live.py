@@ -1,0 +1,176 @@
+"""What both websocket endpoints share: authenticate, admit, run, close with the right code.
+
+A connection runs a reader and a writer; all frames go out through the writer, from one
+bounded queue, so a slow peer only ever fills its own queue. Any task may ask the
+connection to close; the first reason wins and decides the close code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from ..engine import Engine, Subscriber
+from ..errors import AuthError, CrdtSyncError, LimitExceeded, ProtocolError
+from ..protocol.close import CloseCode
+from ..store.base import Store
+from .admission import Admission
+from .auth import Principal, authenticate, bearer_token
+from .errors import close_code, close_reason
+
+log = logging.getLogger("crdt_sync.server")
+
+
+
+class Disconnected(Exception):
+    """The peer went away; nothing to answer."""
+
+
+@dataclass(eq=False)
+class Connection:
+    websocket: WebSocket
+    principal: Principal
+    endpoint: str
+    subscriber: Subscriber
+    client_id: str = ""
+    cursor: int = 0
+    last_sync: float | None = None
+    _close: asyncio.Future[tuple[int, str]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def request_close(self, code: int, reason: str) -> None:
+        if not self._close.done():
+            self._close.set_result((code, reason))
+
+    async def receive_bytes(self) -> bytes:
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise Disconnected()
+        data = message.get("bytes")
+        if data is None:
+            raise ProtocolError("frames are binary; got a text frame")
+        return bytes(data)
+
+    async def send_outgoing(self, encode: Callable[[object], list[bytes]]) -> None:
+        """The writer: drain the subscriber queue until closed or overflowed."""
+        queue = self.subscriber.queue
+        while True:
+            if queue.empty() and self.subscriber.overflowed.is_set():
+                raise LimitExceeded("slow consumer: outgoing queue overflowed")
+            get = asyncio.ensure_future(queue.get())
+            overflow = asyncio.ensure_future(self.subscriber.overflowed.wait())
+            try:
+                await asyncio.wait([get, overflow], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                overflow.cancel()
+                if not get.done():
+                    get.cancel()
+            if not get.done() or get.cancelled():
+                continue
+            for frame in encode(get.result()):
+                await self.websocket.send_bytes(frame)
+
+    def put_nowait(self, item: object) -> None:
+        """Queue a frame or message for the writer; a peer that does not read overflows."""
+        self.subscriber.offer_frame(item)
+
+    async def run(self, *jobs: Coroutine[Any, Any, None]) -> None:
+        """Run reader and writer until one ends or a close is requested; then close."""
+        tasks = [asyncio.ensure_future(job) for job in jobs]
+        try:
+            await asyncio.wait([*tasks, self._close], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        code, reason = self._outcome(results)
+        if code is not None:
+            await self.close(code, reason)
+
+    def _outcome(self, results: list[Any]) -> tuple[int | None, str]:
+        if self._close.done():
+            return self._close.result()
+        for result in results:
+            if isinstance(result, Disconnected | WebSocketDisconnect):
+                return None, ""
+            if isinstance(result, LimitExceeded) and "slow consumer" in str(result):
+                return CloseCode.SLOW_CONSUMER, str(result)
+            if isinstance(result, CrdtSyncError):
+                return close_code(result), result.message
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("connection %s failed", self.principal.name, exc_info=result)
+                return CloseCode.INTERNAL_ERROR, "internal server error"
+        return CloseCode.NORMAL, "bye"
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.websocket.application_state is WebSocketState.DISCONNECTED:
+            return
+        try:
+            await self.websocket.close(code, close_reason(reason))
+        except (RuntimeError, OSError, WebSocketDisconnect):
+            pass  # the peer is already gone: there is nobody left to tell
+
+
+class Hub:
+    """The server's live state: engine, connections, admission control, revocation sweep."""
+
+    def __init__(self, store: Store, engine: Engine, admission: Admission) -> None:
+        self.store = store
+        self.engine = engine
+        self.admission = admission
+        self.connections: set[Connection] = set()
+
+    async def connect(
+        self, websocket: WebSocket, endpoint: str, subscriber: Callable[[Principal], Subscriber]
+    ) -> Connection | None:
+        """Authenticate and admit; None when refused (the websocket is closed with a reason)."""
+        token = websocket.query_params.get("token") or bearer_token(
+            websocket.headers.get("authorization")
+        )
+        try:
+            principal = await authenticate(self.store, token)
+            self.admission.admit()
+        except (AuthError, LimitExceeded) as exc:
+            await websocket.accept()
+            await websocket.close(close_code(exc), close_reason(exc.message))
+            return None
+        await websocket.accept()
+        connection = Connection(websocket, principal, endpoint, subscriber(principal))
+        self.connections.add(connection)
+        self.engine.subscribe(connection.subscriber)
+        return connection
+
+    def disconnect(self, connection: Connection) -> None:
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self.engine.unsubscribe(connection.subscriber)
+            self.admission.release()
+
+    async def sweep_revoked(self) -> int:
+        """Close every connection whose token was revoked (by the CLI or the API)."""
+        closed = 0
+        for token_hash in {c.principal.token_hash for c in self.connections}:
+            if await self.store.find_token(token_hash) is None:
+                for connection in [c for c in self.connections if c.principal.token_hash == token_hash]:
+                    connection.request_close(CloseCode.UNAUTHORIZED, "token revoked")
+                    closed += 1
+        return closed
+
+    async def watch_revocations(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_revoked()
+            except CrdtSyncError:
+                log.warning("revocation sweep failed; retrying", exc_info=True)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for connection in self.connections:
+            connection.request_close(code, reason)

@@ -1,0 +1,191 @@
+"""`/ws`: the multiplexed endpoint, one connection for every record a client syncs.
+
+hello -> welcome -> catch-up from the client's cursor, streamed in pages -> caught_up -> live.
+The reader turns frames into events through PeerSession and starts writes; the writer owns
+everything that goes out: catch-up, then the queue (live updates, acks, errors, answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import WebSocket
+
+from ..engine import Subscriber
+from ..errors import CrdtSyncError, DocumentError, StoreError, UnknownCollection
+from ..ids import DocId, Origin, Seq
+from ..protocol import (
+    Ack,
+    AwarenessReceived,
+    AwarenessUpdate,
+    ByeReceived,
+    CaughtUp,
+    CloseCode,
+    DocumentRefused,
+    Error,
+    HelloReceived,
+    PeerSession,
+    PingReceived,
+    Role,
+    SyncStep1Received,
+    SyncStep2,
+    SyncUpdate,
+    UpdateReceived,
+    Welcome,
+)
+from ..store.base import Committed
+from .live import Connection, Hub
+
+CATCH_UP_PAGE = 500
+MAX_WRITES_IN_FLIGHT = 64
+SERVER_NAME = "crdt-sync/0.1"
+
+
+class MuxPeer:
+    """One /ws connection: its session, and the moment it is welcomed."""
+
+    def __init__(self, connection: Connection, hub: Hub) -> None:
+        self.connection = connection
+        self.hub = hub
+        self.session = PeerSession(Role.SERVER)
+        self.welcomed = asyncio.Event()
+        self.hello: HelloReceived
+        self.collections: tuple[str, ...] | None = None
+        self.writes: set[asyncio.Task[None]] = set()
+        self.in_flight = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
+
+    async def read(self) -> None:
+        try:
+            while True:
+                frame = await self.connection.receive_bytes()
+                for event in self.session.receive(frame):
+                    await self._handle(event)
+                self._flush_to_queue()
+        finally:
+            if self.writes:
+                await asyncio.gather(*self.writes, return_exceptions=True)
+
+    async def _handle(self, event: object) -> None:
+        if isinstance(event, HelloReceived):
+            await self._hello(event)
+        elif isinstance(event, UpdateReceived):
+            await self.in_flight.acquire()
+            task = asyncio.create_task(self._write(event))
+            self.writes.add(task)
+            task.add_done_callback(self._write_done)
+        elif isinstance(event, SyncStep1Received):
+            state = await self.hub.engine.committed_state(event.doc)
+            self.connection.put_nowait(SyncStep2(event.doc, state.get_update(event.state_vector)))
+        elif isinstance(event, DocumentRefused):
+            self.connection.put_nowait(Error.for_document(event.error, doc=event.doc,
+                                                                  cseq=event.cseq))
+        elif isinstance(event, AwarenessReceived):
+            message = AwarenessUpdate(event.doc, event.data)
+            for peer in self.hub.connections:
+                if peer.endpoint == "ws" and peer is not self.connection:
+                    peer.put_nowait(message)
+        elif isinstance(event, ByeReceived):
+            self.connection.request_close(CloseCode.NORMAL, "bye")
+        elif isinstance(event, PingReceived):
+            pass  # the session queued the pong itself
+
+    async def _hello(self, hello: HelloReceived) -> None:
+        """Only note it: the writer sends welcome, so nothing can go out ahead of it."""
+        self.hello = hello
+        self.welcomed.set()
+
+    async def _welcome(self) -> None:
+        hello, schema = self.hello, self.hub.engine.schema
+        unknown = [c for c in hello.collections or () if c not in schema.collections]
+        self.collections = tuple(
+            c for c in hello.collections or schema.collections if c in schema.collections
+        )
+        self.connection.client_id = hello.client
+        self.connection.subscriber.collections = frozenset(self.collections)
+        self.session.send(Welcome(int(await self.hub.store.cursor()), SERVER_NAME))
+        for name in unknown:
+            error = UnknownCollection(name, f"unknown collection {name!r}: not synced")
+            self.session.send(Error(None, None, error.code, error.message))
+        await self._send_frames()
+
+    async def _write(self, event: UpdateReceived) -> None:
+        origin = Origin(self.connection.client_id or self.connection.principal.name)
+        try:
+            result = await self.hub.engine.write(event.doc, event.update, origin=origin,
+                                                 sender=self.connection.subscriber)
+        except DocumentError as exc:
+            self.connection.put_nowait(Error.for_document(exc, doc=event.doc, cseq=event.cseq))
+        except StoreError as exc:
+            # Not acknowledged: the client keeps it queued and sends it again after reconnect.
+            self.connection.request_close(CloseCode.TRY_AGAIN_LATER, exc.message)
+        except CrdtSyncError as exc:
+            self.connection.put_nowait(Error(event.doc, event.cseq, exc.code, exc.message))
+        else:
+            self.connection.put_nowait(Ack(event.doc, event.cseq, result.seq or 0))
+
+    def _write_done(self, task: asyncio.Task[None]) -> None:
+        self.writes.discard(task)
+        self.in_flight.release()
+
+    def _flush_to_queue(self) -> None:
+        for frame in self.session.frames_to_send():
+            self.connection.put_nowait(frame)
+
+    async def write(self) -> None:
+        await self.welcomed.wait()
+        await self._welcome()
+        await self._catch_up()
+        await self.connection.send_outgoing(self._encode)
+
+    async def _catch_up(self) -> None:
+        store = self.hub.store
+        cursor = Seq(self.session.cursor)
+        while True:
+            page = await store.log_since(cursor, collections=self.collections, limit=CATCH_UP_PAGE)
+            for entry in page:
+                self.session.send(SyncUpdate(entry.doc_id, entry.update, seq=entry.seq))
+                cursor = entry.seq
+            await self._send_frames()
+            if len(page) < CATCH_UP_PAGE:
+                break
+        self.session.send(CaughtUp(self.session.cursor))
+        self.connection.cursor = self.session.cursor
+        self.connection.last_sync = time.time()
+        await self._send_frames()
+
+    def _encode(self, item: object) -> list[bytes]:
+        if isinstance(item, bytes):
+            return [item]
+        if isinstance(item, Committed):
+            if item.seq <= self.session.cursor:
+                return []  # already sent during catch-up
+            self.session.send(SyncUpdate(DocId(item.doc_id), item.update, seq=item.seq))
+        elif isinstance(item, Ack) and item.seq <= 0:
+            self.session.send(Ack(item.doc, item.cseq, self.session.cursor))
+        else:
+            self.session.send(item)  # type: ignore[arg-type]
+        self.connection.cursor = self.session.cursor
+        self.connection.last_sync = time.time()
+        return self.session.frames_to_send()
+
+    async def _send_frames(self) -> None:
+        for frame in self.session.frames_to_send():
+            await self.connection.websocket.send_bytes(frame)
+
+
+async def serve_mux(websocket: WebSocket, hub: Hub) -> None:
+    connection = await hub.connect(
+        websocket,
+        "ws",
+        lambda principal: Subscriber(principal.name, collections=(),
+                                     max_queue=hub.engine.limits.subscriber_queue),
+    )
+    if connection is None:
+        return
+    peer = MuxPeer(connection, hub)
+    try:
+        await connection.run(peer.read(), peer.write())
+    finally:
+        hub.disconnect(connection)
+

@@ -1,0 +1,125 @@
+"""`/yjs/{collection}/{id}`: the standard y-websocket protocol, one record per connection.
+
+Byte for byte what stock clients expect: one message per frame; our sync step 1 on connect;
+every committed update echoed to every peer of the record, the sender included (newer
+y-websocket clients read that echo as "saved"); awareness relayed to all peers, the sender
+included; query-awareness answered; a refused write answered with permission-denied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import WebSocket
+
+from ..engine import Subscriber
+from ..errors import CrdtSyncError, DocumentError, StoreError
+from ..ids import DocId, Origin, make_doc_id
+from ..protocol.close import CloseCode
+from ..protocol.ysync import (
+    YjsAwareness,
+    YjsPermissionDenied,
+    YjsQueryAwareness,
+    YjsSyncStep1,
+    YjsSyncStep2,
+    YjsUpdate,
+    decode_yjs_message,
+    encode_awareness,
+    encode_permission_denied,
+    encode_sync_step1,
+    encode_sync_step2,
+    encode_sync_update,
+)
+from ..store.base import Committed
+from .live import Connection, Hub
+
+MAX_WRITES_IN_FLIGHT = 64
+
+
+class Room:
+    """Awareness of one record's peers: the last awareness message each connection sent."""
+
+    def __init__(self) -> None:
+        self.awareness: dict[Connection, bytes] = {}
+
+
+async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], doc_path: str) -> None:
+    collection, _, record_id = doc_path.partition("/")
+    try:
+        doc_id = make_doc_id(collection, record_id)
+        hub.engine.schema.collection(collection, doc_id)
+    except DocumentError as exc:
+        await websocket.accept()
+        await websocket.close(CloseCode.BAD_REQUEST, exc.message[:120])
+        return
+    connection = await hub.connect(
+        websocket,
+        "yjs",
+        lambda principal: Subscriber(
+            principal.name, doc_id=doc_id, echo_own=True, max_queue=hub.engine.limits.subscriber_queue
+        ),
+    )
+    if connection is None:
+        return
+    room = rooms.setdefault(doc_id, Room())
+    try:
+        # Subscribed before reading the state: nothing committed in between can be missed.
+        state = await hub.engine.committed_state(doc_id)
+        connection.put_nowait(encode_sync_step1(state.get_state()))
+        await connection.run(
+            _read(connection, hub, room, doc_id), connection.send_outgoing(_encode_update)
+        )
+    finally:
+        room.awareness.pop(connection, None)
+        if not room.awareness and not hub.engine.peers_of(doc_id) - {connection.subscriber}:
+            rooms.pop(doc_id, None)
+        hub.disconnect(connection)
+
+
+def _encode_update(item: object) -> list[bytes]:
+    if isinstance(item, Committed):
+        return [encode_sync_update(item.update)]
+    return [item] if isinstance(item, bytes) else []
+
+
+async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> None:
+    in_flight = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
+    writes: set[asyncio.Task[None]] = set()
+    origin = Origin(connection.principal.name)
+    try:
+        while True:
+            message = decode_yjs_message(await connection.receive_bytes())
+            if isinstance(message, YjsSyncStep1):
+                state = await hub.engine.committed_state(doc_id)
+                connection.put_nowait(encode_sync_step2(state.get_update(message.state_vector)))
+            elif isinstance(message, YjsSyncStep2 | YjsUpdate):
+                # Writes run concurrently so they share group commits; they start in order.
+                await in_flight.acquire()
+                task = asyncio.create_task(_write(connection, hub, doc_id, message.update, origin))
+                writes.add(task)
+                task.add_done_callback(lambda t: (writes.discard(t), in_flight.release()))
+            elif isinstance(message, YjsAwareness):
+                room.awareness[connection] = message.payload
+                frame = encode_awareness(message.payload)
+                for peer in hub.engine.peers_of(doc_id):
+                    peer.offer_frame(frame)
+            elif isinstance(message, YjsQueryAwareness):
+                for payload in room.awareness.values():
+                    connection.put_nowait(encode_awareness(payload))
+            elif isinstance(message, YjsPermissionDenied):
+                pass  # only servers send it; a client echoing one changes nothing
+    finally:
+        if writes:
+            await asyncio.gather(*writes, return_exceptions=True)
+
+
+async def _write(connection: Connection, hub: Hub, doc_id: DocId, update: bytes, origin: Origin) -> None:
+    try:
+        await hub.engine.write(doc_id, update, origin=origin, sender=connection.subscriber)
+    except StoreError as exc:
+        # Nothing was stored: the client must sync again once the store is back.
+        connection.request_close(CloseCode.TRY_AGAIN_LATER, exc.message)
+    except CrdtSyncError as exc:
+        # The client stays connected; its local document keeps the refused change, which
+        # the server will refuse again: the reason tells the user why.
+        connection.put_nowait(encode_permission_denied(exc.message))
