@@ -1,0 +1,132 @@
+"""The sans-I/O wire protocol: the y-websocket codec, the ``/ws`` envelope, PeerSession (pure).
+
+Nothing here awaits, sleeps, reads the clock or opens a file, and nothing imports asyncio or a
+web framework (a test checks ``sys.modules``). docs/PROTOCOL.md is the prose version.
+
+    ysync.py     y-websocket messages, byte for byte as y-protocols writes them (``/yjs/...``)
+    messages.py  ``/ws`` messages, one frozen dataclass per frame type
+    envelope.py  ``/ws`` frames: one CBOR map each, to and from messages
+    events.py    what PeerSession.receive() returns
+    session.py   PeerSession, the state machine both the server and the client replica drive
+    close.py     close codes of both endpoints
+"""
+
+from .close import CloseCode, close_reason
+from .envelope import decode_frame, encode_frame
+from .events import (
+    Acked,
+    AwarenessReceived,
+    ByeReceived,
+    CaughtUpReceived,
+    DocumentRefused,
+    ErrorReceived,
+    Event,
+    HelloReceived,
+    PingReceived,
+    PongReceived,
+    RemoteUpdate,
+    SyncStep1Received,
+    SyncStep2Received,
+    UpdateReceived,
+    Welcomed,
+)
+from .messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    AwarenessUpdate,
+    Bye,
+    CaughtUp,
+    Error,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    Welcome,
+)
+from .session import ClientWrite, PeerSession, Role, SessionState, SessionStatistics
+from .ysync import (
+    YjsAwareness,
+    YjsMessage,
+    YjsMessageType,
+    YjsPermissionDenied,
+    YjsQueryAwareness,
+    YjsSyncMessage,
+    YjsSyncMessageType,
+    YjsSyncStep1,
+    YjsSyncStep2,
+    YjsUpdate,
+    decode_sync_message,
+    decode_yjs_message,
+    encode_awareness,
+    encode_permission_denied,
+    encode_query_awareness,
+    encode_sync_message,
+    encode_sync_step1,
+    encode_sync_step2,
+    encode_sync_update,
+    encode_yjs_message,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Acked",
+    "AwarenessReceived",
+    "AwarenessUpdate",
+    "Bye",
+    "ByeReceived",
+    "CaughtUp",
+    "CaughtUpReceived",
+    "ClientWrite",
+    "CloseCode",
+    "DocumentRefused",
+    "Error",
+    "ErrorReceived",
+    "Event",
+    "Hello",
+    "HelloReceived",
+    "Message",
+    "PeerSession",
+    "Ping",
+    "PingReceived",
+    "Pong",
+    "PongReceived",
+    "RemoteUpdate",
+    "Role",
+    "SessionState",
+    "SessionStatistics",
+    "SyncStep1",
+    "SyncStep1Received",
+    "SyncStep2",
+    "SyncStep2Received",
+    "SyncUpdate",
+    "UpdateReceived",
+    "Welcome",
+    "Welcomed",
+    "YjsAwareness",
+    "YjsMessage",
+    "YjsMessageType",
+    "YjsPermissionDenied",
+    "YjsQueryAwareness",
+    "YjsSyncMessage",
+    "YjsSyncMessageType",
+    "YjsSyncStep1",
+    "YjsSyncStep2",
+    "YjsUpdate",
+    "close_reason",
+    "decode_frame",
+    "decode_sync_message",
+    "decode_yjs_message",
+    "encode_awareness",
+    "encode_frame",
+    "encode_permission_denied",
+    "encode_query_awareness",
+    "encode_sync_message",
+    "encode_sync_step1",
+    "encode_sync_step2",
+    "encode_sync_update",
+    "encode_yjs_message",
+]
