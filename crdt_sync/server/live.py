@@ -25,6 +25,7 @@ from .auth import Principal, authenticate, bearer_token
 from .errors import close_code, close_reason
 
 log = logging.getLogger("crdt_sync.server")
+CLOSE_TIMEOUT = 10.0
 
 
 
@@ -84,12 +85,18 @@ class Connection:
     async def run(self, *jobs: Coroutine[Any, Any, None]) -> None:
         """Run reader and writer until one ends or a close is requested; then close."""
         tasks = [asyncio.ensure_future(job) for job in jobs]
+        # A stuck peer blocks its writer inside send(): watch the overflow from outside too.
+        overflow = asyncio.ensure_future(self.subscriber.overflowed.wait())
         try:
-            await asyncio.wait([*tasks, self._close], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([*tasks, self._close, overflow], return_when=asyncio.FIRST_COMPLETED)
         finally:
+            overflow.cancel()
             for task in tasks:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
+        if self.subscriber.overflowed.is_set():
+            self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: outgoing queue overflowed; "
+                               "reconnect with your cursor")
         code, reason = self._outcome(results)
         if code is not None:
             await self.close(code, reason)
@@ -113,9 +120,10 @@ class Connection:
         if self.websocket.application_state is WebSocketState.DISCONNECTED:
             return
         try:
-            await self.websocket.close(code, close_reason(reason))
-        except (RuntimeError, OSError, WebSocketDisconnect):
-            pass  # the peer is already gone: there is nobody left to tell
+            # A peer that reads nothing cannot receive a close frame either: do not wait forever.
+            await asyncio.wait_for(self.websocket.close(code, close_reason(reason)), CLOSE_TIMEOUT)
+        except (RuntimeError, OSError, WebSocketDisconnect, TimeoutError):
+            pass  # the peer is gone or stuck: there is nobody left to tell
 
 
 class Hub:

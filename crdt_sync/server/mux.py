@@ -51,6 +51,7 @@ class MuxPeer:
         self.session = PeerSession(Role.SERVER)
         self.welcomed = asyncio.Event()
         self.hello: HelloReceived
+        self.caught_up_to = 0
         self.collections: tuple[str, ...] | None = None
         self.writes: set[asyncio.Task[None]] = set()
         self.in_flight = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
@@ -150,6 +151,7 @@ class MuxPeer:
             if len(page) < CATCH_UP_PAGE:
                 break
         self.session.send(CaughtUp(self.session.cursor))
+        self.caught_up_to = self.session.cursor
         self.connection.cursor = self.session.cursor
         self.connection.last_sync = time.time()
         await self._send_frames()
@@ -158,11 +160,9 @@ class MuxPeer:
         if isinstance(item, bytes):
             return [item]
         if isinstance(item, Committed):
-            if item.seq <= self.session.cursor:
+            if item.seq <= self.caught_up_to:
                 return []  # already sent during catch-up
             self.session.send(SyncUpdate(DocId(item.doc_id), item.update, seq=item.seq))
-        elif isinstance(item, Ack) and item.seq <= 0:
-            self.session.send(Ack(item.doc, item.cseq, self.session.cursor))
         else:
             self.session.send(item)  # type: ignore[arg-type]
         self.connection.cursor = self.session.cursor

@@ -66,6 +66,10 @@ async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], do
         # Subscribed before reading the state: nothing committed in between can be missed.
         state = await hub.engine.committed_state(doc_id)
         connection.put_nowait(encode_sync_step1(state.get_state()))
+        # As the reference server does: a late joiner sees who is here without waiting for
+        # the others to renew their presence (stock clients never send query-awareness).
+        for payload in room.awareness.values():
+            connection.put_nowait(encode_awareness(payload))
         await connection.run(
             _read(connection, hub, room, doc_id), connection.send_outgoing(_encode_update)
         )
