@@ -122,17 +122,20 @@ def spawn_server(db_path: Path, port: int | None = None) -> ServerProcess:
     if port is None:
         with free_socket() as sock:
             port = sock.getsockname()[1]
+    # stderr goes to a file: an unread pipe fills up and blocks the server on its next log line.
+    log = open(db_path.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
         [sys.executable, "-m", "crdt_sync", "serve", "--db", str(db_path), "--port", str(port),
          "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    log.close()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+            raise AssertionError(f"server exited: {db_path.with_suffix('.log').read_text()[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
                 return ServerProcess(port, db_path, process)
@@ -156,5 +159,3 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         if proc.process.poll() is None:
             proc.process.kill()
             proc.process.wait(10)
-        if proc.process.stderr:
-            proc.process.stderr.close()

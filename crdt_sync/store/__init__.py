@@ -1,0 +1,35 @@
+"""Durable storage: the Store interface and its SQLite implementation."""
+
+from .base import (
+    Append,
+    CommitListener,
+    Committed,
+    CompactionReport,
+    JSONObject,
+    LogEntry,
+    Progress,
+    RecordRow,
+    Store,
+    StoreStatistics,
+    TokenRow,
+)
+from .compaction import COMPACTION_ORIGIN
+from .migrations import SCHEMA_VERSION
+from .sqlite import SQLiteStore
+
+__all__ = [
+    "COMPACTION_ORIGIN",
+    "SCHEMA_VERSION",
+    "Append",
+    "CommitListener",
+    "Committed",
+    "CompactionReport",
+    "JSONObject",
+    "LogEntry",
+    "Progress",
+    "RecordRow",
+    "SQLiteStore",
+    "Store",
+    "StoreStatistics",
+    "TokenRow",
+]

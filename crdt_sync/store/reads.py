@@ -1,0 +1,173 @@
+"""The store's reads, each one function run on the reading connection's thread (I/O layer).
+
+Rule: every read that walks many rows does it through an index range (see MIGRATIONS), so its
+cost follows the rows it returns, not the size of the store.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import pycrdt
+
+from ..ids import DocId, Origin, Seq
+from .base import LogEntry, RecordRow, StoreStatistics, TokenRow
+
+RECORD_COLUMNS = (
+    "doc_id, collection, record_id, view, is_deleted, first_seq, last_seq, created_by, updated_at"
+)
+LOG_COLUMNS = "seq, doc_id, data, origin, at, is_snapshot"
+TOKEN_COLUMNS = "name, role, created_at, revoked_at"
+
+Query = tuple[str, tuple[Any, ...]]
+
+
+def changes_query(cursor: Seq, collections: Sequence[str] | None, limit: int) -> Query:
+    """Records changed after `cursor`, by last_seq: a range of records_by_last_seq, or one range
+    of records_by_collection per collection, merged."""
+    select = f"SELECT {RECORD_COLUMNS} FROM records WHERE last_seq > ?"
+    if collections is None:
+        return f"{select} ORDER BY last_seq LIMIT ?", (cursor, limit)
+    each = [(cursor, collection) for collection in collections]
+    return _merged(f"{select} AND collection = ?", "last_seq", each, limit)
+
+
+def log_query(cursor: Seq, collections: Sequence[str] | None, limit: int) -> Query:
+    """Log entries after `cursor`, by seq: a range of the primary key, or of
+    updates_by_collection per collection, merged."""
+    select = f"SELECT {LOG_COLUMNS} FROM updates WHERE seq > ?"
+    if collections is None:
+        return f"{select} ORDER BY seq LIMIT ?", (cursor, limit)
+    each = [(cursor, collection) for collection in collections]
+    return _merged(f"{select} AND collection = ?", "seq", each, limit)
+
+
+def snapshot_query(
+    collections: Sequence[str] | None, after: DocId | None, limit: int, include_deleted: bool
+) -> Query:
+    """Records after `after`, by doc_id: ranges of the doc_id key ("deals/" up to "deals0")."""
+    select = f"SELECT {RECORD_COLUMNS} FROM records WHERE doc_id > ?"
+    if not include_deleted:
+        select += " AND is_deleted = 0"
+    if collections is None:
+        return f"{select} ORDER BY doc_id LIMIT ?", (after or "", limit)
+    # Every doc_id of a collection sorts between "name/" and "name0" ("0" follows "/").
+    each = [(max(after or "", f"{name}/"), f"{name}0") for name in collections]
+    return _merged(f"{select} AND doc_id < ?", "doc_id", each, limit)
+
+
+def _merged(select: str, order: str, each: list[tuple[Any, ...]], limit: int) -> Query:
+    """One index range per parameter set, each cut at `limit`, merged in `order`.
+
+    An `IN (...)` over collections would make SQLite sort every match since the cursor before
+    cutting a page; this reads at most `limit` rows of each range.
+    """
+    if not each:
+        return "SELECT 1 WHERE 0", ()  # no collection asked for: nothing
+    part = f"SELECT * FROM ({select} ORDER BY {order} LIMIT ?)"
+    sql = " UNION ALL ".join([part] * len(each)) + f" ORDER BY {order} LIMIT ?"
+    return sql, (*(value for params in each for value in (*params, limit)), limit)
+
+
+def records(db: sqlite3.Connection, query: Query) -> list[RecordRow]:
+    return [_record(row) for row in db.execute(*query)]
+
+
+def log(db: sqlite3.Connection, query: Query) -> list[LogEntry]:
+    return [_log_entry(row) for row in db.execute(*query)]
+
+
+def load(db: sqlite3.Connection, doc_id: DocId) -> bytes | None:
+    updates = [
+        data
+        for (data,) in db.execute(
+            "SELECT data FROM updates WHERE doc_id = ? ORDER BY seq", (doc_id,)
+        )
+    ]
+    if not updates:
+        return None
+    if len(updates) == 1:
+        return bytes(updates[0])
+    return pycrdt.merge_updates(*updates)
+
+
+def history(db: sqlite3.Connection, doc_id: DocId) -> list[LogEntry]:
+    rows = db.execute(f"SELECT {LOG_COLUMNS} FROM updates WHERE doc_id = ? ORDER BY seq", (doc_id,))
+    return [_log_entry(row) for row in rows]
+
+
+def get_record(db: sqlite3.Connection, doc_id: DocId) -> RecordRow | None:
+    row = db.execute(f"SELECT {RECORD_COLUMNS} FROM records WHERE doc_id = ?", (doc_id,)).fetchone()
+    return None if row is None else _record(row)
+
+
+def cursor(db: sqlite3.Connection) -> Seq:
+    (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates").fetchone()
+    return Seq(seq)
+
+
+def recall(db: sqlite3.Connection, key: str, not_before: float) -> bytes | None:
+    row = db.execute(
+        "SELECT answer FROM idempotency WHERE key = ? AND at >= ?", (key, not_before)
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def statistics(db: sqlite3.Connection, file_bytes: int) -> StoreStatistics:
+    """Every count from one read transaction, so they agree with each other."""
+    db.execute("BEGIN")
+    try:
+        live: dict[str, int] = {}
+        deleted: dict[str, int] = {}
+        for collection, is_deleted, count in db.execute(
+            "SELECT collection, is_deleted, COUNT(*) FROM records GROUP BY collection, is_deleted"
+        ):
+            (deleted if is_deleted else live)[collection] = count
+        (entries,) = db.execute("SELECT COUNT(*) FROM updates").fetchone()
+        return StoreStatistics(
+            cursor=cursor(db),
+            records=live,
+            deleted=deleted,
+            log_entries=entries,
+            compaction_debt=entries - sum(live.values()) - sum(deleted.values()),
+            file_bytes=file_bytes,
+        )
+    finally:
+        db.execute("COMMIT")
+
+
+def find_token(db: sqlite3.Connection, token_hash: str) -> TokenRow | None:
+    row = db.execute(
+        f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        (token_hash,),
+    ).fetchone()
+    return None if row is None else TokenRow(*row)
+
+
+def list_tokens(db: sqlite3.Connection) -> list[TokenRow]:
+    return [
+        TokenRow(*row) for row in db.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY name")
+    ]
+
+
+def _record(row: tuple[Any, ...]) -> RecordRow:
+    doc_id, collection, record_id, view, is_deleted, first_seq, last_seq, created_by, at = row
+    return RecordRow(
+        DocId(doc_id),
+        collection,
+        record_id,
+        json.loads(view),
+        bool(is_deleted),
+        Seq(first_seq),
+        Seq(last_seq),
+        Origin(created_by),
+        at,
+    )
+
+
+def _log_entry(row: tuple[Any, ...]) -> LogEntry:
+    seq, doc_id, data, origin, at, is_snapshot = row
+    return LogEntry(Seq(seq), DocId(doc_id), bytes(data), Origin(origin), at, bool(is_snapshot))

@@ -1,0 +1,311 @@
+"""SQLiteStore: the Store on one SQLite file in WAL mode, through aiosqlite (I/O layer).
+
+The file is the only state. Writes go through one connection and its group-commit writer;
+reads go through a second connection so they never queue behind a commit, and any other
+process may read (or write, as the CLI does) the same file meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeVar, cast
+
+from ..errors import ConfigError, StoreError
+from ..ids import DocId, Origin, Seq, split_doc_id
+from . import compaction, reads
+from .base import (
+    Append,
+    CommitListener,
+    CompactionReport,
+    JSONObject,
+    LogEntry,
+    Progress,
+    RecordRow,
+    StoreStatistics,
+    TokenRow,
+)
+from .connection import Connection
+from .migrations import prepare
+from .transactions import AppendJob, ExclusiveJob, Row, insert_token, revoke_token
+from .writer import CommitWriter
+
+T = TypeVar("T")
+
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+COMPACTION_ATTEMPTS = 3
+READ_CACHE_KIB = 64 * 1024  # page cache of the reading connection
+
+
+class SQLiteStore:
+    """The durable store; use as `async with SQLiteStore(path) as store:`.
+
+    Args:
+        path: the database file; created and initialised if new or empty.
+        synchronous: SQLite's `PRAGMA synchronous` for commits; FULL syncs the WAL every commit.
+        idempotency_ttl: seconds an idempotency key's answer is kept and recalled.
+        busy_timeout_ms: how long to wait for another process's write lock before failing.
+        max_batch: most updates in one group commit (1 gives one commit per append).
+        clock: unix seconds, for `at` and `updated_at` and idempotency expiry.
+
+    Raises (on entering):
+        StoreError: not an SQLite file, not a crdt-sync store, a newer schema, or I/O trouble.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        idempotency_ttl: float = 86400.0,
+        busy_timeout_ms: int = 5000,
+        max_batch: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous.upper() not in SYNCHRONOUS:
+            raise ConfigError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
+        self.path = Path(path)
+        self.schema_version = 0
+        self._synchronous = synchronous.upper()
+        self._idempotency_ttl = idempotency_ttl
+        self._busy_timeout_ms = busy_timeout_ms
+        self._max_batch = max_batch
+        self._clock = clock
+        self._listeners: list[CommitListener] = []
+        self._stack: AsyncExitStack | None = None
+        self._reader: Connection | None = None
+        self._writer: CommitWriter | None = None
+
+    async def __aenter__(self) -> Self:
+        async with AsyncExitStack() as stack:
+            connection = await stack.enter_async_context(self._connection())
+            self.schema_version = await connection.run(prepare, str(self.path))
+            self._reader = await stack.enter_async_context(self._connection())
+            await self._reader.run(_read_only)
+            writer = CommitWriter(
+                connection,
+                max_batch=self._max_batch,
+                idempotency_ttl=self._idempotency_ttl,
+                clock=self._clock,
+            )
+            writer.listeners = self._listeners
+            self._writer = await stack.enter_async_context(writer)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Commit what was already submitted, then close both connections."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _connection(self) -> Connection:
+        return Connection(
+            self.path, busy_timeout_ms=self._busy_timeout_ms, synchronous=self._synchronous
+        )
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call `listener(committed)` after every commit, in seq order, on the event loop."""
+        self._listeners.append(listener)
+
+    # Writes: queued before the first await, so the order of calls is the order of seqs.
+
+    async def append(
+        self, doc_id: DocId, update: bytes, *, view: JSONObject, is_deleted: bool, origin: Origin
+    ) -> Seq:
+        """Append one update with the record's view after it; returns its seq once committed.
+
+        Raises:
+            SchemaViolation: `doc_id` is not "collection/record_id"; nothing was queued.
+            TypeError: `view` is not JSON-serialisable; nothing was queued.
+            StoreError: the store is closed or the transaction failed; nothing was stored.
+        """
+        (seq,) = await self._submit([_row(doc_id, update, view, is_deleted, origin)])
+        return seq
+
+    async def append_many(
+        self,
+        appends: Sequence[Append],
+        *,
+        idempotency_key: str | None = None,
+        answer: Callable[[list[Seq]], bytes] | None = None,
+    ) -> list[Seq]:
+        """All of `appends` in one transaction, or none; with a key, `answer(seqs)` is kept.
+
+        `answer` runs inside the transaction, on the store's thread: keep it quick and pure. If
+        it raises, nothing is stored and this call raises that exception. `recall(key)` returns
+        the answer for `idempotency_ttl` seconds.
+
+        Raises:
+            StoreError: as `append`, or the key was already used; nothing was stored.
+        """
+        rows = [_row(a.doc_id, a.update, a.view, a.is_deleted, a.origin) for a in appends]
+        if not rows and idempotency_key is None:
+            return []
+        return await self._submit(rows, idempotency_key, answer)
+
+    def _submit(
+        self,
+        rows: list[Row],
+        idempotency_key: str | None = None,
+        answer: Callable[[list[Seq]], bytes] | None = None,
+    ) -> asyncio.Future[list[Seq]]:
+        future: asyncio.Future[list[Seq]] = asyncio.get_running_loop().create_future()
+        self._open_writer().submit(AppendJob(rows, future, idempotency_key, answer))
+        return future
+
+    async def _exclusive(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._open_writer().submit(ExclusiveJob(work, future))
+        return cast(T, await future)
+
+    def _open_writer(self) -> CommitWriter:
+        if self._writer is None or self._stack is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return self._writer
+
+    async def _read(self, function: Callable[..., T], *args: object) -> T:
+        if self._reader is None or self._stack is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return await self._reader.run(function, *args)
+
+    # Reads, on the reading connection.
+
+    async def recall(self, idempotency_key: str) -> bytes | None:
+        return await self._read(
+            reads.recall, idempotency_key, self._clock() - self._idempotency_ttl
+        )
+
+    async def load(self, doc_id: DocId) -> bytes | None:
+        return await self._read(reads.load, doc_id)
+
+    async def history(self, doc_id: DocId) -> list[LogEntry]:
+        return await self._read(reads.history, doc_id)
+
+    async def get_record(self, doc_id: DocId) -> RecordRow | None:
+        return await self._read(reads.get_record, doc_id)
+
+    async def cursor(self) -> Seq:
+        return await self._read(reads.cursor)
+
+    async def changes_since(
+        self, cursor: Seq, *, collections: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[RecordRow]:
+        return await self._read(reads.records, reads.changes_query(cursor, collections, limit))
+
+    async def log_since(
+        self, cursor: Seq, *, collections: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[LogEntry]:
+        return await self._read(reads.log, reads.log_query(cursor, collections, limit))
+
+    async def snapshot(
+        self,
+        *,
+        collections: Sequence[str] | None = None,
+        after: DocId | None = None,
+        limit: int = 1000,
+        include_deleted: bool = False,
+    ) -> list[RecordRow]:
+        query = reads.snapshot_query(collections, after, limit, include_deleted)
+        return await self._read(reads.records, query)
+
+    async def statistics(self) -> StoreStatistics:
+        result = await self._read(reads.statistics, self._file_bytes())
+        writer = self._open_writer().statistics
+        result.extra.update(
+            commits=writer.commits,
+            appends=writer.appends,
+            largest_batch=writer.largest_batch,
+            schema_version=self.schema_version,
+        )
+        return result
+
+    def _file_bytes(self) -> int:
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+
+    # Compaction: an operation of its own, never a side effect of append.
+
+    async def compact(self, doc_id: DocId) -> CompactionReport:
+        """Fold `doc_id`'s log into one garbage-collected snapshot; racing appends are kept.
+
+        Returns a report with documents=0 when there was nothing to fold (one row or none), or
+        when other compactions kept changing the rows under it (it is then left for next time).
+        """
+        for attempt in range(1, COMPACTION_ATTEMPTS + 1):
+            fold = await self._read(compaction.read_and_fold, doc_id)
+            if isinstance(fold, CompactionReport):
+                return fold
+            is_compacted = await self._exclusive(
+                partial(compaction.replace_with_snapshot, fold=fold)
+            )
+            if is_compacted or attempt == COMPACTION_ATTEMPTS:
+                return fold.report(is_compacted=is_compacted)
+        raise AssertionError("unreachable: the last attempt returns")
+
+    async def compact_all(self, *, progress: Progress | None = None) -> CompactionReport:
+        """Compact every document with more than one log row; `progress(done, total)` after each."""
+        documents = await self._read(compaction.documents_to_compact)
+        total = compaction.skipped(0, 0)
+        for done, doc_id in enumerate(documents, start=1):
+            total = compaction.add(total, await self.compact(doc_id))
+            if progress is not None:
+                progress(done, len(documents))
+        return total
+
+    # Tokens: rare writes, each its own transaction on the writing connection.
+
+    async def add_token(self, name: str, role: str, token_hash: str) -> None:
+        """Raises StoreError if a token already has this name or this hash."""
+        await self._exclusive(partial(insert_token, name, role, token_hash, self._clock()))
+
+    async def find_token(self, token_hash: str) -> TokenRow | None:
+        return await self._read(reads.find_token, token_hash)
+
+    async def list_tokens(self) -> list[TokenRow]:
+        return await self._read(reads.list_tokens)
+
+    async def revoke_token(self, name: str) -> bool:
+        """True if a live token of that name was revoked now."""
+        return await self._exclusive(partial(revoke_token, name, self._clock()))
+
+
+def _row(doc_id: DocId, update: bytes, view: JSONObject, is_deleted: bool, origin: Origin) -> Row:
+    collection, record_id = _split(doc_id)
+    encoded = _encode_view(view)
+    return Row(doc_id, collection, record_id, bytes(update), encoded, bool(is_deleted), origin)
+
+
+_encode_view = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_split = functools.lru_cache(maxsize=4096)(split_doc_id)  # a hot path: the same few ids
+
+
+# What follows runs on a connection's thread.
+
+
+def _read_only(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA query_only = ON")
+    # Reads jump to wherever the records that changed live; keep more of the file at hand
+    # than SQLite's default 2 MiB so a big store's hot pages stay in memory.
+    db.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")

@@ -1,0 +1,198 @@
+"""The store's write transactions, each run whole on the writing connection's thread (I/O layer).
+
+The group-commit writer (writer.py) hands them jobs in order; nothing here awaits.
+
+Rule: seqs are MAX(seq) + 1 ... read inside the write transaction (BEGIN IMMEDIATE), so another
+process writing the same file, such as the CLI, never hands out the same seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import StoreError
+from ..ids import DocId, Origin, Seq
+
+Outcome = list[Seq] | BaseException
+"""What one job of a batch came to: its seqs, or the error its caller gets."""
+
+
+@dataclass(slots=True)
+class Row:
+    """One update ready for the log: checked and encoded on the event loop, written on the thread."""
+
+    doc_id: DocId
+    collection: str
+    record_id: str
+    update: bytes
+    view: str  # JSON
+    is_deleted: bool
+    origin: Origin
+
+
+@dataclass(eq=False, slots=True)
+class AppendJob:
+    """Rows that commit together or not at all, with their optional idempotency key."""
+
+    rows: list[Row]
+    future: asyncio.Future[list[Seq]]
+    idempotency_key: str | None = None
+    answer: Callable[[list[Seq]], bytes] | None = None
+
+
+@dataclass(eq=False, slots=True)
+class ExclusiveJob:
+    """Any other write (compaction, tokens): `work(db)` alone in its own transaction."""
+
+    work: Callable[[sqlite3.Connection], object]
+    future: asyncio.Future[object]
+
+
+INSERT_UPDATE = (
+    "INSERT INTO updates (seq, doc_id, collection, data, origin, at, is_snapshot)"
+    " VALUES (?, ?, ?, ?, ?, ?, 0)"
+)
+UPSERT_RECORD = """
+    INSERT INTO records (doc_id, collection, record_id, view, is_deleted,
+                         first_seq, last_seq, created_by, updated_at, size)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (doc_id) DO UPDATE SET
+        view = excluded.view,
+        is_deleted = excluded.is_deleted,
+        last_seq = excluded.last_seq,
+        updated_at = excluded.updated_at,
+        size = records.size + excluded.size
+"""
+
+
+def run_exclusive(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], object]) -> object:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def commit_appends(
+    db: sqlite3.Connection, batch: list[AppendJob], now: float, expired_before: float
+) -> list[Outcome]:
+    """Write the whole batch in one transaction; one outcome per job (its seqs, or its error).
+
+    A job with an idempotency key runs inside a savepoint, so a used key fails that job alone.
+    Any other failure rolls the whole transaction back and raises.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes = _write(db, batch, now, expired_before)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _write(
+    db: sqlite3.Connection, batch: list[AppendJob], now: float, expired_before: float
+) -> list[Outcome]:
+    if any(job.idempotency_key is not None for job in batch):
+        db.execute("DELETE FROM idempotency WHERE at < ?", (expired_before,))
+    (last_seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates").fetchone()
+    next_seq = last_seq + 1
+    outcomes: list[Outcome] = []
+    plain: list[tuple[Seq, Row]] = []  # consecutive jobs without a key, written in one go
+    for job in batch:
+        seqs = [Seq(seq) for seq in range(next_seq, next_seq + len(job.rows))]
+        if job.idempotency_key is None:
+            plain.extend(zip(seqs, job.rows))
+            outcomes.append(seqs)
+            next_seq += len(seqs)
+            continue
+        _insert(db, plain, now)
+        plain = []
+        outcome = _write_with_key(db, job, job.idempotency_key, seqs, now)
+        outcomes.append(outcome)
+        if not isinstance(outcome, BaseException):
+            next_seq += len(seqs)
+    _insert(db, plain, now)
+    return outcomes
+
+
+def _write_with_key(
+    db: sqlite3.Connection, job: AppendJob, key: str, seqs: list[Seq], now: float
+) -> Outcome:
+    db.execute("SAVEPOINT job")
+    try:
+        _insert(db, list(zip(seqs, job.rows)), now)
+        answer = job.answer(seqs) if job.answer is not None else b""
+    except sqlite3.Error:
+        raise  # not this job's fault: the whole batch fails
+    except Exception as exc:  # noqa: BLE001  (answer() raised: that caller's bug and error)
+        _undo(db)
+        return exc
+    try:
+        db.execute("INSERT INTO idempotency (key, answer, at) VALUES (?, ?, ?)", (key, answer, now))
+    except sqlite3.IntegrityError as exc:
+        _undo(db)
+        error = StoreError(f"idempotency key {key!r} was already used")
+        error.__cause__ = exc
+        return error
+    db.execute("RELEASE job")
+    return seqs
+
+
+def _undo(db: sqlite3.Connection) -> None:
+    db.execute("ROLLBACK TO job")
+    db.execute("RELEASE job")
+
+
+def _insert(db: sqlite3.Connection, entries: list[tuple[Seq, Row]], now: float) -> None:
+    if not entries:
+        return
+    db.executemany(
+        INSERT_UPDATE,
+        [(seq, r.doc_id, r.collection, r.update, r.origin, now) for seq, r in entries],
+    )
+    db.executemany(
+        UPSERT_RECORD,
+        [
+            (
+                r.doc_id,
+                r.collection,
+                r.record_id,
+                r.view,
+                r.is_deleted,
+                seq,
+                seq,
+                r.origin,
+                now,
+                len(r.update),
+            )
+            for seq, r in entries
+        ],
+    )
+
+
+def insert_token(name: str, role: str, token_hash: str, now: float, db: sqlite3.Connection) -> None:
+    try:
+        db.execute(
+            "INSERT INTO tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
+            (name, role, token_hash, now),
+        )
+    except sqlite3.IntegrityError as exc:
+        taken = "hash" if "token_hash" in str(exc) else "name"
+        raise StoreError(f"a token with this {taken} already exists (name {name!r})") from exc
+
+
+def revoke_token(name: str, now: float, db: sqlite3.Connection) -> bool:
+    cursor = db.execute(
+        "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name)
+    )
+    return cursor.rowcount > 0

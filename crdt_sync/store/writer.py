@@ -1,0 +1,190 @@
+"""Group commit: one task turns every queued write into as few transactions as it can (I/O layer).
+
+Rule 1: jobs are committed in the order they were submitted, and seqs are handed out in that
+order, so two appends submitted A then B get seq(A) < seq(B).
+Rule 2: a caller's future resolves only after its transaction committed; commit listeners run
+after the commit and before any future resolves, with the committed updates in seq order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from ..errors import StoreError
+from ..ids import Seq
+from .base import CommitListener, Committed
+from .connection import Connection
+from .transactions import AppendJob, ExclusiveJob, Outcome, commit_appends, run_exclusive
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WriterStatistics:
+    commits: int = 0  # transactions that committed appends
+    appends: int = 0  # updates committed
+    largest_batch: int = 0  # most updates in one transaction
+
+
+class CommitWriter:
+    """The one writer of a store: `submit()` queues, a task drains the queue into transactions.
+
+    The queue holds at most one job per caller still waiting for its commit, so it is bounded
+    by the callers. Cancelling a caller does not withdraw its write once submitted.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        max_batch: int,
+        idempotency_ttl: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._connection = connection
+        self._max_batch = max_batch
+        self._idempotency_ttl = idempotency_ttl
+        self._clock = clock
+        self._pending: deque[AppendJob | ExclusiveJob] = deque()
+        self._in_flight: Sequence[AppendJob | ExclusiveJob] = []
+        self._wake = asyncio.Event()
+        self._is_closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.listeners: list[CommitListener] = []
+        self.statistics = WriterStatistics()
+
+    async def __aenter__(self) -> Self:
+        name = f"crdt-sync writer {self._connection.path}"
+        self._task = asyncio.create_task(self._run(), name=name)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Commit everything already submitted, then stop."""
+        self._is_closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    def submit(self, job: AppendJob | ExclusiveJob) -> None:
+        """Queue `job` now, without awaiting: the order of submits is the order of commits."""
+        if self._is_closing or self._task is None or self._task.done():
+            raise StoreError(f"{self._connection.path}: the store is closed")
+        self._pending.append(job)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._pending:
+                    await self._commit_next()
+                if self._is_closing:
+                    return
+        finally:
+            # Only reached with jobs left if this task was cancelled: nobody may wait forever.
+            path = self._connection.path
+            for job in self._in_flight:
+                error = StoreError(f"{path}: closed while committing; the outcome is unknown")
+                _fail(job.future, error)
+            for job in self._pending:
+                _fail(job.future, StoreError(f"{path}: closed before commit; nothing stored"))
+            self._pending.clear()
+
+    async def _commit_next(self) -> None:
+        job = self._pending[0]
+        if isinstance(job, ExclusiveJob):
+            self._pending.popleft()
+            self._in_flight = [job]
+            await self._commit_exclusive(job)
+        else:
+            self._in_flight = batch = self._take_batch()
+            await self._commit_appends(batch)
+        self._in_flight = []
+
+    async def _commit_exclusive(self, job: ExclusiveJob) -> None:
+        try:
+            result = await self._connection.run(run_exclusive, job.work)
+        except Exception as exc:  # noqa: BLE001  (delivered to the one caller, who raises it)
+            _fail(job.future, exc)
+        else:
+            if not job.future.done():
+                job.future.set_result(result)
+
+    def _take_batch(self) -> list[AppendJob]:
+        batch: list[AppendJob] = []
+        size = 0
+        while self._pending:
+            job = self._pending[0]
+            if not isinstance(job, AppendJob) or (batch and size + len(job.rows) > self._max_batch):
+                break
+            self._pending.popleft()
+            batch.append(job)
+            size += len(job.rows)
+        return batch
+
+    async def _commit_appends(self, batch: list[AppendJob]) -> None:
+        now = self._clock()
+        try:
+            outcomes = await self._connection.run(
+                commit_appends, batch, now, now - self._idempotency_ttl
+            )
+        except StoreError as exc:
+            for job in batch:  # one fresh error per caller, all caused by the same sqlite error
+                error = StoreError(exc.message)
+                error.__cause__ = exc.__cause__
+                _fail(job.future, error)
+            return
+        except Exception as exc:  # noqa: BLE001  (a bug: every caller of the batch sees it)
+            for job in batch:
+                _fail(job.future, exc)
+            return
+        committed = self._record(batch, outcomes)
+        self._notify(committed)
+        for job, outcome in zip(batch, outcomes):
+            if isinstance(outcome, BaseException):
+                _fail(job.future, outcome)
+            elif not job.future.done():
+                job.future.set_result(outcome)
+
+    def _record(self, batch: list[AppendJob], outcomes: list[Outcome]) -> list[Committed]:
+        """Count the commit; the committed updates in seq order, if anyone listens."""
+        appends = sum(
+            len(outcome) for outcome in outcomes if not isinstance(outcome, BaseException)
+        )
+        self.statistics.commits += 1
+        self.statistics.appends += appends
+        self.statistics.largest_batch = max(self.statistics.largest_batch, appends)
+        if not self.listeners:
+            return []
+        return [
+            Committed(seq, row.doc_id, row.update, row.origin)
+            for job, outcome in zip(batch, outcomes)
+            if not isinstance(outcome, BaseException)
+            for seq, row in zip(outcome, job.rows)
+        ]
+
+    def _notify(self, committed: Sequence[Committed]) -> None:
+        if not committed:
+            return
+        for listener in self.listeners:
+            try:
+                listener(committed)
+            except Exception:  # the commit stands; a failing listener is a bug to log, not raise
+                LOG.exception("commit listener %r failed", listener)
+
+
+def _fail(future: asyncio.Future[object] | asyncio.Future[list[Seq]], exc: BaseException) -> None:
+    if not future.done():  # a cancelled caller no longer waits
+        future.set_exception(exc)

@@ -1,0 +1,699 @@
+"""The SQLite store: durable log, per-record views, group commit, compaction, cursors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Map, Text
+
+from crdt_sync.errors import ConfigError, SchemaViolation, StoreError
+from crdt_sync.ids import DocId, Origin, Seq
+from crdt_sync.store import (
+    COMPACTION_ORIGIN,
+    SCHEMA_VERSION,
+    Append,
+    Committed,
+    SQLiteStore,
+    Store,
+    compaction,
+)
+from crdt_sync.store.reads import changes_query, log_query, snapshot_query
+
+ANN = Origin("ann-phone")
+BOB = Origin("bob-laptop")
+
+
+class Contact:
+    """A record's CRDT document whose every edit is captured as one update."""
+
+    def __init__(self) -> None:
+        self.document: Doc[Any] = Doc()
+        self.record = self.document.get("record", type=Map)
+        self.updates: list[bytes] = []
+        self._subscription = self.document.observe(lambda event: self.updates.append(event.update))
+
+    def set(self, **fields: Any) -> bytes:
+        with self.document.transaction():
+            for name, value in fields.items():
+                self.record[name] = value
+        return self.updates[-1]
+
+    def view(self) -> dict[str, Any]:
+        return self.record.to_py() or {}
+
+
+def view_of(update: bytes) -> dict[str, Any]:
+    document: Doc[Any] = Doc()
+    document.apply_update(update)
+    return document.get("record", type=Map).to_py() or {}
+
+
+async def put(
+    store: SQLiteStore, doc_id: str, contact: Contact, origin: Origin = ANN, **fields: Any
+) -> Seq:
+    update = contact.set(**fields)
+    return await store.append(
+        DocId(doc_id), update, view=contact.view(), is_deleted=False, origin=origin
+    )
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to the file, as another program would open it."""
+    db = sqlite3.connect(path)
+    try:
+        with db:  # commits on success
+            yield db
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+async def store(path: Path) -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore(path) as store:
+        yield store
+
+
+def test_sqlite_store_implements_the_store_protocol(path: Path) -> None:
+    store: Store = SQLiteStore(path)
+    assert store is not None
+
+
+# Appends and loads
+
+
+async def test_appended_updates_load_back_as_the_same_document(store: SQLiteStore) -> None:
+    contact = Contact()
+    await put(store, "contacts/1", contact, name="Ann", email="ann@example.com")
+    await put(store, "contacts/1", contact, phone="+33 1 23 45 67 89")
+    loaded = await store.load(DocId("contacts/1"))
+    assert loaded is not None
+    assert (
+        view_of(loaded)
+        == contact.view()
+        == {
+            "name": "Ann",
+            "email": "ann@example.com",
+            "phone": "+33 1 23 45 67 89",
+        }
+    )
+
+
+async def test_a_document_without_updates_loads_as_none(store: SQLiteStore) -> None:
+    assert await store.load(DocId("contacts/nobody")) is None
+    assert await store.history(DocId("contacts/nobody")) == []
+    assert await store.get_record(DocId("contacts/nobody")) is None
+    assert await store.cursor() == 0
+
+
+async def test_a_bad_document_id_is_refused_before_anything_is_queued(store: SQLiteStore) -> None:
+    with pytest.raises(SchemaViolation, match="collection/record_id"):
+        await store.append(DocId("no-slash"), b"\x00\x00", view={}, is_deleted=False, origin=ANN)
+    assert await store.cursor() == 0
+
+
+async def test_seqs_strictly_increase_in_call_order_across_concurrent_appends(
+    store: SQLiteStore,
+) -> None:
+    contacts = [Contact() for _ in range(10)]
+    updates = [(f"contacts/{i % 10}", contacts[i % 10], i) for i in range(200)]
+    seqs = await asyncio.gather(
+        *(put(store, doc_id, contact, n=n) for doc_id, contact, n in updates)
+    )
+    assert seqs == list(range(1, 201))
+    assert await store.cursor() == 200
+
+
+async def test_concurrent_appends_share_transactions(store: SQLiteStore) -> None:
+    contact = Contact()
+    await asyncio.gather(*(put(store, f"contacts/{i}", contact, n=i) for i in range(200)))
+    extra = (await store.statistics()).extra
+    assert extra["appends"] == 200
+    assert extra["commits"] < 200
+
+
+async def test_a_store_with_max_batch_one_commits_each_append_alone(path: Path) -> None:
+    async with SQLiteStore(path, max_batch=1) as store:
+        contact = Contact()
+        await asyncio.gather(*(put(store, "contacts/1", contact, n=i) for i in range(20)))
+        assert (await store.statistics()).extra["commits"] == 20
+
+
+async def test_the_record_row_keeps_its_first_write_and_follows_its_last(
+    path: Path,
+) -> None:
+    now = [1000.0]
+    async with SQLiteStore(path, clock=lambda: now[0]) as store:
+        contact = Contact()
+        first = await put(store, "contacts/7", contact, ANN, name="Ann")
+        now[0] = 2000.0
+        last = await store.append(
+            DocId("contacts/7"),
+            contact.set(name="Ann B"),
+            view={"name": "Ann B"},
+            is_deleted=True,
+            origin=BOB,
+        )
+        record = await store.get_record(DocId("contacts/7"))
+    assert record is not None
+    assert (record.collection, record.record_id) == ("contacts", "7")
+    assert (record.first_seq, record.created_by) == (first, ANN)
+    assert (record.last_seq, record.updated_at) == (last, 2000.0)
+    assert record.view == {"name": "Ann B"}
+    assert record.is_deleted
+
+
+async def test_history_lists_each_update_in_seq_order(store: SQLiteStore) -> None:
+    contact = Contact()
+    await put(store, "contacts/1", contact, ANN, name="Ann")
+    await put(store, "contacts/1", contact, BOB, name="Ann B")
+    history = await store.history(DocId("contacts/1"))
+    assert [(e.seq, e.origin, e.is_snapshot) for e in history] == [(1, ANN, False), (2, BOB, False)]
+    assert [e.update for e in history] == contact.updates
+
+
+async def test_commit_listeners_get_committed_updates_in_seq_order(store: SQLiteStore) -> None:
+    heard: list[Committed] = []
+    seen_before_return: list[int] = []
+    store.add_commit_listener(heard.extend)
+    contact = Contact()
+
+    async def put_and_check(n: int) -> Seq:
+        seq = await put(store, f"contacts/{n}", contact, n=n)
+        seen_before_return.append(int(any(c.seq == seq for c in heard)))
+        return seq
+
+    seqs = await asyncio.gather(*(put_and_check(n) for n in range(50)))
+    assert [c.seq for c in heard] == sorted(seqs) == list(range(1, 51))
+    assert [c.update for c in heard] == contact.updates
+    assert all(seen_before_return)
+
+
+async def test_a_failing_commit_listener_is_logged_and_the_append_stands(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(committed: Sequence[Committed]) -> None:
+        raise RuntimeError("listener bug")
+
+    store.add_commit_listener(broken)
+    seq = await put(store, "contacts/1", Contact(), name="Ann")
+    assert seq == 1
+    assert "listener bug" in caplog.text
+
+
+# Atomicity and failures
+
+
+async def test_append_many_stores_all_its_updates_in_one_transaction(store: SQLiteStore) -> None:
+    a, b = Contact(), Contact()
+    appends = [
+        Append(DocId("contacts/a"), a.set(name="A"), {"name": "A"}, False, ANN),
+        Append(DocId("contacts/b"), b.set(name="B"), {"name": "B"}, False, ANN),
+    ]
+    assert await store.append_many(appends) == [1, 2]
+    assert (await store.statistics()).extra["commits"] == 1
+
+
+async def test_append_many_with_a_used_key_stores_nothing_of_its_batch(store: SQLiteStore) -> None:
+    a, b = Contact(), Contact()
+    first = [Append(DocId("contacts/a"), a.set(name="A"), {"name": "A"}, False, ANN)]
+    await store.append_many(first, idempotency_key="req-1", answer=lambda seqs: b"ok")
+    again = [
+        Append(DocId("contacts/b"), b.set(name="B"), {"name": "B"}, False, ANN),
+        Append(DocId("contacts/a"), a.set(name="A2"), {"name": "A2"}, False, ANN),
+    ]
+    other = Contact()
+    failed, alone = await asyncio.gather(
+        store.append_many(again, idempotency_key="req-1", answer=lambda seqs: b"no"),
+        put(store, "contacts/c", other, name="C"),
+        return_exceptions=True,
+    )
+    assert isinstance(failed, StoreError)
+    assert "'req-1' was already used" in failed.message
+    assert alone == 2  # a neighbour in the same group commit is unaffected
+    assert await store.get_record(DocId("contacts/b")) is None
+    record_a = await store.get_record(DocId("contacts/a"))
+    assert record_a is not None and record_a.view == {"name": "A"}
+    assert await store.recall("req-1") == b"ok"
+
+
+async def test_append_many_whose_answer_raises_stores_nothing_and_raises_it(
+    store: SQLiteStore,
+) -> None:
+    def broken_answer(seqs: list[Seq]) -> bytes:
+        raise ValueError("cannot encode the answer")
+
+    appends = [Append(DocId("contacts/a"), Contact().set(n=1), {"n": 1}, False, ANN)]
+    with pytest.raises(ValueError, match="cannot encode"):
+        await store.append_many(appends, idempotency_key="req-2", answer=broken_answer)
+    assert await store.cursor() == 0
+    assert await store.recall("req-2") is None
+    assert await store.get_record(DocId("contacts/a")) is None
+
+
+async def test_a_failed_transaction_fails_every_caller_of_its_batch_and_stores_nothing(
+    path: Path,
+) -> None:
+    async with SQLiteStore(path, busy_timeout_ms=0) as store:
+        await put(store, "contacts/0", Contact(), name="before")
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            results = await asyncio.gather(
+                *(put(store, f"contacts/{n}", Contact(), n=n) for n in range(1, 11)),
+                store.append_many(
+                    [Append(DocId("contacts/m"), Contact().set(n=1), {"n": 1}, False, ANN)]
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert all(isinstance(r, StoreError) and "locked" in r.message for r in results)
+        assert isinstance(results[0], StoreError)
+        assert isinstance(results[0].__cause__, sqlite3.OperationalError)
+        assert await store.cursor() == 1
+        assert (await store.statistics()).records == {"contacts": 1}
+        assert await put(store, "contacts/1", Contact(), name="after") == 2
+
+
+async def test_appending_to_a_closed_store_raises_store_error(path: Path) -> None:
+    async with SQLiteStore(path) as store:
+        pass
+    with pytest.raises(StoreError, match="closed"):
+        await put(store, "contacts/1", Contact(), name="Ann")
+    with pytest.raises(StoreError, match="closed"):
+        await store.cursor()
+
+
+async def test_closing_commits_appends_already_submitted(path: Path) -> None:
+    async with SQLiteStore(path) as store:
+        *seqs, _ = await asyncio.gather(
+            *(put(store, f"contacts/{n}", Contact(), n=n) for n in range(30)), store.close()
+        )
+    assert seqs == list(range(1, 31))
+    async with SQLiteStore(path) as store:
+        assert await store.cursor() == 30
+
+
+# Idempotency
+
+
+async def test_recall_returns_the_answer_kept_with_the_key(store: SQLiteStore) -> None:
+    contact = Contact()
+    appends = [Append(DocId("contacts/1"), contact.set(name="Ann"), {"name": "Ann"}, False, ANN)]
+    seqs = await store.append_many(
+        appends, idempotency_key="req-9", answer=lambda seqs: json.dumps(seqs).encode()
+    )
+    assert await store.recall("req-9") == json.dumps(seqs).encode()
+    assert await store.recall("req-unknown") is None
+
+
+async def test_recall_forgets_answers_older_than_the_ttl_and_the_key_is_free_again(
+    path: Path,
+) -> None:
+    now = [1000.0]
+    async with SQLiteStore(path, idempotency_ttl=60.0, clock=lambda: now[0]) as store:
+        contact = Contact()
+        appends = [Append(DocId("contacts/1"), contact.set(n=1), {"n": 1}, False, ANN)]
+        await store.append_many(appends, idempotency_key="k", answer=lambda seqs: b"first")
+        now[0] = 1061.0
+        assert await store.recall("k") is None
+        appends = [Append(DocId("contacts/1"), contact.set(n=2), {"n": 2}, False, ANN)]
+        await store.append_many(appends, idempotency_key="k", answer=lambda seqs: b"second")
+        assert await store.recall("k") == b"second"
+
+
+# Compaction
+
+
+async def test_compaction_preserves_the_document(store: SQLiteStore) -> None:
+    contact = Contact()
+    for n in range(10):
+        await put(store, "contacts/1", contact, name=f"Ann {n}", n=n)
+    report = await store.compact(DocId("contacts/1"))
+    assert (report.documents, report.updates_before, report.updates_after) == (1, 10, 1)
+    loaded = await store.load(DocId("contacts/1"))
+    assert loaded is not None and view_of(loaded) == contact.view()
+    [snapshot] = await store.history(DocId("contacts/1"))
+    assert (snapshot.seq, snapshot.is_snapshot, snapshot.origin) == (10, True, COMPACTION_ORIGIN)
+
+
+async def test_compaction_drops_the_content_of_deleted_text(store: SQLiteStore) -> None:
+    contact = Contact()
+    notes = Text("x" * 5000)
+    with contact.document.transaction():
+        contact.record["notes"] = notes
+    await store.append(
+        DocId("contacts/1"), contact.updates[-1], view={}, is_deleted=False, origin=ANN
+    )
+    with contact.document.transaction():
+        del notes[0:4990]
+    await store.append(
+        DocId("contacts/1"), contact.updates[-1], view={}, is_deleted=False, origin=ANN
+    )
+
+    report = await store.compact(DocId("contacts/1"))
+    assert report.bytes_before > 5000
+    assert report.bytes_after < 200
+    loaded = await store.load(DocId("contacts/1"))
+    assert loaded is not None and view_of(loaded) == {"notes": "x" * 10}
+
+
+async def test_compaction_keeps_the_record_size_equal_to_its_stored_bytes(
+    store: SQLiteStore, path: Path
+) -> None:
+    contact = Contact()
+    for n in range(5):
+        await put(store, "contacts/1", contact, n=n)
+    await store.compact(DocId("contacts/1"))
+    with raw(path) as db:
+        (size,) = db.execute("SELECT size FROM records WHERE doc_id = 'contacts/1'").fetchone()
+        (stored,) = db.execute("SELECT SUM(length(data)) FROM updates").fetchone()
+    assert size == stored
+
+
+async def test_compaction_skips_a_document_with_one_update(store: SQLiteStore) -> None:
+    await put(store, "contacts/1", Contact(), name="Ann")
+    report = await store.compact(DocId("contacts/1"))
+    assert (report.documents, report.updates_before, report.updates_after) == (0, 1, 1)
+    assert not (await store.history(DocId("contacts/1")))[0].is_snapshot
+
+
+async def test_compaction_loses_no_append_racing_it(store: SQLiteStore) -> None:
+    contacts = [Contact() for _ in range(5)]
+    for n in range(20):
+        await put(store, f"contacts/{n % 5}", contacts[n % 5], n=n)
+
+    async def write_more() -> None:
+        await asyncio.gather(
+            *(put(store, f"contacts/{n % 5}", contacts[n % 5], m=n) for n in range(100))
+        )
+
+    async def compact_repeatedly() -> None:
+        for _ in range(3):
+            await store.compact_all()
+
+    await asyncio.gather(compact_repeatedly(), write_more())
+    for n, contact in enumerate(contacts):
+        loaded = await store.load(DocId(f"contacts/{n}"))
+        assert loaded is not None and view_of(loaded) == contact.view()
+    assert await store.cursor() == 120
+
+
+async def test_compaction_keeps_rows_another_writer_appended_after_its_read(
+    store: SQLiteStore, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (the CLI) commits between compaction's read and its swap."""
+    contact = Contact()
+    for n in range(3):
+        await put(store, "contacts/1", contact, n=n)
+    late = contact.set(late=True)
+    read_and_fold = compaction.read_and_fold
+
+    def read_then_other_process_writes(db: sqlite3.Connection, doc_id: DocId) -> object:
+        fold = read_and_fold(db, doc_id)
+        with raw(path) as other:
+            other.execute(
+                "INSERT INTO updates (seq, doc_id, collection, data, origin, at, is_snapshot)"
+                " VALUES (4, 'contacts/1', 'contacts', ?, 'cli', 0, 0)",
+                (late,),
+            )
+        return fold
+
+    monkeypatch.setattr(compaction, "read_and_fold", read_then_other_process_writes)
+    report = await store.compact(DocId("contacts/1"))
+    assert report.updates_before == 3
+    history = await store.history(DocId("contacts/1"))
+    assert [(e.seq, e.is_snapshot) for e in history] == [(3, True), (4, False)]
+    loaded = await store.load(DocId("contacts/1"))
+    assert loaded is not None and view_of(loaded) == contact.view()
+
+
+async def test_a_compaction_that_lost_the_race_to_another_leaves_the_snapshot_alone(
+    store: SQLiteStore,
+) -> None:
+    contact = Contact()
+    for n in range(4):
+        await put(store, "contacts/1", contact, n=n)
+    reports = await asyncio.gather(*(store.compact(DocId("contacts/1")) for _ in range(2)))
+    assert sorted(r.documents for r in reports) == [0, 1]
+    history = await store.history(DocId("contacts/1"))
+    assert [(e.seq, e.is_snapshot) for e in history] == [(4, True)]
+
+
+async def test_compact_all_reports_progress_and_totals(store: SQLiteStore) -> None:
+    contacts = [Contact() for _ in range(3)]
+    for n in range(9):
+        await put(store, f"contacts/{n % 3}", contacts[n % 3], n=n)
+    await put(store, "contacts/single", Contact(), n=0)
+    progress: list[tuple[int, int]] = []
+    report = await store.compact_all(progress=lambda done, total: progress.append((done, total)))
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    assert (report.documents, report.updates_before, report.updates_after) == (3, 9, 3)
+    assert (await store.statistics()).compaction_debt == 0
+
+
+# Cursors and paging
+
+
+async def test_changes_since_returns_each_changed_record_once_by_last_seq(
+    store: SQLiteStore,
+) -> None:
+    a, b, c = Contact(), Contact(), Contact()
+    await put(store, "contacts/a", a, n=1)
+    cursor = await put(store, "deals/b", b, n=1)
+    await put(store, "contacts/a", a, n=2)
+    await put(store, "contacts/c", c, n=1)
+    await put(store, "deals/b", b, n=2)
+    changes = await store.changes_since(cursor)
+    assert [(r.doc_id, r.last_seq) for r in changes] == [
+        ("contacts/a", 3),
+        ("contacts/c", 4),
+        ("deals/b", 5),
+    ]
+    limited = await store.changes_since(cursor, collections=["contacts"], limit=1)
+    assert [r.doc_id for r in limited] == ["contacts/a"]
+
+
+def query_plan(path: Path, query: tuple[str, tuple[Any, ...]]) -> str:
+    sql, params = query
+    with raw(path) as db:
+        return " | ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+
+@pytest.mark.parametrize(
+    ("collections", "index"),
+    [
+        (None, "records_by_last_seq (last_seq>?)"),
+        (["contacts"], "records_by_collection (collection=? AND last_seq>?)"),
+        (["contacts", "deals"], "records_by_collection (collection=? AND last_seq>?)"),
+    ],
+)
+async def test_changes_since_is_served_from_an_index_not_a_scan_of_records(
+    store: SQLiteStore, path: Path, collections: list[str] | None, index: str
+) -> None:
+    plan = query_plan(path, changes_query(Seq(10), collections, 100))
+    assert f"SEARCH records USING INDEX {index}" in plan
+    assert "SCAN records" not in plan
+
+
+@pytest.mark.parametrize(
+    ("query", "search"),
+    [
+        (log_query(Seq(10), None, 100), "updates USING INTEGER PRIMARY KEY (rowid>?)"),
+        (log_query(Seq(10), ["a", "b"], 100), "updates USING INDEX updates_by_collection"),
+        (snapshot_query(None, DocId("a/1"), 100, False), "records USING INDEX sqlite_autoindex"),
+        (snapshot_query(["a", "b"], None, 100, True), "records USING INDEX sqlite_autoindex"),
+    ],
+)
+async def test_log_since_and_snapshot_search_index_ranges(
+    store: SQLiteStore, path: Path, query: tuple[str, tuple[Any, ...]], search: str
+) -> None:
+    plan = query_plan(path, query)
+    assert f"SEARCH {search}" in plan
+    assert "SCAN records" not in plan and "SCAN updates" not in plan
+
+
+async def test_pages_over_several_collections_merge_in_order(store: SQLiteStore) -> None:
+    contacts = {name: Contact() for name in ["a/1", "b/1", "c/1", "a/2", "b/2"]}
+    for name, contact in contacts.items():
+        await put(store, name, contact, n=1)
+    await put(store, "a/1", contacts["a/1"], n=2)
+    changes = await store.changes_since(Seq(0), collections=["b", "a"], limit=3)
+    assert [(r.doc_id, r.last_seq) for r in changes] == [("b/1", 2), ("a/2", 4), ("b/2", 5)]
+    log = await store.log_since(Seq(1), collections=["a", "b"], limit=10)
+    assert [e.seq for e in log] == [2, 4, 5, 6]
+    page = await store.snapshot(collections=["b", "a"], after=DocId("a/1"), limit=2)
+    assert [r.doc_id for r in page] == ["a/2", "b/1"]
+    assert await store.changes_since(Seq(0), collections=[]) == []
+    assert await store.log_since(Seq(0), collections=[]) == []
+    assert await store.snapshot(collections=[]) == []
+
+
+async def test_log_since_returns_updates_after_the_cursor_by_seq(store: SQLiteStore) -> None:
+    a, b = Contact(), Contact()
+    await put(store, "contacts/a", a, n=1)
+    await put(store, "deals/b", b, n=1)
+    await put(store, "contacts/a", a, n=2)
+    log = await store.log_since(Seq(1))
+    assert [(e.seq, e.doc_id) for e in log] == [(2, "deals/b"), (3, "contacts/a")]
+    assert [e.seq for e in await store.log_since(Seq(0), collections=["contacts"])] == [1, 3]
+    assert [e.seq for e in await store.log_since(Seq(0), limit=2)] == [1, 2]
+
+
+async def test_a_client_behind_a_compaction_catches_up_from_the_snapshot(
+    store: SQLiteStore,
+) -> None:
+    contact = Contact()
+    for n in range(5):
+        await put(store, "contacts/1", contact, n=n)
+    await store.compact(DocId("contacts/1"))
+    [entry] = await store.log_since(Seq(2))
+    assert entry.is_snapshot and view_of(entry.update) == contact.view()
+
+
+async def test_snapshot_pages_records_by_doc_id(store: SQLiteStore) -> None:
+    for name in ["contacts/c", "contacts/a", "deals/x", "contacts/b"]:
+        await put(store, name, Contact(), n=1)
+    await store.append(
+        DocId("contacts/d"), Contact().set(n=1), view={}, is_deleted=True, origin=ANN
+    )
+    first = await store.snapshot(collections=["contacts"], limit=2)
+    assert [r.doc_id for r in first] == ["contacts/a", "contacts/b"]
+    rest = await store.snapshot(collections=["contacts"], after=first[-1].doc_id, limit=10)
+    assert [r.doc_id for r in rest] == ["contacts/c"]
+    everything = await store.snapshot(include_deleted=True)
+    assert [r.doc_id for r in everything] == [
+        "contacts/a",
+        "contacts/b",
+        "contacts/c",
+        "contacts/d",
+        "deals/x",
+    ]
+
+
+# Files: opening, refusing, reopening, sharing
+
+
+async def test_reopening_the_file_keeps_everything(path: Path) -> None:
+    contact = Contact()
+    async with SQLiteStore(path) as store:
+        for n in range(5):
+            await put(store, "contacts/1", contact, n=n)
+        await store.add_token("admin", "admin", "hash-1")
+    async with SQLiteStore(path) as store:
+        assert await store.cursor() == 5
+        loaded = await store.load(DocId("contacts/1"))
+        assert loaded is not None and view_of(loaded) == contact.view()
+        record = await store.get_record(DocId("contacts/1"))
+        assert record is not None and record.view == contact.view()
+        assert await store.find_token("hash-1") is not None
+        assert await put(store, "contacts/1", contact, n=99) == 6
+
+
+async def test_opening_a_file_with_a_newer_schema_names_both_versions(path: Path) -> None:
+    async with SQLiteStore(path):
+        pass
+    with raw(path) as db:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(
+        StoreError, match=rf"schema version {SCHEMA_VERSION + 1}.* {SCHEMA_VERSION} "
+    ):
+        async with SQLiteStore(path):
+            pass
+
+
+async def test_opening_a_file_that_is_not_sqlite_is_refused(path: Path) -> None:
+    path.write_bytes(b"name,email\nAnn,ann@example.com\n" * 100)
+    with pytest.raises(StoreError, match="not an SQLite database"):
+        async with SQLiteStore(path):
+            pass
+    assert path.read_bytes().startswith(b"name,email")
+
+
+async def test_opening_another_programs_database_is_refused_and_leaves_it_unchanged(
+    path: Path,
+) -> None:
+    with raw(path) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    with pytest.raises(StoreError, match="not a crdt-sync store"):
+        async with SQLiteStore(path):
+            pass
+    with raw(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+
+
+def test_an_unknown_synchronous_setting_is_refused(path: Path) -> None:
+    with pytest.raises(ConfigError, match="synchronous must be one of OFF, NORMAL, FULL, EXTRA"):
+        SQLiteStore(path, synchronous="SOMETIMES")
+
+
+async def test_an_empty_file_is_initialised_in_wal_mode(path: Path) -> None:
+    path.touch()
+    async with SQLiteStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+    with raw(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_two_stores_on_one_file_hand_out_distinct_seqs(path: Path) -> None:
+    async with SQLiteStore(path) as server, SQLiteStore(path) as cli:
+        contact = Contact()
+        seqs = await asyncio.gather(
+            *(put(server if n % 2 else cli, f"contacts/{n}", contact, n=n) for n in range(100))
+        )
+        assert sorted(seqs) == list(range(1, 101))
+        assert await cli.cursor() == await server.cursor() == 100
+
+
+# Tokens and statistics
+
+
+async def test_tokens_are_found_by_hash_until_revoked(store: SQLiteStore) -> None:
+    await store.add_token("ci", "writer", "hash-ci")
+    await store.add_token("admin", "admin", "hash-admin")
+    found = await store.find_token("hash-ci")
+    assert found is not None and (found.name, found.role, found.revoked_at) == (
+        "ci",
+        "writer",
+        None,
+    )
+    assert await store.revoke_token("ci") is True
+    assert await store.revoke_token("ci") is False
+    assert await store.find_token("hash-ci") is None
+    assert [t.name for t in await store.list_tokens()] == ["admin", "ci"]
+
+
+async def test_adding_a_token_with_a_taken_name_is_refused(store: SQLiteStore) -> None:
+    await store.add_token("ci", "writer", "hash-1")
+    with pytest.raises(StoreError, match="name 'ci'"):
+        await store.add_token("ci", "reader", "hash-2")
+    assert await store.find_token("hash-2") is None
+
+
+async def test_statistics_count_records_log_entries_and_compaction_debt(store: SQLiteStore) -> None:
+    contact = Contact()
+    for n in range(3):
+        await put(store, "contacts/1", contact, n=n)
+    await put(store, "deals/1", Contact(), n=0)
+    await store.append(DocId("deals/2"), Contact().set(n=0), view={}, is_deleted=True, origin=ANN)
+    stats = await store.statistics()
+    assert stats.cursor == 5
+    assert stats.records == {"contacts": 1, "deals": 1}
+    assert stats.deleted == {"deals": 1}
+    assert (stats.log_entries, stats.compaction_debt) == (5, 2)
+    assert stats.file_bytes > 0
+    assert stats.extra["schema_version"] == SCHEMA_VERSION
