@@ -1,0 +1,657 @@
+"""The load generator of `live_bench.py`: y-websocket clients in a process of their own.
+
+    python benchmarks/_live_load.py '{"workload": "throughput", ...}'
+
+Not meant to be run by hand: `live_bench.py` starts it, one run per (workload, server), and
+talks to it over stdout/stdin with one line per message:
+
+- it prints `EVENT <name> <json>` at the points where the orchestrator measures something
+  (server RSS) or acts (SIGKILL), and for some events waits for a `GO` line on stdin;
+- it prints `RESULT <json>` last and exits 0 (or `RESULT {"error": ...}` and exits 1).
+
+Every client speaks plain y-websocket (the same bytes to both servers): on open it sends sync
+step 1 with its state vector, answers the server's step 1 with a step 2, and is synced when
+the server's step 2 arrives. Edits set `record["company"]` to a marker `#wwww.iiiiiii#`
+(writer, index) that appears verbatim in the update bytes, so a receiver knows which edit a
+frame carries with one regex, without decoding it into a document. Every loop is bounded in
+count and in time; every address is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pycrdt import Doc, Map
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+MARKER = re.compile(rb"#(\d{4})\.(\d{7})#")
+SYNC, AWARENESS = 0, 1
+STEP1, STEP2, UPDATE = 0, 1, 2
+RETRY_CODES = {1013, 1001, 1011}  # admission control / restarting: come back with backoff
+
+
+def marker(writer: int, index: int) -> str:
+    return f"#{writer:04d}.{index:07d}#"
+
+
+# ---------------------------------------------------------------------------------------------
+# y-websocket framing (lib0 varUint / varBytes)
+
+
+def var_uint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def read_var_uint(data: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return n, pos
+        shift += 7
+
+
+def sync_message(sub_type: int, payload: bytes) -> bytes:
+    return bytes((SYNC, sub_type)) + var_uint(len(payload)) + payload
+
+
+def sync_payload(message: bytes) -> bytes:
+    length, pos = read_var_uint(message, 2)
+    return message[pos : pos + length]
+
+
+def state_vector(encoded: bytes) -> dict[int, int]:
+    count, pos = read_var_uint(encoded, 0)
+    out = {}
+    for _ in range(count):
+        client, pos = read_var_uint(encoded, pos)
+        clock, pos = read_var_uint(encoded, pos)
+        out[client] = clock
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# one client
+
+
+class OpenFailed(Exception):
+    pass
+
+
+class YClient:
+    """One y-websocket connection to one record.
+
+    `on_update(message, t_ns)` sees every sync-update frame (sub-type 2) with its arrival time;
+    with `track` the client also applies everything it receives to `self.doc`.
+    """
+
+    def __init__(self, url: str, *, on_update: Callable[[bytes, int], None] | None = None,
+                 track: bool = False) -> None:
+        self.url = url
+        self.on_update = on_update
+        self.track = track
+        self.doc: Doc[Any] = Doc()
+        self.ws: ClientConnection | None = None
+        self.synced = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.denied: list[str] = []
+        self.updates = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(self, deadline: float, sync_timeout: float = 30.0) -> None:
+        """Connect and sync; retry on admission refusals (1013) until `deadline` (monotonic)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            self.synced = asyncio.Event()
+            self.closed = asyncio.Event()
+            self.close_code = None
+            try:
+                self.ws = await connect(
+                    self.url, compression=None, proxy=None, max_size=16 << 20, max_queue=512,
+                    ping_interval=None, open_timeout=20, close_timeout=2,
+                )
+                self._reader = asyncio.create_task(self._read())
+                await self.ws.send(sync_message(STEP1, self.doc.get_state()))
+                done, _ = await asyncio.wait(
+                    [asyncio.create_task(self.synced.wait()), asyncio.create_task(self.closed.wait())],
+                    timeout=sync_timeout, return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in _:
+                    task.cancel()
+                if self.synced.is_set():
+                    return
+                code = self.close_code
+            except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
+                code = getattr(getattr(exc, "rcvd", None), "code", None)
+                if self.ws is not None:
+                    await self.abort()
+                if time.monotonic() > deadline:
+                    raise OpenFailed(f"{type(exc).__name__}: {exc}") from None
+            else:
+                await self.abort()
+                if code not in RETRY_CODES or time.monotonic() > deadline:
+                    raise OpenFailed(f"closed before sync: code={code} {self.close_reason!r}")
+            await asyncio.sleep(min(2.0, 0.05 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.5))
+
+    async def _read(self) -> None:
+        ws = self.ws
+        assert ws is not None
+        try:
+            async for message in ws:
+                t = time.perf_counter_ns()
+                if isinstance(message, str) or len(message) < 2:
+                    continue
+                kind, sub = message[0], message[1]
+                if kind == SYNC:
+                    if sub == UPDATE:
+                        self.updates += 1
+                        if self.track:
+                            self.doc.apply_update(sync_payload(message))
+                        if self.on_update is not None:
+                            self.on_update(message, t)
+                    elif sub == STEP1:
+                        sv = sync_payload(message)
+                        await ws.send(sync_message(STEP2, self.doc.get_update(sv)))
+                    elif sub == STEP2:
+                        payload = sync_payload(message)
+                        if self.track or not self.synced.is_set():
+                            self.doc.apply_update(payload)
+                        if self.on_update is not None and MARKER.search(payload):
+                            self.on_update(message, t)
+                        self.synced.set()
+                elif kind == 2:  # permission denied
+                    self.denied.append(message[2:].decode("utf-8", "replace"))
+        except ConnectionClosed as exc:
+            self.close_code = exc.rcvd.code if exc.rcvd else None
+            self.close_reason = exc.rcvd.reason if exc.rcvd else ""
+        except Exception as exc:  # noqa: BLE001
+            self.close_reason = f"{type(exc).__name__}: {exc}"
+        finally:
+            if self.close_code is None and ws.close_code is not None:
+                self.close_code = ws.close_code
+            self.closed.set()
+
+    async def send(self, message: bytes) -> None:
+        assert self.ws is not None
+        await self.ws.send(message)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            try:
+                await asyncio.wait_for(self.ws.close(), 3)
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001
+                pass
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def abort(self) -> None:
+        if self.ws is not None:
+            self.ws.transport.abort()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def edit_updates(doc: Doc[Any], edits: list[dict[str, Any]],
+                 clocks: list[int] | None = None) -> list[bytes]:
+    """One update per edit (a dict of fields to set), made on `doc` in order; `clocks` gets
+    the doc's own clock after each edit."""
+    record = doc.get("record", type=Map)
+    out = []
+    for fields in edits:
+        before = doc.get_state()
+        with doc.transaction():
+            for key, value in fields.items():
+                record[key] = value
+        out.append(doc.get_update(before))
+        if clocks is not None:
+            clocks.append(state_vector(doc.get_state())[doc.client_id])
+    return out
+
+
+async def open_many(urls: list[str], *, concurrency: int, deadline: float,
+                    factory: Callable[[str], YClient] | None = None) -> tuple[list[YClient], list[str]]:
+    """Open and sync one client per url, `concurrency` at a time; (opened, errors)."""
+    gate = asyncio.Semaphore(concurrency)
+    factory = factory or (lambda url: YClient(url))
+    opened: list[YClient] = []
+    errors: list[str] = []
+
+    async def one(url: str) -> None:
+        async with gate:
+            client = factory(url)
+            try:
+                await client.open(deadline)
+                opened.append(client)
+            except OpenFailed as exc:
+                errors.append(str(exc))
+
+    await asyncio.gather(*(one(url) for url in urls))
+    return opened, errors
+
+
+async def close_many(clients: list[YClient], concurrency: int = 200) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(client: YClient) -> None:
+        async with gate:
+            await client.close()
+
+    await asyncio.gather(*(one(c) for c in clients))
+
+
+def emit(kind: str, name: str, payload: dict[str, Any] | None = None) -> None:
+    sys.stdout.write(f"{kind} {name} {json.dumps(payload or {})}\n" if kind == "EVENT"
+                     else f"RESULT {json.dumps(payload)}\n")
+    sys.stdout.flush()
+
+
+async def wait_go(timeout: float = 120.0) -> None:
+    loop = asyncio.get_running_loop()
+    line = await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), timeout)
+    if line.strip() != "GO":
+        raise RuntimeError(f"expected GO from the orchestrator, got {line!r}")
+
+
+def url_of(params: dict[str, Any], record_id: str) -> str:
+    return f"{params['base']}/{params['collection']}/{record_id}?token={params['token']}"
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# workloads
+
+
+async def throughput(p: dict[str, Any]) -> dict[str, Any]:
+    """W writers x N pipelined edits; done when the reader has seen every edit."""
+    writers, edits, shared = p["writers"], p["edits"], p["mode"] == "shared"
+    run = p["run"]
+    deadline = time.monotonic() + p["timeout"]
+    ids = [f"{run}-shared"] if shared else [f"{run}-w{j}" for j in range(writers)]
+    total = writers * edits
+
+    if shared:  # the record exists (with its required name) before anyone edits it
+        seeder = YClient(url_of(p, ids[0]))
+        await seeder.open(deadline)
+        got = asyncio.Event()
+        seeder.on_update = lambda m, t: got.set()
+        await seeder.send(sync_message(UPDATE, edit_updates(seeder.doc, [{"name": "Shared"}])[0]))
+        await asyncio.wait_for(got.wait(), 10)
+        await seeder.close()
+
+    # The reader applies what it gets and is done when its documents hold every writer's last
+    # edit (state vectors): markers alone would not do, as a server may re-encode an update,
+    # and a concurrent map write that loses is then sent without its (deleted) content.
+    expected: dict[str, dict[int, int]] = {}
+    covered: set[str] = set()
+    all_seen = asyncio.Event()
+    t_seen = [0]
+    readers_by_id: dict[str, YClient] = {}
+
+    def check(record_id: str, t: int) -> None:
+        want = expected.get(record_id)
+        if want is None or record_id in covered:
+            return
+        have = state_vector(readers_by_id[record_id].doc.get_state())
+        if all(have.get(client, 0) >= clock for client, clock in want.items()):
+            covered.add(record_id)
+            if len(covered) == len(ids):
+                t_seen[0] = t
+                all_seen.set()
+
+    def reader(record_id: str) -> YClient:
+        client = YClient(url_of(p, record_id), track=True,
+                         on_update=lambda m, t: check(record_id, t))
+        readers_by_id[record_id] = client
+        return client
+
+    record_of = {url_of(p, i): i for i in ids}
+    readers, errors = await open_many(list(record_of), concurrency=50, deadline=deadline,
+                                      factory=lambda u: reader(record_of[u]))
+    if errors:
+        raise RuntimeError(f"readers failed to open: {errors[:3]}")
+
+    acked = [0] * writers
+    t_acked = [0] * writers
+
+    def writer_update(j: int) -> Callable[[bytes, int], None]:
+        mine = f"{j:04d}".encode()
+
+        def on_update(message: bytes, t: int) -> None:
+            for found in MARKER.finditer(message):
+                if found.group(1) == mine:
+                    acked[j] += 1
+                    if acked[j] == edits:
+                        t_acked[j] = t
+        return on_update
+
+    clients = [YClient(url_of(p, ids[0 if shared else j]), on_update=writer_update(j))
+               for j in range(writers)]
+    await asyncio.gather(*(c.open(deadline) for c in clients))
+    frames: list[list[bytes]] = []
+    writer_clocks: list[tuple[str, int, list[int]]] = []
+    for j, client in enumerate(clients):
+        edits_j: list[dict[str, Any]] = [{"company": marker(j, i)} for i in range(edits)]
+        if not shared:
+            edits_j[0]["name"] = f"Writer {j}"
+        clocks: list[int] = []
+        frames.append([sync_message(UPDATE, u) for u in edit_updates(client.doc, edits_j, clocks)])
+        expected.setdefault(ids[0 if shared else j], {})[client.doc.client_id] = clocks[-1]
+        writer_clocks.append((ids[0 if shared else j], client.doc.client_id, clocks))
+
+    t_sent = [0] * writers
+
+    async def write(j: int) -> None:
+        for frame in frames[j]:
+            await clients[j].send(frame)
+        t_sent[j] = time.perf_counter_ns()
+
+    t0 = time.perf_counter_ns()
+    send_errors: list[str] = []
+    for result in await asyncio.gather(*(write(j) for j in range(writers)), return_exceptions=True):
+        if isinstance(result, BaseException):
+            send_errors.append(f"{type(result).__name__}: {result}")
+    try:
+        await asyncio.wait_for(all_seen.wait(), max(1.0, deadline - time.monotonic()))
+    except TimeoutError:
+        pass
+    # The writers' own echoes (ours: committed) may trail the reader by a little.
+    ack_deadline = time.monotonic() + 5
+    while min(acked) < edits and time.monotonic() < ack_deadline and all_seen.is_set():
+        await asyncio.sleep(0.01)
+    stored_s = stored = None
+    if p.get("peer_db"):  # the peer writes to SQLite after broadcasting: when is it all stored?
+        stored, t_stored = await wait_stored(p["peer_db"], f"/yjs/{p['collection']}/{run}-",
+                                             total + (1 if shared else 0), deadline=time.monotonic() + 60)
+        stored_s = (t_stored - t0) / 1e9 if t_stored else None
+    closes = sorted({f"{c.close_code} {c.close_reason}" for c in [*clients, *readers]
+                     if c.close_code is not None})
+    seen = 0
+    for record_id, client_id, clocks in writer_clocks:
+        have = state_vector(readers_by_id[record_id].doc.get_state()).get(client_id, 0)
+        seen += sum(1 for clock in clocks if have >= clock)
+    denied = sum(len(c.denied) for c in clients)
+    await close_many([*clients, *readers])
+    out: dict[str, Any] = {
+        "edits": total,
+        "seen": seen,
+        "complete": all_seen.is_set(),
+        "send_s": (max(t_sent) - t0) / 1e9 if all(t_sent) else None,
+        "seen_s": (t_seen[0] - t0) / 1e9 if all_seen.is_set() else None,
+        "acked": sum(acked),
+        "acked_s": (max(t_acked) - t0) / 1e9 if all(t_acked) else None,
+        "stored_rows": stored, "stored_s": stored_s,
+        "errors": send_errors + closes + ([f"{denied} permission-denied"] if denied else []),
+    }
+    out["updates_per_s"] = total / out["seen_s"] if out["seen_s"] else None
+    return out
+
+
+async def wait_stored(db: str, prefix: str, rows: int, deadline: float) -> tuple[int, int | None]:
+    """Poll the peer's SQLite file (read-only) until `rows` updates under `prefix` are in it."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    count = 0
+    try:
+        while time.monotonic() < deadline:
+            try:
+                count = connection.execute(
+                    "SELECT count(*) FROM yupdates WHERE path >= ? AND path < ?",
+                    (prefix, prefix + "\uffff")).fetchone()[0]
+            except sqlite3.OperationalError:
+                pass  # locked by the writer for a moment
+            if count >= rows:
+                return count, time.perf_counter_ns()
+            await asyncio.sleep(0.02)
+        return count, None
+    finally:
+        connection.close()
+
+
+async def fanout(p: dict[str, Any]) -> dict[str, Any]:
+    """1 writer, S subscribers on one record; paced edits; latency from send to each receive."""
+    subs, edits, rate = p["subscribers"], p["edits"], p["rate"]
+    deadline = time.monotonic() + p["timeout"]
+    record = f"{p['run']}-fan"
+    sent_ns = [0] * edits
+    own_ns = [0] * edits
+    received = [[0] * edits for _ in range(subs)]
+    remaining = [subs * edits]
+    all_in = asyncio.Event()
+
+    def sub_update(k: int) -> Callable[[bytes, int], None]:
+        row = received[k]
+
+        def on_update(message: bytes, t: int) -> None:
+            for found in MARKER.finditer(message):
+                i = int(found.group(2))
+                if i < edits and not row[i]:
+                    row[i] = t
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        all_in.set()
+        return on_update
+
+    def own_update(message: bytes, t: int) -> None:
+        for found in MARKER.finditer(message):
+            i = int(found.group(2))
+            if i < edits and not own_ns[i]:
+                own_ns[i] = t
+
+    writer = YClient(url_of(p, record), on_update=own_update)
+    await writer.open(deadline)
+    created = asyncio.Event()
+    writer.on_update = lambda m, t: created.set()
+    await writer.send(sync_message(UPDATE, edit_updates(writer.doc, [{"name": "Fan-out"}])[0]))
+    await asyncio.wait_for(created.wait(), 10)
+    writer.on_update = own_update
+    subscribers, errors = await open_many(
+        [url_of(p, record)] * subs, concurrency=50, deadline=deadline,
+        factory=lambda u, _n=iter(range(subs)): YClient(u, on_update=sub_update(next(_n))))
+    if errors:
+        raise RuntimeError(f"{len(errors)} subscribers failed to open: {errors[:3]}")
+    await asyncio.sleep(0.5)
+    frames = [sync_message(UPDATE, u)
+              for u in edit_updates(writer.doc, [{"company": marker(0, i)} for i in range(edits)])]
+    start = time.perf_counter()
+    for i, frame in enumerate(frames):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent_ns[i] = time.perf_counter_ns()
+        await writer.send(frame)
+    try:
+        await asyncio.wait_for(all_in.wait(), min(10.0, max(1.0, deadline - time.monotonic())))
+    except TimeoutError:
+        pass
+    await asyncio.sleep(0.2)
+    latencies = [(row[i] - sent_ns[i]) / 1e6 for row in received for i in range(edits) if row[i]]
+    own = [(own_ns[i] - sent_ns[i]) / 1e6 for i in range(edits) if own_ns[i]]
+    closes = sorted({f"{c.close_code} {c.close_reason}" for c in [writer, *subscribers]
+                     if c.close_code is not None})
+    await close_many([writer, *subscribers])
+    return {
+        "subscribers": subs, "edits": edits, "deliveries": len(latencies),
+        "missing": subs * edits - len(latencies),
+        "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies) if latencies else None,
+        "echo_p50_ms": percentile(own, 50), "echo_p99_ms": percentile(own, 99),
+        "echoes": len(own), "errors": closes,
+    }
+
+
+async def open_records(p: dict[str, Any]) -> dict[str, Any]:
+    """Warm up; GO; open `count` records (one synced connection each); GO; close them; GO."""
+    deadline = time.monotonic() + p["timeout"]
+    ids = [f"{p['prefix']}{i}" for i in range(p["count"])]
+    warm, _ = await open_many([url_of(p, i) for i in ids[:20]], concurrency=10, deadline=deadline)
+    await close_many(warm)
+    emit("EVENT", "warm")
+    await wait_go()
+    t0 = time.perf_counter()
+    clients, errors = await open_many([url_of(p, i) for i in ids], concurrency=p["concurrency"],
+                                      deadline=deadline)
+    opened_s = time.perf_counter() - t0
+    alive = sum(1 for c in clients if not c.closed.is_set())
+    emit("EVENT", "open", {"opened": len(clients), "alive": alive, "seconds": opened_s,
+                           "errors": errors[:3], "failed": len(errors)})
+    await wait_go()
+    await close_many(clients)
+    emit("EVENT", "closed")
+    await wait_go()
+    return {"opened": len(clients), "alive": alive, "failed": len(errors), "open_s": opened_s,
+            "errors": errors[:3]}
+
+
+async def churn(p: dict[str, Any]) -> dict[str, Any]:
+    """Warm up; GO; open and close each of `count` records once (bounded in time); GO."""
+    deadline = time.monotonic() + p["timeout"]
+    ids = [f"{p['prefix']}{i}" for i in range(p["count"])]
+    warm, _ = await open_many([url_of(p, i) for i in ids[:20]], concurrency=10, deadline=deadline)
+    await close_many(warm)
+    emit("EVENT", "warm")
+    await wait_go()
+    stop_at = time.monotonic() + p["time_limit"]
+    gate = asyncio.Semaphore(p["concurrency"])
+    done = [0]
+    failed: list[str] = []
+
+    async def one(record_id: str) -> None:
+        if time.monotonic() > stop_at:
+            return
+        async with gate:
+            if time.monotonic() > stop_at:
+                return
+            client = YClient(url_of(p, record_id))
+            try:
+                await client.open(min(deadline, stop_at + 30))
+                done[0] += 1
+            except OpenFailed as exc:
+                failed.append(str(exc))
+            finally:
+                await client.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in ids))
+    seconds = time.perf_counter() - t0
+    emit("EVENT", "done", {"opened": done[0], "seconds": seconds, "failed": len(failed)})
+    await wait_go()
+    return {"opened": done[0], "requested": len(ids), "seconds": seconds,
+            "per_s": done[0] / seconds if seconds else None, "failed": len(failed),
+            "errors": failed[:3]}
+
+
+async def durability_write(p: dict[str, Any]) -> dict[str, Any]:
+    """Writers on separate records: a creating edit each, then a pipelined burst; the orchestrator
+    SIGKILLs the server on EVENT sent. Reports per writer what was sent and what was echoed."""
+    writers, edits = p["writers"], p["edits"]
+    deadline = time.monotonic() + p["timeout"]
+    ids = [f"{p['run']}-d{j}" for j in range(writers)]
+    echoed: list[set[int]] = [set() for _ in range(writers)]
+
+    def on_update(j: int) -> Callable[[bytes, int], None]:
+        def handler(message: bytes, t: int) -> None:
+            for found in MARKER.finditer(message):
+                echoed[j].add(int(found.group(2)))
+        return handler
+
+    clients = [YClient(url_of(p, ids[j]), on_update=on_update(j)) for j in range(writers)]
+    await asyncio.gather(*(c.open(deadline) for c in clients))
+    created = [asyncio.Event() for _ in range(writers)]
+    for j, client in enumerate(clients):
+        client.on_update = lambda m, t, e=created[j]: e.set()
+        await client.send(sync_message(UPDATE, edit_updates(client.doc, [{"name": f"D{j}"}])[0]))
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in created)), 10)
+    base = [state_vector(c.doc.get_state())[c.doc.client_id] for c in clients]
+    frames = []
+    for j, client in enumerate(clients):
+        client.on_update = on_update(j)
+        updates = edit_updates(client.doc, [{"company": marker(j, i)} for i in range(edits)])
+        frames.append([sync_message(UPDATE, u) for u in updates])
+    await asyncio.sleep(1.0)  # let a lazy store catch up with the creating edits
+    emit("EVENT", "ready")
+    await wait_go()
+    sent = [0] * writers
+
+    async def burst(j: int) -> None:
+        for frame in frames[j]:
+            await clients[j].send(frame)
+            sent[j] += 1
+
+    results = await asyncio.gather(*(burst(j) for j in range(writers)), return_exceptions=True)
+    emit("EVENT", "sent", {"sent": sum(sent)})
+    # The server is being killed: read what it managed to send before dying.
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.closed.wait() for c in clients)), 10)
+    except TimeoutError:
+        pass
+    for client in clients:
+        await client.abort()
+    return {
+        "records": ids, "client_ids": [c.doc.client_id for c in clients], "base_clocks": base,
+        "sent": sent, "echoed": [sorted(e) for e in echoed],
+        "send_errors": [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)],
+    }
+
+
+async def durability_check(p: dict[str, Any]) -> dict[str, Any]:
+    """A fresh client syncs each record: how many burst edits of each writer are stored."""
+    deadline = time.monotonic() + p["timeout"]
+    present = []
+    for record_id, client_id, base in zip(p["records"], p["client_ids"], p["base_clocks"]):
+        client = YClient(url_of(p, record_id), track=True)
+        await client.open(deadline)
+        present.append(max(0, state_vector(client.doc.get_state()).get(client_id, 0) - base))
+        await client.close()
+    return {"present": present}
+
+
+WORKLOADS = {
+    "throughput": throughput, "fanout": fanout, "open_records": open_records, "churn": churn,
+    "durability_write": durability_write, "durability_check": durability_check,
+}
+
+
+def main() -> int:
+    params = json.loads(sys.argv[1])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        result = asyncio.run(WORKLOADS[params["workload"]](params))
+    except Exception as exc:  # noqa: BLE001  (reported to the orchestrator, which goes on)
+        emit("RESULT", "", {"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    emit("RESULT", "", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

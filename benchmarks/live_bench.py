@@ -1,0 +1,817 @@
+"""Live sync side by side: crdt-sync's `/yjs` endpoint against pycrdt-websocket + pycrdt-store.
+
+    python benchmarks/live_bench.py [--quick] [--only a,b,c,d] [--peer-python PATH]
+
+Both servers speak y-websocket; each runs as a subprocess of its own on 127.0.0.1, and the
+load comes from another process (`_live_load.py`), so the servers' CPU and memory are their
+own. Prints a table at the end; asserts nothing. Needs `pip install pycrdt-websocket
+pycrdt-store` in the python that runs the peer (`--peer-python`, default this one) and psutil.
+
+- ours: `python -m crdt_sync serve` (uvicorn, SQLite WAL, synchronous=FULL, group commit); a
+  write is echoed to every peer of the record, the sender included, only after its commit.
+- peer: pycrdt-websocket's `WebsocketServer` served by `websockets.serve` (its documented
+  setup), each room with a pycrdt-store `SQLiteYStore` (default settings: no squashing, which
+  drops history) on one file; a room loads its document from the store when it opens. It
+  applies an update in memory, broadcasts it to every client of the room (the sender
+  included) and writes it to SQLite afterwards, one commit per update, in the background.
+
+Workloads:
+(a) throughput: W writers x N edits sent pipelined (no waiting between sends), on W separate
+    records and on one shared record; updates/s until a reader connected beforehand has seen
+    every edit. For ours, also the time until every writer had its own echoes (= committed).
+(b) fan-out: 1 writer, 50 and 200 subscribers on one record, paced edits; latency from the
+    writer's send to each subscriber's receive (all clients in one process, one clock).
+(c) memory: server RSS per open record with 1,000 and 5,000 records open at once (one synced
+    connection per record, (RSS open - RSS before) / count, fresh server each), and RSS after
+    each of many stored records was opened once and closed (100k; 20k with --quick).
+(d) durability: writers send a burst of 2,000 edits, the server gets SIGKILL as soon as the
+    last one is sent, restarts on the same file, and a fresh client counts what is missing: of
+    the edits acknowledged (ours: echoed after commit) and of the edits sent (the peer has no
+    acknowledgement; its echo is sent before the write to SQLite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOAD = HERE / "_live_load.py"
+SIDES = ("ours", "peer")
+RUNNING: set[subprocess.Popen[Any]] = set()  # servers and load processes: killed on the way out
+COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay Industries"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the seeded records (both stores get the same documents)
+
+
+def contact_update(i: int) -> tuple[bytes, Any]:
+    from pycrdt import Doc, Map, Text
+
+    doc: Doc[Any] = Doc()
+    record = doc.get("record", type=Map)
+    with doc.transaction():
+        record["name"] = f"Contact {i}"
+        record["email"] = f"contact{i}@example.com"
+        record["phone"] = f"+33 1 {i:08d}"
+        record["company"] = COMPANIES[i % len(COMPANIES)]
+        record["notes"] = Text("Met at the fair; wants a demo of the new pricing. Call back in March.")
+    return doc.get_update(), doc
+
+
+def seed_ours(db: str, prefix: str, count: int) -> None:
+    """Records straight through the store API (append_many, 1,000 per transaction)."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT))
+    from crdt_sync.ids import Origin, make_doc_id
+    from crdt_sync.record import Records
+    from crdt_sync.schema import DEFAULT_SCHEMA
+    from crdt_sync.store import SQLiteStore
+    from crdt_sync.store.base import Append
+
+    records = Records(DEFAULT_SCHEMA)
+
+    async def work() -> None:
+        async with SQLiteStore(db) as store:
+            for start in range(0, count, 1000):
+                batch = []
+                for i in range(start, min(count, start + 1000)):
+                    doc_id = make_doc_id("contacts", f"{prefix}{i}")
+                    update, doc = contact_update(i)
+                    batch.append(Append(doc_id, update, records.view(doc_id, doc), False,
+                                        Origin("bench-seed")))
+                await store.append_many(batch)
+
+    asyncio.run(work())
+
+
+def peer_store_class(db: str) -> Any:
+    from pycrdt.store import SQLiteYStore
+
+    class BenchYStore(SQLiteYStore):
+        db_path = db  # one file for every room; squash options left at None (the default)
+
+    return BenchYStore
+
+
+def seed_peer(db: str, prefix: str, count: int) -> None:
+    """The store's own schema (created by SQLiteYStore), rows inserted in bulk: one update per
+    record, exactly what the room would have written for it."""
+    import asyncio
+    import sqlite3
+
+    store_class = peer_store_class(db)
+
+    async def init() -> None:
+        async with store_class(path="/init") as store:
+            await store.db_initialized.wait()
+
+    asyncio.run(init())
+    connection = sqlite3.connect(db)
+    now = time.time()
+    with connection:
+        for start in range(0, count, 5000):
+            connection.executemany(
+                "INSERT INTO yupdates VALUES (?, ?, ?, ?)",
+                [(f"/yjs/contacts/{prefix}{i}", contact_update(i)[0], b"", now)
+                 for i in range(start, min(count, start + 5000))],
+            )
+    connection.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the peer server (runs under --peer-python)
+
+
+def peer_server(db: str, port: int) -> None:
+    import asyncio
+    import logging
+    import resource
+
+    import anyio
+    from pycrdt.store import YDocNotFound
+    from pycrdt.websocket import WebsocketServer, YRoom, exception_logger
+    from websockets.asyncio.server import serve
+    from websockets.exceptions import ConnectionClosed
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    logging.basicConfig(level=logging.WARNING)
+    log = logging.getLogger("peer")
+    store_class = peer_store_class(db)
+
+    class Channel:
+        """websockets' connection as the pycrdt Channel a YRoom serves."""
+
+        def __init__(self, connection: Any, path: str) -> None:
+            self._connection = connection
+            self._path = path
+
+        @property
+        def path(self) -> str:
+            return self._path
+
+        def __aiter__(self) -> Channel:
+            return self
+
+        async def __anext__(self) -> bytes:
+            try:
+                message = await self._connection.recv()
+            except ConnectionClosed:
+                raise StopAsyncIteration() from None
+            return message if isinstance(message, bytes) else message.encode()
+
+        async def send(self, message: bytes) -> None:
+            try:
+                await self._connection.send(message)
+            except ConnectionClosed:
+                pass  # a broadcast to a client that just left
+
+    class StoredRoomsServer(WebsocketServer):
+        """Each room gets its SQLiteYStore and loads its document from it before serving."""
+
+        loaded: dict[str, anyio.Event] = {}
+
+        async def get_room(self, name: str) -> YRoom:
+            room = self.rooms.get(name)
+            if room is not None:
+                await self.start_room(room)
+                await self.loaded[name].wait()
+                return room
+            ystore = store_class(path=name, log=log)
+            room = YRoom(ready=False, ystore=ystore, exception_handler=exception_logger, log=log)
+            self.rooms[name] = room
+            self.loaded[name] = loaded = anyio.Event()
+            try:
+                await self.start_room(room)  # starts the store too
+                await ystore.started.wait()
+                try:
+                    await ystore.apply_updates(room.ydoc)
+                except YDocNotFound:
+                    pass
+                room.ready = True  # from here on, updates are broadcast and stored
+            finally:
+                loaded.set()
+            return room
+
+        async def delete_room(self, *, name: str | None = None, room: YRoom | None = None) -> None:
+            name = name if name is not None else self.get_room_name(room)  # type: ignore[arg-type]
+            ystore = self.rooms[name].ystore
+            await super().delete_room(name=name)
+            self.loaded.pop(name, None)
+            if ystore is not None and ystore.db_initialized is not None and ystore.db_initialized.is_set():
+                try:
+                    await ystore._db.close()  # what stop() would do; each store has its own connection
+                except Exception:  # noqa: BLE001
+                    pass
+
+    async def main() -> None:
+        async with store_class(path="/init") as store:  # create the schema once, not per room
+            await store.db_initialized.wait()
+        websocket_server = StoredRoomsServer(rooms_ready=False, auto_clean_rooms=True,
+                                             exception_handler=exception_logger, log=log)
+
+        async def handler(connection: Any) -> None:
+            path = connection.request.path.split("?", 1)[0]
+            await websocket_server.serve(Channel(connection, path))
+
+        async with websocket_server, serve(handler, "127.0.0.1", port, max_size=2 << 20,
+                                           ping_interval=20, ping_timeout=20):
+            print(f"peer serving {db} on {port}", file=sys.stderr, flush=True)
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# servers and load processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, side: str, python: str, db: Path, logs: Path) -> None:
+        self.side, self.python, self.db, self.logs = side, python, db, logs
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.token = "none"
+
+    @property
+    def base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/yjs"
+
+    def prepare(self) -> None:
+        """A fresh store; ours needs a device token."""
+        if self.side == "ours":
+            out = subprocess.run(
+                [self.python, "-m", "crdt_sync", "token", "create", "--db", str(self.db),
+                 "--role", "device", "--name", "bench"],
+                cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+            self.token = out.stdout.strip().splitlines()[-1]
+
+    def seed(self, prefix: str, count: int) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([self.python, str(Path(__file__)), f"_seed_{self.side}", "--db", str(self.db),
+                        "--prefix", prefix, "--count", str(count)],
+                       cwd=ROOT, check=True, timeout=900)
+        return time.perf_counter() - t0
+
+    def start(self) -> None:
+        self.port = free_port()
+        if self.side == "ours":
+            command = [self.python, "-m", "crdt_sync", "serve", "--db", str(self.db),
+                       "--port", str(self.port), "--log-level", "warning"]
+        else:
+            command = [self.python, str(Path(__file__)), "_peer_server", "--db", str(self.db),
+                       "--port", str(self.port)]
+        log = open(self.logs / f"{self.side}-{self.port}.log", "wb")
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, preexec_fn=_raise_nofile)
+        RUNNING.add(self.process)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.side} server exited with {self.process.returncode}; "
+                                   f"see {log.name}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.side} server did not listen within 60 s")
+
+    def rss(self) -> int:
+        import psutil
+
+        assert self.process is not None
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    def rss_settled(self, samples: int = 3, gap: float = 0.5) -> int:
+        values = []
+        for _ in range(samples):
+            time.sleep(gap)
+            values.append(self.rss())
+        return int(statistics.median(values))
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        assert self.process is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def _raise_nofile() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run_load(python: str, params: dict[str, Any], timeout: float,
+             on_event: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run one load process; `on_event(name, payload)` is called per EVENT, then GO is sent
+    (for the events the load process waits on). Returns its RESULT (raises on error)."""
+    process = subprocess.Popen([python, str(LOAD), json.dumps(params)], cwd=ROOT,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               preexec_fn=_raise_nofile)
+    RUNNING.add(process)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"load {params['workload']} did not finish in {timeout:.0f} s") from None
+            if line is None:
+                raise RuntimeError(f"load {params['workload']} exited with {process.wait()} and no result")
+            kind, _, rest = line.rstrip("\n").partition(" ")
+            if kind == "EVENT":
+                name, _, payload = rest.partition(" ")
+                if on_event is not None:
+                    on_event(name, json.loads(payload or "{}"))
+                if name in WAITING_EVENTS.get(params["workload"], ()):
+                    assert process.stdin is not None
+                    process.stdin.write("GO\n")
+                    process.stdin.flush()
+            elif kind == "RESULT":
+                result = json.loads(rest.strip())
+                if "error" in result:
+                    raise RuntimeError(result["error"])
+                return result
+    finally:
+        if process.poll() is None:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        RUNNING.discard(process)
+
+
+WAITING_EVENTS = {
+    "open_records": ("warm", "open", "closed"),
+    "churn": ("warm", "done"),
+    "durability_write": ("ready",),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# the workloads
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.logs = tmp / "logs"
+        self.logs.mkdir()
+        self.python = {"ours": args.ours_python, "peer": args.peer_python}
+        self.counter = 0
+        self.results: dict[str, Any] = {}
+
+    def server(self, side: str, name: str) -> Server:
+        self.counter += 1
+        db = self.tmp / f"{side}-{name}-{self.counter}.db"
+        server = Server(side, self.python[side], db, self.logs)
+        server.prepare()
+        return server
+
+    def params(self, server: Server, workload: str, **extra: Any) -> dict[str, Any]:
+        self.counter += 1
+        return {"workload": workload, "base": server.base, "token": server.token,
+                "collection": "contacts", "run": f"r{self.counter}", **extra}
+
+    def guarded(self, label: str, work: Callable[[], Any]) -> Any:
+        try:
+            return work()
+        except Exception as exc:  # noqa: BLE001  (one side failing must not stop the other)
+            print(f"  ! {label}: {type(exc).__name__}: {exc}", flush=True)
+            if self.args.verbose:
+                traceback.print_exc()
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    # (a)
+    def throughput(self) -> None:
+        a = self.args
+        print(f"(a) throughput: {a.writers} writers x {a.edits} edits, {a.repeats} runs", flush=True)
+        servers = {side: self.server(side, "a") for side in SIDES}
+        for side, server in servers.items():
+            self.guarded(f"start {side}", server.start)
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        try:
+            for mode in ("separate", "shared"):
+                for run in range(a.repeats):
+                    order = SIDES if run % 2 == 0 else SIDES[::-1]
+                    for side in order:
+                        server = servers[side]
+                        params = self.params(server, "throughput", mode=mode, writers=a.writers,
+                                             edits=a.edits, timeout=a.load_timeout,
+                                             peer_db=str(server.db) if side == "peer" else None)
+                        cpu0 = self.guarded("cpu", server.cpu_seconds)
+                        result = self.guarded(
+                            f"{side} {mode}",
+                            lambda: run_load(self.python["ours"], params, a.load_timeout + 30))
+                        cpu1 = self.guarded("cpu", server.cpu_seconds)
+                        if isinstance(cpu0, float) and isinstance(cpu1, float):
+                            result["server_cpu_s"] = cpu1 - cpu0
+                        out.setdefault(mode, {}).setdefault(side, []).append(result)
+                        if result.get("stored_s"):
+                            result["stored_per_s"] = result["edits"] / result["stored_s"]
+                        print(f"  {mode:8} {side:4} run {run + 1}: {_brief(result, 'updates_per_s', 'upd/s')}"
+                              f" seen={result.get('seen')} seen_s={_f(result.get('seen_s'))} "
+                              + (f"acked_s={_f(result.get('acked_s'))} " if side == "ours" else
+                                 f"stored={result.get('stored_rows')} stored_s={_f(result.get('stored_s'))} ") +
+                              f"server_cpu_s={_f(result.get('server_cpu_s'))}"
+                              f"{' errors=' + str(result['errors'][:2]) if result.get('errors') else ''}",
+                              flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+        self.results["a"] = out
+
+    # (b)
+    def fanout(self) -> None:
+        a = self.args
+        print(f"(b) fan-out: {a.fan_edits} edits at {a.fan_rate}/s, {a.repeats_b} runs", flush=True)
+        out: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        servers = {side: self.server(side, "b") for side in SIDES}
+        for side, server in servers.items():
+            self.guarded(f"start {side}", server.start)
+        try:
+            for subs in a.subscribers:
+                for run in range(a.repeats_b):
+                    for side in SIDES if run % 2 == 0 else SIDES[::-1]:
+                        server = servers[side]
+                        params = self.params(server, "fanout", subscribers=subs, edits=a.fan_edits,
+                                             rate=a.fan_rate, timeout=a.load_timeout)
+                        result = self.guarded(f"{side} fan-out {subs}",
+                                              lambda: run_load(self.python["ours"], params,
+                                                               a.load_timeout + 30))
+                        out.setdefault(subs, {}).setdefault(side, []).append(result)
+                        print(f"  {subs:4} subs {side:4} run {run + 1}: p50={_f(result.get('p50_ms'))} ms "
+                              f"p99={_f(result.get('p99_ms'))} ms max={_f(result.get('max_ms'))} ms "
+                              f"missing={result.get('missing')} echo_p99={_f(result.get('echo_p99_ms'))} ms"
+                              f"{' errors=' + str(result['errors'][:2]) if result.get('errors') else ''}"
+                              f"{' ' + result['error'] if 'error' in result else ''}", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+        self.results["b"] = out
+
+    # (c)
+    def memory(self) -> None:
+        a = self.args
+        seeded = max([*a.open_counts, a.churn])
+        print(f"(c) memory: {a.open_counts} open records; {a.churn} opened once and closed "
+              f"(at most {a.churn_time:.0f} s)", flush=True)
+        out: dict[str, Any] = {"open": {}, "churn": {}}
+        for side in SIDES:
+            server = self.server(side, "c")
+            seconds = self.guarded(f"seed {side}", lambda: server.seed("s", seeded))
+            if isinstance(seconds, dict):
+                continue
+            print(f"  {side}: seeded {seeded} records in {seconds:.1f} s", flush=True)
+            for count in a.open_counts:
+                out["open"].setdefault(count, {})[side] = self.guarded(
+                    f"{side} open {count}", lambda: self._open_records(server, count))
+                r = out["open"][count][side]
+                print(f"  {side:4} {count:5} open: {_brief(r, 'per_record_kib', 'KiB/record')} "
+                      f"baseline={_mib(r.get('baseline'))} open={_mib(r.get('open_rss'))} "
+                      f"closed={_mib(r.get('closed_rss'))} opened={r.get('opened')} in "
+                      f"{_f(r.get('open_s'))} s", flush=True)
+            r = out["churn"][side] = self.guarded(f"{side} churn", lambda: self._churn(server))
+            print(f"  {side:4} churn: opened {r.get('opened')} of {r.get('requested')} in "
+                  f"{_f(r.get('seconds'))} s ({_f(r.get('per_s'))}/s); baseline={_mib(r.get('baseline'))} "
+                  f"after={_mib(r.get('after_rss'))} after+5s={_mib(r.get('settled_rss'))}"
+                  f"{' error=' + r['error'] if 'error' in r else ''}", flush=True)
+        self.results["c"] = out
+
+    def _open_records(self, server: Server, count: int) -> dict[str, Any]:
+        a = self.args
+        server.start()
+        rss: dict[str, int] = {}
+
+        def on_event(name: str, payload: dict[str, Any]) -> None:
+            if name == "warm":
+                rss["baseline"] = server.rss_settled()
+            elif name == "open":
+                time.sleep(1.0)
+                rss["open_rss"] = server.rss_settled()
+            elif name == "closed":
+                rss["closed_rss"] = server.rss_settled()
+
+        try:
+            params = self.params(server, "open_records", prefix="s", count=count,
+                                 concurrency=a.open_concurrency, timeout=a.load_timeout)
+            result = run_load(self.python["ours"], params, a.load_timeout + 120, on_event)
+        finally:
+            server.stop()
+        result.update(rss)
+        if result["opened"]:
+            result["per_record_kib"] = (rss["open_rss"] - rss["baseline"]) / result["opened"] / 1024
+        return result
+
+    def _churn(self, server: Server) -> dict[str, Any]:
+        a = self.args
+        server.start()
+        rss: dict[str, int] = {}
+
+        def on_event(name: str, payload: dict[str, Any]) -> None:
+            if name == "warm":
+                rss["baseline"] = server.rss_settled()
+            elif name == "done":
+                rss["after_rss"] = server.rss()
+                time.sleep(5)
+                rss["settled_rss"] = server.rss_settled()
+
+        try:
+            params = self.params(server, "churn", prefix="s", count=a.churn,
+                                 concurrency=a.churn_concurrency, time_limit=a.churn_time,
+                                 timeout=a.churn_time + 120)
+            result = run_load(self.python["ours"], params, a.churn_time + 300, on_event)
+        finally:
+            server.stop()
+        result.update(rss)
+        return result
+
+    # (d)
+    def durability(self) -> None:
+        a = self.args
+        print(f"(d) durability: {a.dur_writers} writers x {a.dur_edits} edits, SIGKILL "
+              f"{a.kill_delays} ms after the last was sent", flush=True)
+        out: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        for delay in a.kill_delays:
+            for side in SIDES:
+                result = self.guarded(f"{side} durability", lambda: self._durability(side, delay))
+                out.setdefault(delay, {}).setdefault(side, []).append(result)
+                print(f"  {side:4} kill +{delay:4} ms: sent={result.get('sent')} acked={result.get('acked')} "
+                      f"stored={result.get('present')} lost_of_acked={result.get('lost_acked')} "
+                      f"lost_of_sent={result.get('lost_sent')}"
+                      f"{' error=' + result['error'] if 'error' in result else ''}", flush=True)
+        self.results["d"] = out
+
+    def _durability(self, side: str, delay_ms: int) -> dict[str, Any]:
+        a = self.args
+        server = self.server(side, "d")
+        server.start()
+        killed = {}
+
+        def on_event(name: str, payload: dict[str, Any]) -> None:
+            if name == "sent":
+                time.sleep(delay_ms / 1000)
+                server.kill()
+                killed["at"] = time.time()
+
+        try:
+            params = self.params(server, "durability_write", writers=a.dur_writers,
+                                 edits=a.dur_edits, timeout=a.load_timeout)
+            wrote = run_load(self.python["ours"], params, a.load_timeout + 30, on_event)
+        finally:
+            server.kill()
+        server.start()
+        try:
+            params = self.params(server, "durability_check", records=wrote["records"],
+                                 client_ids=wrote["client_ids"], base_clocks=wrote["base_clocks"],
+                                 timeout=a.load_timeout)
+            checked = run_load(self.python["ours"], params, a.load_timeout + 30)
+        finally:
+            server.stop()
+        present = checked["present"]
+        lost_acked = sum(sum(1 for i in echoed if i >= stored)
+                         for echoed, stored in zip(wrote["echoed"], present))
+        return {
+            "sent": sum(wrote["sent"]), "acked": sum(len(e) for e in wrote["echoed"]),
+            "present": sum(present), "lost_acked": lost_acked,
+            "lost_sent": sum(max(0, s - p) for s, p in zip(wrote["sent"], present)),
+            "send_errors": wrote["send_errors"],
+        }
+
+    # the table
+    def report(self) -> None:
+        r = self.results
+        print()
+        print("=" * 100)
+        print(f"live_bench results ({'quick' if self.args.quick else 'full'}); medians over runs; "
+              f"ours = crdt-sync /yjs, peer = pycrdt-websocket {self.peer_version()}")
+        print("=" * 100)
+        if "a" in r:
+            print(f"\n(a) throughput, {self.args.writers} writers x {self.args.edits} pipelined edits "
+                  "(updates/s until a reader has seen them all)")
+            print(f"  {'records':10} {'ours upd/s':>11} {'peer upd/s':>11} {'ours/peer':>10} "
+                  f"{'peer stored/s':>14} {'ours/peer stored':>17} {'ours cpu s':>11} {'peer cpu s':>11}")
+            for mode, sides in r["a"].items():
+                ours = _median(sides.get("ours", []), "updates_per_s")
+                peer = _median(sides.get("peer", []), "updates_per_s")
+                stored = _median(sides.get("peer", []), "stored_per_s")
+                print(f"  {mode:10} {_f(ours, 0):>11} {_f(peer, 0):>11} {_ratio(ours, peer):>10} "
+                      f"{_f(stored, 0):>14} {_ratio(ours, stored):>17} "
+                      f"{_f(_median(sides.get('ours', []), 'server_cpu_s')):>11} "
+                      f"{_f(_median(sides.get('peer', []), 'server_cpu_s')):>11}")
+            print("  ours: a reader sees an edit only after its commit; peer: as soon as it is applied "
+                  "in memory,\n  'peer stored/s' counts until its rows are in SQLite.")
+        if "b" in r:
+            print(f"\n(b) fan-out latency, 1 writer, {self.args.fan_edits} edits at "
+                  f"{self.args.fan_rate}/s (ms, send -> subscriber receive)")
+            print(f"  {'subs':>5} {'ours p50':>9} {'ours p99':>9} {'peer p50':>9} {'peer p99':>9} "
+                  f"{'p99 ours/peer':>14} {'missing o/p':>12} {'ours echo p99':>14}")
+            for subs, sides in r["b"].items():
+                o50, o99 = _median(sides.get("ours", []), "p50_ms"), _median(sides.get("ours", []), "p99_ms")
+                p50, p99 = _median(sides.get("peer", []), "p50_ms"), _median(sides.get("peer", []), "p99_ms")
+                missing = f"{_median(sides.get('ours', []), 'missing')}/{_median(sides.get('peer', []), 'missing')}"
+                print(f"  {subs:>5} {_f(o50):>9} {_f(o99):>9} {_f(p50):>9} {_f(p99):>9} "
+                      f"{_ratio(o99, p99):>14} {missing:>12} "
+                      f"{_f(_median(sides.get('ours', []), 'echo_p99_ms')):>14}")
+        if "c" in r:
+            print("\n(c) server memory (RSS)")
+            print(f"  {'open records':>13} {'ours KiB/rec':>13} {'peer KiB/rec':>13} {'ours/peer':>10} "
+                  f"{'ours open s':>12} {'peer open s':>12}")
+            for count, sides in r["c"]["open"].items():
+                o = sides.get("ours", {}).get("per_record_kib")
+                p = sides.get("peer", {}).get("per_record_kib")
+                print(f"  {count:>13} {_f(o):>13} {_f(p):>13} {_ratio(o, p):>10} "
+                      f"{_f(sides.get('ours', {}).get('open_s')):>12} "
+                      f"{_f(sides.get('peer', {}).get('open_s')):>12}")
+            for side, c in r["c"]["churn"].items():
+                if "error" in c:
+                    print(f"  churn {side}: {c['error']}")
+                    continue
+                print(f"  churn {side:4}: {c.get('opened')} stored records opened once and closed "
+                      f"({_f(c.get('per_s'), 0)}/s): RSS {_mib(c.get('baseline'))} before, "
+                      f"{_mib(c.get('settled_rss'))} after (+{_mib((c.get('settled_rss') or 0) - (c.get('baseline') or 0))})")
+        if "d" in r:
+            print(f"\n(d) durability, SIGKILL a moment after a pipelined burst of "
+                  f"{self.args.dur_writers * self.args.dur_edits} edits was sent")
+            print(f"  {'kill after':>10} {'side':5} {'sent':>6} {'acked':>6} {'stored':>7} "
+                  f"{'lost of acked':>14} {'lost of sent':>13}")
+            for delay, sides in r["d"].items():
+                for side, runs in sides.items():
+                    good = [x for x in runs if "error" not in x]
+                    if not good:
+                        print(f"  {delay:>7} ms {side:5} error: {runs[0].get('error')}")
+                        continue
+                    tot = {k: sum(x[k] for x in good)
+                           for k in ("sent", "acked", "present", "lost_acked", "lost_sent")}
+                    acked = tot["acked"] if side == "ours" else f"({tot['acked']})"
+                    lost_acked = tot["lost_acked"] if side == "ours" else f"({tot['lost_acked']})"
+                    print(f"  {delay:>7} ms {side:5} {tot['sent']:>6} {acked:>6} {tot['present']:>7} "
+                          f"{lost_acked:>14} {tot['lost_sent']:>13}")
+            print("  (peer figures in parentheses: echoed, and lost of echoed; its echo precedes the write to SQLite, so it is no "
+                  "acknowledgement)")
+        print()
+
+    def peer_version(self) -> str:
+        try:
+            out = subprocess.run([self.python["peer"], "-c",
+                                  "import importlib.metadata as m; print(m.version('pycrdt-websocket'),"
+                                  " m.version('pycrdt-store'), m.version('pycrdt'))"],
+                                 capture_output=True, text=True, timeout=30)
+            ws, store, crdt = out.stdout.split()
+            return f"{ws} + pycrdt-store {store} (pycrdt {crdt})"
+        except Exception:  # noqa: BLE001
+            return "(version unknown)"
+
+
+def _median(results: list[dict[str, Any]], key: str) -> float | None:
+    values = [x[key] for x in results if isinstance(x.get(key), int | float)]
+    return statistics.median(values) if values else None
+
+
+def _ratio(ours: float | None, peer: float | None) -> str:
+    if not ours or not peer:
+        return "-"
+    return f"{ours / peer:.2f}x"
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value:.{digits}f}"
+
+
+def _mib(value: Any) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value / 2**20:.1f} MiB"
+
+
+def _brief(result: dict[str, Any], key: str, unit: str) -> str:
+    if "error" in result:
+        return f"error: {result['error']}"
+    return f"{_f(result.get(key), 1)} {unit}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (about 3-4 minutes)")
+    parser.add_argument("--only", default="a,b,c,d", help="workloads to run, e.g. a,c")
+    parser.add_argument("--peer-python", default=sys.executable,
+                        help="python with pycrdt-websocket and pycrdt-store (default: this one)")
+    parser.add_argument("--ours-python", default=sys.executable,
+                        help="python with crdt_sync installed; also runs the load generator")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, DBs)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    quick = args.quick
+    args.writers, args.edits = 10, (200 if quick else 500)
+    args.repeats = 3
+    args.subscribers = [50, 200]
+    args.fan_edits, args.fan_rate = 200, 100.0
+    args.repeats_b = 1 if quick else 3
+    args.open_counts = [1000, 5000]
+    args.open_concurrency = 64
+    args.churn = 20_000 if quick else 100_000
+    args.churn_time = 40.0 if quick else 400.0
+    args.churn_concurrency = 64
+    args.dur_writers, args.dur_edits = 4, 500
+    args.kill_delays = [0, 150, 600] if quick else [0, 100, 300, 1000, 3000]
+    args.load_timeout = 120.0
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="live-bench-"))
+    bench = Bench(args, tmp)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        for key, work in (("a", bench.throughput), ("b", bench.fanout), ("c", bench.memory),
+                          ("d", bench.durability)):
+            if key in only:
+                t0 = time.perf_counter()
+                bench.guarded(f"workload {key}", work)
+                print(f"  ({key} took {time.perf_counter() - t0:.0f} s)", flush=True)
+        bench.report()
+    finally:
+        for process in list(RUNNING):  # only what this run started, by pid
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"total {time.perf_counter() - started:.0f} s")
+
+
+def _sub_main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--prefix", default="s")
+    parser.add_argument("--count", type=int, default=0)
+    args = parser.parse_args()
+    if args.command == "_peer_server":
+        peer_server(args.db, args.port)
+    elif args.command == "_seed_ours":
+        seed_ours(args.db, args.prefix, args.count)
+    elif args.command == "_seed_peer":
+        seed_peer(args.db, args.prefix, args.count)
+    else:
+        raise SystemExit(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        _sub_main()
+    else:
+        main()
