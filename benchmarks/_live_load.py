@@ -98,14 +98,23 @@ class YClient:
     """One y-websocket connection to one record.
 
     `on_update(message, t_ns)` sees every sync-update frame (sub-type 2) with its arrival time;
-    with `track` the client also applies everything it receives to `self.doc`.
+    with `track` the client also applies everything it receives to `self.doc` (and `on_update`
+    sees the server's step 2 too). With `reconnect_until` (monotonic) a dropped connection is
+    opened again and synced, as y-websocket does: the server's step 1 is answered with all the
+    client has that the server lacks, so edits not sent before the drop go in that step 2.
     """
 
     def __init__(self, url: str, *, on_update: Callable[[bytes, int], None] | None = None,
-                 track: bool = False) -> None:
+                 track: bool = False, reconnect_until: float | None = None) -> None:
         self.url = url
         self.on_update = on_update
         self.track = track
+        self.reconnect_until = reconnect_until
+        self.reconnects = 0
+        self.drops: list[str] = []  # why the server closed us, when we did not ask
+        self.gone = asyncio.Event()  # closed for good: not reconnecting (any more)
+        self._closing = False
+        self._reopening: asyncio.Task[None] | None = None
         self.doc: Doc[Any] = Doc()
         self.ws: ClientConnection | None = None
         self.synced = asyncio.Event()
@@ -175,7 +184,7 @@ class YClient:
                         payload = sync_payload(message)
                         if self.track or not self.synced.is_set():
                             self.doc.apply_update(payload)
-                        if self.on_update is not None and MARKER.search(payload):
+                        if self.on_update is not None and (self.track or MARKER.search(payload)):
                             self.on_update(message, t)
                         self.synced.set()
                 elif kind == 2:  # permission denied
@@ -188,13 +197,36 @@ class YClient:
         finally:
             if self.close_code is None and ws.close_code is not None:
                 self.close_code = ws.close_code
+            was_synced = self.synced.is_set()
             self.closed.set()
+            if was_synced and not self._closing:
+                self.drops.append(f"{self.close_code} {self.close_reason}")
+                if self.reconnect_until is not None and time.monotonic() < self.reconnect_until:
+                    self._reopening = asyncio.create_task(self._reopen())
+                else:
+                    self.gone.set()
+            elif self._closing:
+                self.gone.set()
+
+    async def _reopen(self) -> None:
+        assert self.reconnect_until is not None
+        self.reconnects += 1
+        try:
+            await asyncio.sleep(random.uniform(0.05, 0.3))
+            await self.open(self.reconnect_until)
+        except Exception as exc:  # noqa: BLE001
+            self.close_reason = f"reconnect failed: {type(exc).__name__}: {exc}"
+            self.gone.set()
 
     async def send(self, message: bytes) -> None:
         assert self.ws is not None
         await self.ws.send(message)
 
     async def close(self) -> None:
+        self._closing = True
+        if self._reopening is not None:
+            self._reopening.cancel()
+            await asyncio.gather(self._reopening, return_exceptions=True)
         if self.ws is not None:
             try:
                 await asyncio.wait_for(self.ws.close(), 3)
@@ -327,7 +359,7 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
                 all_seen.set()
 
     def reader(record_id: str) -> YClient:
-        client = YClient(url_of(p, record_id), track=True,
+        client = YClient(url_of(p, record_id), track=True, reconnect_until=deadline,
                          on_update=lambda m, t: check(record_id, t))
         readers_by_id[record_id] = client
         return client
@@ -352,8 +384,8 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
                         t_acked[j] = t
         return on_update
 
-    clients = [YClient(url_of(p, ids[0 if shared else j]), on_update=writer_update(j))
-               for j in range(writers)]
+    clients = [YClient(url_of(p, ids[0 if shared else j]), on_update=writer_update(j),
+                       reconnect_until=deadline) for j in range(writers)]
     await asyncio.gather(*(c.open(deadline) for c in clients))
     frames: list[list[bytes]] = []
     writer_clocks: list[tuple[str, int, list[int]]] = []
@@ -369,30 +401,42 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
     t_sent = [0] * writers
 
     async def write(j: int) -> None:
-        for frame in frames[j]:
-            await clients[j].send(frame)
+        try:
+            for frame in frames[j]:
+                await clients[j].send(frame)
+        except ConnectionClosed:
+            pass  # dropped: the rest goes in the step 2 of the reconnection
         t_sent[j] = time.perf_counter_ns()
 
     t0 = time.perf_counter_ns()
+    cpu0 = time.process_time()
     send_errors: list[str] = []
     for result in await asyncio.gather(*(write(j) for j in range(writers)), return_exceptions=True):
         if isinstance(result, BaseException):
             send_errors.append(f"{type(result).__name__}: {result}")
-    try:
-        await asyncio.wait_for(all_seen.wait(), max(1.0, deadline - time.monotonic()))
-    except TimeoutError:
-        pass
+    # Until the reader has it all, or a connection is gone for good (then it never will).
+    waits = [asyncio.create_task(all_seen.wait()),
+             *(asyncio.create_task(c.gone.wait()) for c in [*clients, *readers])]
+    await asyncio.wait(waits, timeout=max(1.0, deadline - time.monotonic()),
+                       return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
     # The writers' own echoes (ours: committed) may trail the reader by a little.
     ack_deadline = time.monotonic() + 5
     while min(acked) < edits and time.monotonic() < ack_deadline and all_seen.is_set():
         await asyncio.sleep(0.01)
+    client_cpu_s = time.process_time() - cpu0
     stored_s = stored = None
     if p.get("peer_db"):  # the peer writes to SQLite after broadcasting: when is it all stored?
+        # (rows of the writers' edits; the shared record's creating edit may be missing: the
+        # peer drops a room's pending writes when its last client leaves, as the seeder did)
         stored, t_stored = await wait_stored(p["peer_db"], f"/yjs/{p['collection']}/{run}-",
-                                             total + (1 if shared else 0), deadline=time.monotonic() + 60)
+                                             total, deadline=time.monotonic() + 60)
         stored_s = (t_stored - t0) / 1e9 if t_stored else None
-    closes = sorted({f"{c.close_code} {c.close_reason}" for c in [*clients, *readers]
-                     if c.close_code is not None})
+    closes = sorted({f"{role} dropped: {drop}"
+                     for role, group in (("writer", clients), ("reader", readers)) for c in group
+                     for drop in c.drops})
+    reconnects = sum(c.reconnects for c in [*clients, *readers])
     seen = 0
     for record_id, client_id, clocks in writer_clocks:
         have = state_vector(readers_by_id[record_id].doc.get_state()).get(client_id, 0)
@@ -407,7 +451,8 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
         "seen_s": (t_seen[0] - t0) / 1e9 if all_seen.is_set() else None,
         "acked": sum(acked),
         "acked_s": (max(t_acked) - t0) / 1e9 if all(t_acked) else None,
-        "stored_rows": stored, "stored_s": stored_s,
+        "stored_rows": stored, "stored_s": stored_s, "client_cpu_s": client_cpu_s,
+        "reconnects": reconnects,
         "errors": send_errors + closes + ([f"{denied} permission-denied"] if denied else []),
     }
     out["updates_per_s"] = total / out["seen_s"] if out["seen_s"] else None

@@ -23,11 +23,12 @@ Workloads:
     writer's send to each subscriber's receive (all clients in one process, one clock).
 (c) memory: server RSS per open record with 1,000 and 5,000 records open at once (one synced
     connection per record, (RSS open - RSS before) / count, fresh server each), and RSS after
-    each of many stored records was opened once and closed (100k; 20k with --quick).
-(d) durability: writers send a burst of 2,000 edits, the server gets SIGKILL as soon as the
-    last one is sent, restarts on the same file, and a fresh client counts what is missing: of
-    the edits acknowledged (ours: echoed after commit) and of the edits sent (the peer has no
-    acknowledgement; its echo is sent before the write to SQLite).
+    each of many stored records was opened once and closed (100k, at most 600 s a side; 5k
+    with --quick).
+(d) durability: writers send a pipelined burst of 2,000 edits, the server gets SIGKILL 0 ms,
+    100 ms, ... after the last one was sent, restarts on the same file, and a fresh client
+    counts what is missing: of the edits acknowledged (ours: echoed after commit) and of the
+    edits sent (the peer has no acknowledgement; its echo is sent before the write to SQLite).
 """
 
 from __future__ import annotations
@@ -467,7 +468,9 @@ class Bench:
                               f" seen={result.get('seen')} seen_s={_f(result.get('seen_s'))} "
                               + (f"acked_s={_f(result.get('acked_s'))} " if side == "ours" else
                                  f"stored={result.get('stored_rows')} stored_s={_f(result.get('stored_s'))} ") +
-                              f"server_cpu_s={_f(result.get('server_cpu_s'))}"
+                              f"server_cpu_s={_f(result.get('server_cpu_s'))} "
+                              f"client_cpu_s={_f(result.get('client_cpu_s'))}"
+                              f"{' reconnects=' + str(result['reconnects']) if result.get('reconnects') else ''}"
                               f"{' errors=' + str(result['errors'][:2]) if result.get('errors') else ''}",
                               flush=True)
         finally:
@@ -509,7 +512,7 @@ class Bench:
         a = self.args
         seeded = max([*a.open_counts, a.churn])
         print(f"(c) memory: {a.open_counts} open records; {a.churn} opened once and closed "
-              f"(at most {a.churn_time:.0f} s)", flush=True)
+              f"(at most {a.churn_time:.0f} s a side)", flush=True)
         out: dict[str, Any] = {"open": {}, "churn": {}}
         for side in SIDES:
             server = self.server(side, "c")
@@ -653,6 +656,18 @@ class Bench:
                       f"{_f(stored, 0):>14} {_ratio(ours, stored):>17} "
                       f"{_f(_median(sides.get('ours', []), 'server_cpu_s')):>11} "
                       f"{_f(_median(sides.get('peer', []), 'server_cpu_s')):>11}")
+            for mode, sides in r["a"].items():
+                for side, runs in sides.items():
+                    failed = [x for x in runs if not x.get("updates_per_s")]
+                    dropped = [x for x in runs if x.get("reconnects")]
+                    if failed:
+                        why = sorted({str((x.get("errors") or [x.get("error")])[:1]) for x in failed})
+                        print(f"  {mode} {side}: {len(failed)} of {len(runs)} runs did not complete: {', '.join(why)}")
+                    if dropped:
+                        why = sorted({e.split(": ", 1)[-1] for x in dropped for e in x.get("errors", [])})
+                        print(f"  {mode} {side}: the server dropped clients in {len(dropped)} of {len(runs)} runs "
+                              f"({sum(x['reconnects'] for x in dropped)} reconnections, counted in the time): "
+                              f"{'; '.join(why)[:160]}")
             print("  ours: a reader sees an edit only after its commit; peer: as soon as it is applied "
                   "in memory,\n  'peer stored/s' counts until its rows are in SQLite.")
         if "b" in r:
@@ -681,9 +696,10 @@ class Bench:
                 if "error" in c:
                     print(f"  churn {side}: {c['error']}")
                     continue
-                print(f"  churn {side:4}: {c.get('opened')} stored records opened once and closed "
-                      f"({_f(c.get('per_s'), 0)}/s): RSS {_mib(c.get('baseline'))} before, "
-                      f"{_mib(c.get('settled_rss'))} after (+{_mib((c.get('settled_rss') or 0) - (c.get('baseline') or 0))})")
+                grown = (c.get("settled_rss") or 0) - (c.get("baseline") or 0)
+                print(f"  churn {side:4}: {c.get('opened')} of {c.get('requested')} stored records opened once "
+                      f"and closed ({_f(c.get('per_s'), 0)}/s): RSS {_mib(c.get('baseline'))} before, "
+                      f"{_mib(c.get('settled_rss'))} after (+{_mib(grown)})")
         if "d" in r:
             print(f"\n(d) durability, SIGKILL a moment after a pipelined burst of "
                   f"{self.args.dur_writers * self.args.dur_edits} edits was sent")
@@ -744,7 +760,7 @@ def _brief(result: dict[str, Any], key: str, unit: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs (about 3-4 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (about 4 minutes)")
     parser.add_argument("--only", default="a,b,c,d", help="workloads to run, e.g. a,c")
     parser.add_argument("--peer-python", default=sys.executable,
                         help="python with pycrdt-websocket and pycrdt-store (default: this one)")
@@ -754,15 +770,15 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     quick = args.quick
-    args.writers, args.edits = 10, (200 if quick else 500)
+    args.writers, args.edits = 10, (300 if quick else 500)
     args.repeats = 3
     args.subscribers = [50, 200]
     args.fan_edits, args.fan_rate = 200, 100.0
     args.repeats_b = 1 if quick else 3
     args.open_counts = [1000, 5000]
     args.open_concurrency = 64
-    args.churn = 20_000 if quick else 100_000
-    args.churn_time = 40.0 if quick else 400.0
+    args.churn = 5_000 if quick else 100_000
+    args.churn_time = 60.0 if quick else 600.0
     args.churn_concurrency = 64
     args.dur_writers, args.dur_edits = 4, 500
     args.kill_delays = [0, 150, 600] if quick else [0, 100, 300, 1000, 3000]
