@@ -45,12 +45,12 @@ def node() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         missing = " and ".join(name for name, found in (("node", node), ("npm", npm)) if not found)
-        pytest.skip(f"the yjs/y-websocket interop tests need Node.js >= {MIN_NODE} and npm; "
+        pytest.skip(reason=f"the yjs/y-websocket interop tests need Node.js >= {MIN_NODE} and npm; "
                     f"{missing} not found on PATH")
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
     major = int(version.stdout.strip().lstrip("v").split(".")[0])
     if major < MIN_NODE:
-        pytest.skip(f"the yjs/y-websocket interop tests need Node.js >= {MIN_NODE}; "
+        pytest.skip(reason=f"the yjs/y-websocket interop tests need Node.js >= {MIN_NODE}; "
                     f"found {version.stdout.strip()}")
     if not all((TESTS / "node_modules" / name / "package.json").is_file() for name in PACKAGES):
         command = "ci" if (TESTS / "package-lock.json").is_file() else "install"

@@ -90,7 +90,8 @@ def error_response(error: CrdtSyncError, details: Any = None) -> JSONResponse:
 
 
 async def handle_crdt_sync_error(request: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, CrdtSyncError)  # registered for this class only
+    if not isinstance(error, CrdtSyncError):  # registered for this class only
+        raise error
     return error_response(error)
 
 
