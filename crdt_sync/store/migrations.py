@@ -68,6 +68,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "drop updates_by_collection: it cost a quarter of every append",
+        (
+            # Filtering the log by collection walks the primary key from the cursor instead:
+            # a catch-up reads every change since its cursor once, which it pages through anyway.
+            "DROP INDEX IF EXISTS updates_by_collection",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

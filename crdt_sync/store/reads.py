@@ -36,13 +36,22 @@ def changes_query(cursor: Seq, collections: Sequence[str] | None, limit: int) ->
 
 
 def log_query(cursor: Seq, collections: Sequence[str] | None, limit: int) -> Query:
-    """Log entries after `cursor`, by seq: a range of the primary key, or of
-    updates_by_collection per collection, merged."""
+    """Log entries after `cursor`, by seq: a range of the primary key.
+
+    With collections, the range is filtered rather than served from a (collection, seq) index:
+    that index made every append a quarter dearer, and a catch-up walks the log from its
+    cursor once either way (a page costs the changes since the cursor, not the store's size).
+    """
     select = f"SELECT {LOG_COLUMNS} FROM updates WHERE seq > ?"
     if collections is None:
         return f"{select} ORDER BY seq LIMIT ?", (cursor, limit)
-    each = [(cursor, collection) for collection in collections]
-    return _merged(f"{select} AND collection = ?", "seq", each, limit)
+    if not collections:
+        return "SELECT 1 WHERE 0", ()  # no collection asked for: nothing
+    marks = ", ".join("?" * len(collections))
+    return (
+        f"{select} AND collection IN ({marks}) ORDER BY seq LIMIT ?",
+        (cursor, *collections, limit),
+    )
 
 
 def snapshot_query(

@@ -294,7 +294,8 @@ class SQLiteStore:
 def _row(doc_id: DocId, update: bytes, view: JSONObject, is_deleted: bool, origin: Origin) -> Row:
     collection, record_id = _split(doc_id)
     encoded = _encode_view(view)
-    return Row(doc_id, collection, record_id, bytes(update), encoded, bool(is_deleted), origin)
+    update = update if type(update) is bytes else bytes(update)  # a copy only of a mutable view
+    return Row(doc_id, collection, record_id, update, encoded, bool(is_deleted), origin)
 
 
 _encode_view = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
