@@ -11,7 +11,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -154,7 +154,7 @@ def _text(f: Field, value: Any) -> str:
     return value
 
 
-_COERCERS = {
+_COERCERS: dict[FieldKind, Callable[[Field, Any], str | float | bool]] = {
     FieldKind.STRING: _string,
     FieldKind.TEXT: _text,
     FieldKind.NUMBER: _number,
@@ -326,7 +326,7 @@ def _field_from_tree(name: str, spec: Any, key: str) -> Field:
     if unknown:
         raise ConfigError(f"{key}.{sorted(unknown)[0]}: unknown key (expected {sorted(_FIELD_KEYS)})")
     try:
-        kind = FieldKind(spec.get("kind"))
+        kind = FieldKind(str(spec.get("kind")))
     except ValueError:
         kinds = ", ".join(k.value for k in FieldKind)
         raise ConfigError(f"{key}.kind: expected one of {kinds}, got {spec.get('kind')!r}") from None
