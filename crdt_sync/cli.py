@@ -145,6 +145,18 @@ def token_revoke(name: Annotated[str, typer.Argument(help="Token name.")], db: D
     typer.echo(f"revoked {name}")
 
 
+# Inspecting and operating the store: each group in its own module under commands/.
+from .commands import archive as _archive  # noqa: E402
+from .commands import docs as _docs  # noqa: E402
+from .commands import ops as _ops  # noqa: E402
+
+app.add_typer(_docs.app, name="docs")
+app.command("status")(_ops.status)
+app.command("compact")(_ops.compact)
+app.command("export")(_archive.export)
+app.command("import")(_archive.import_)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -203,7 +203,10 @@ class ArchiveReader:
             yield self._document(item, count)
 
     def _read_header(self) -> ArchiveHeader:
-        item = self._next("the archive header")
+        try:
+            item = self._next("the archive header")
+        except ArchiveError:
+            item = {}
         if item.get("format") != ARCHIVE_FORMAT:
             raise ArchiveError(f"{self.path}: not a crdt-sync archive (no {ARCHIVE_FORMAT!r} header)")
         version = item.get("version")
