@@ -55,9 +55,13 @@ def schema_from(path: Path | None) -> Schema:
 
 def _store(db: Path, *, must_exist: bool = True):  # type: ignore[no-untyped-def]
     from .store import SQLiteStore
+    from .store.files import require_store
 
-    if must_exist and not db.exists():
-        fail(f"no store at {db} (start one with: crdt-sync serve --db {db})")
+    if must_exist:
+        try:
+            require_store(db)  # never create or migrate a file that was only to be read
+        except CrdtSyncError as exc:
+            fail(exc.message, 4)  # commands/common.py ExitCode.NO_STORE
     return SQLiteStore(db)
 
 
