@@ -51,7 +51,7 @@ def export(
         output.json({"file": str(file), "documents": summary.documents, "bytes": summary.bytes,
                      "cursor": summary.header.cursor})
         return
-    output.out.print(
+    output.say(
         f"exported {summary.documents} record{'s' * (summary.documents != 1)} to "
         f"{escape(str(file))} ({decimal(summary.bytes)}), cursor {summary.header.cursor}"
     )
@@ -89,7 +89,7 @@ def import_(
         output.json({"file": str(file), "documents": report.documents, "created": report.created,
                      "merged": report.merged, "unchanged": report.unchanged, "refused": refused})
     else:
-        output.out.print(
+        output.say(
             f"imported {report.documents} record{'s' * (report.documents != 1)} from "
             f"{escape(str(file))}: {report.created} created, {report.merged} merged, "
             f"{report.unchanged} unchanged, {len(refused)} refused"

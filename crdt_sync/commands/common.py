@@ -93,9 +93,13 @@ class Output:
     def json(self, value: object) -> None:
         sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
+    def say(self, message: str) -> None:
+        """A result in one sentence, on stdout; never wrapped, so scripts can grep it."""
+        self.out.print(message, soft_wrap=True)
+
     def note(self, message: str) -> None:
         if not self.as_json:
-            self.err.print(message)
+            self.err.print(message, soft_wrap=True)
 
     def fail(self, message: str, code: ExitCode, *, error_code: str = "error") -> NoReturn:
         if self.as_json:

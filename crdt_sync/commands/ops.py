@@ -103,11 +103,11 @@ def compact(
         })
         return
     if not report.documents:
-        output.out.print("nothing to compact: every record is already one snapshot")
+        output.say("nothing to compact: every record is already one snapshot")
         return
     saved = report.bytes_before - report.bytes_after
     share = f" ({saved / report.bytes_before:.0%} smaller)" if report.bytes_before else ""
-    output.out.print(
+    output.say(
         f"compacted {report.documents} record{'s' * (report.documents != 1)}: "
         f"{report.updates_before} updates -> {report.updates_after}, "
         f"{decimal(report.bytes_before)} -> {decimal(report.bytes_after)}{share}"
