@@ -20,7 +20,7 @@ from crdt_sync.store import SQLiteStore
 from crdt_sync.store.archive import ArchiveReader, export_archive, verify_archive
 
 from .clis import delete_over_ws, invoke, invoke_async, run, run_async
-from .conftest import RunningServer, wait_for
+from .conftest import RunningServer, make_tokens, spawn_server, wait_for
 from .peers import mux_peer, record_of, yjs_peer
 
 records = Records(DEFAULT_SCHEMA)
@@ -262,3 +262,28 @@ def test_an_archive_state_that_is_not_a_crdt_update_is_refused(archive: Path) ->
         {"end": True, "documents": 1, "sha256": hashlib.sha256(body).digest()}))
     with pytest.raises(ArchiveError, match=r"contacts/c0: its state is not a Yjs update"):
         verify_archive(forged)
+
+
+async def test_import_refuses_a_store_a_running_server_has_open(tmp_path: Path) -> None:
+    """The server's live documents and peers would miss writes made by another process."""
+    source = tmp_path / "source.db"
+    async with SQLiteStore(source) as store:
+        engine = Engine(store, DEFAULT_SCHEMA)
+        await engine.patch(DocId("contacts/x"), {"name": "X"}, origin=Origin("a"), creating=True)
+    archive = tmp_path / "x.cbor"
+    assert (await run_async("export", str(archive), "--db", str(source))).exit_code == 0
+
+    served = tmp_path / "served.db"
+    await make_tokens(served)
+    process = spawn_server(served)
+    try:
+        refused = await run_async("import", str(archive), "--db", str(served))
+        refused.assert_one_line_error(7, "is open in another process")
+        # Reading, exporting and compacting go on meanwhile.
+        assert (await run_async("status", "--db", str(served))).exit_code == 0
+    finally:
+        process.process.terminate()
+        process.process.wait(15)
+    assert (await crdt_states(served)) == {}
+    imported = await run_async("import", str(archive), "--db", str(served), "--json")
+    assert imported.exit_code == 0 and imported.json()["created"] == 1
