@@ -293,6 +293,8 @@ def verify_archive(path: Path, *, progress: Progress | None = None) -> ArchiveSu
                 ) from None
             if progress is not None:
                 progress(reader.position, reader.size)
+        if progress is not None:
+            progress(reader.size, reader.size)  # the trailer too: the bar ends full
         return ArchiveSummary(reader.header, count, reader.size)
 
 
