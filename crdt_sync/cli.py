@@ -55,9 +55,13 @@ def schema_from(path: Path | None) -> Schema:
 
 def _store(db: Path, *, must_exist: bool = True):  # type: ignore[no-untyped-def]
     from .store import SQLiteStore
+    from .store.files import require_store
 
-    if must_exist and not db.exists():
-        fail(f"no store at {db} (start one with: crdt-sync serve --db {db})")
+    if must_exist:
+        try:
+            require_store(db)  # never create or migrate a file that was only to be read
+        except CrdtSyncError as exc:
+            fail(exc.message, 4)  # commands/common.py ExitCode.NO_STORE
     return SQLiteStore(db)
 
 
@@ -143,6 +147,18 @@ def token_revoke(name: Annotated[str, typer.Argument(help="Token name.")], db: D
     if not run(work):
         fail(f"no active token named {name!r}")
     typer.echo(f"revoked {name}")
+
+
+# Inspecting and operating the store: each group in its own module under commands/.
+from .commands import archive as _archive  # noqa: E402
+from .commands import docs as _docs  # noqa: E402
+from .commands import ops as _ops  # noqa: E402
+
+app.add_typer(_docs.app, name="docs")
+app.command("status")(_ops.status)
+app.command("compact")(_ops.compact)
+app.command("export")(_archive.export)
+app.command("import")(_archive.import_)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -12,7 +12,8 @@
     ├── AuthError            no token, a wrong one, or a role that may not do this
     │   └── Forbidden
     ├── StoreError           not a store, newer schema, disk trouble
-    └── ConfigError          a schema file that does not parse; names the line or key
+    ├── ConfigError          a schema file that does not parse; names the line or key
+    └── ArchiveError         a file that is not a crdt-sync archive, or a damaged one
 
 Each class has a stable ``code`` for programs; the message is for people and says what was
 expected, what came, and where (``deals/7: amount must be a number >= 0, got 'ten'``).
@@ -84,3 +85,7 @@ class StoreError(CrdtSyncError):
 
 class ConfigError(CrdtSyncError):
     code = "config_error"
+
+
+class ArchiveError(CrdtSyncError):
+    code = "archive_error"

@@ -89,6 +89,15 @@ class StoreStatistics:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentState:
+    """A record with its whole CRDT state, read in one transaction so the two agree (export)."""
+
+    record: RecordRow
+    state: bytes  # every update of the document merged into one
+    size: int  # bytes its log rows take in the store
+
+
 CommitListener = Callable[[Sequence[Committed]], None]
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -169,3 +178,13 @@ class Store(Protocol):
     async def list_tokens(self) -> list[TokenRow]: ...
 
     async def revoke_token(self, name: str) -> bool: ...
+
+    async def documents(
+        self, *, after: DocId | None = None, limit: int = 100
+    ) -> list[DocumentState]:
+        """Every record (deleted ones too) with its state, by doc_id, after `after` (export)."""
+        ...
+
+    async def record_sizes(self, doc_ids: Sequence[DocId]) -> dict[DocId, int]:
+        """Bytes each record's log rows take in the store; records not found are left out."""
+        ...

@@ -14,7 +14,7 @@ from typing import Any
 import pycrdt
 
 from ..ids import DocId, Origin, Seq
-from .base import LogEntry, RecordRow, StoreStatistics, TokenRow
+from .base import DocumentState, LogEntry, RecordRow, StoreStatistics, TokenRow
 
 RECORD_COLUMNS = (
     "doc_id, collection, record_id, view, is_deleted, first_seq, last_seq, created_by, updated_at"
@@ -180,3 +180,33 @@ def _record(row: tuple[Any, ...]) -> RecordRow:
 def _log_entry(row: tuple[Any, ...]) -> LogEntry:
     seq, doc_id, data, origin, at, is_snapshot = row
     return LogEntry(Seq(seq), DocId(doc_id), bytes(data), Origin(origin), at, bool(is_snapshot))
+
+
+def documents(db: sqlite3.Connection, after: DocId | None, limit: int) -> list[DocumentState]:
+    """A page of records with their merged states, in one read transaction so each state holds
+    exactly the updates its view was computed from; short, so a writer's checkpoint is not held."""
+    db.execute("BEGIN")
+    try:
+        rows = db.execute(
+            f"SELECT {RECORD_COLUMNS}, size FROM records WHERE doc_id > ? ORDER BY doc_id LIMIT ?",
+            (after or "", limit),
+        ).fetchall()
+        page = []
+        for row in rows:
+            record = _record(row[:-1])
+            page.append(DocumentState(record, load(db, record.doc_id) or b"", row[-1]))
+        return page
+    finally:
+        db.execute("COMMIT")
+
+
+def record_sizes(db: sqlite3.Connection, doc_ids: Sequence[DocId]) -> dict[DocId, int]:
+    sizes: dict[DocId, int] = {}
+    for start in range(0, len(doc_ids), 500):  # under SQLite's limit on bound parameters
+        part = doc_ids[start : start + 500]
+        marks = ", ".join("?" * len(part))
+        for doc_id, size in db.execute(
+            f"SELECT doc_id, size FROM records WHERE doc_id IN ({marks})", tuple(part)
+        ):
+            sizes[DocId(doc_id)] = size
+    return sizes

@@ -27,6 +27,7 @@ from .base import (
     Append,
     CommitListener,
     CompactionReport,
+    DocumentState,
     JSONObject,
     LogEntry,
     Progress,
@@ -289,6 +290,16 @@ class SQLiteStore:
     async def revoke_token(self, name: str) -> bool:
         """True if a live token of that name was revoked now."""
         return await self._exclusive(partial(revoke_token, name, self._clock()))
+
+    # Export and inspection (the CLI): reads, on the reading connection.
+
+    async def documents(
+        self, *, after: DocId | None = None, limit: int = 100
+    ) -> list[DocumentState]:
+        return await self._read(reads.documents, after, limit)
+
+    async def record_sizes(self, doc_ids: Sequence[DocId]) -> dict[DocId, int]:
+        return await self._read(reads.record_sizes, list(doc_ids))
 
 
 def _row(doc_id: DocId, update: bytes, view: JSONObject, is_deleted: bool, origin: Origin) -> Row:

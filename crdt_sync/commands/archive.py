@@ -1,0 +1,114 @@
+"""`crdt-sync export FILE` and `crdt-sync import FILE`: the whole store as one CBOR archive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.filesize import decimal
+from rich.markup import escape
+
+from ..engine import Engine, Limits
+from ..importing import ImportReport, import_archive
+from ..store.archive import ArchiveSummary, export_archive, verify_archive
+from ..store.files import process_using
+from .common import (
+    DEFAULT_DB,
+    DbOption,
+    ExitCode,
+    JsonOption,
+    Output,
+    SchemaOption,
+    load_schema_option,
+    open_store,
+)
+
+FileArgument = Annotated[Path, typer.Argument(metavar="FILE", help="The archive file.")]
+
+
+def export(
+    file: FileArgument,
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Write every record (deleted ones too) with its whole CRDT state to a CBOR archive.
+
+    Safe while a server runs: the store is read a page at a time, never locked. The file
+    appears whole or not at all.
+    """
+    output = Output(as_json)
+    if file.exists() and not force:
+        output.fail(f"{file} exists; pass --force to replace it", ExitCode.USAGE)
+
+    async def work() -> ArchiveSummary:
+        async with open_store(db) as store:
+            with output.progress("exporting") as update:
+                return await export_archive(store, file, progress=update)
+
+    summary = output.run(work)
+    if as_json:
+        output.json({"file": str(file), "documents": summary.documents, "bytes": summary.bytes,
+                     "cursor": summary.header.cursor})
+        return
+    output.say(
+        f"exported {summary.documents} record{'s' * (summary.documents != 1)} to "
+        f"{escape(str(file))} ({decimal(summary.bytes)}), cursor {summary.header.cursor}"
+    )
+
+
+def import_(
+    file: FileArgument,
+    db: DbOption = DEFAULT_DB,
+    schema: SchemaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Merge an archive into the store (created if missing) through the normal write path.
+
+    Into an empty store this gives the same documents; into a non-empty one, every record is
+    the CRDT merge of both. The archive is checked whole before anything is written. Stop a
+    server using the store first: its live documents and connected peers would not see it.
+    """
+    output = Output(as_json)
+    parsed = load_schema_option(schema, output)
+    # A server keeps live documents and fans out in seq order; writes from another process
+    # reach neither (docs/ARCHITECTURE.md, "Other processes"), so it must not run meanwhile.
+    server = process_using(db)
+    if server is not None:
+        output.fail(
+            f"{db} is open in another process (pid {server}, a running crdt-sync server?); "
+            "stop it, import, then start it again",
+            ExitCode.IN_USE,
+            error_code="store_in_use",
+        )
+    # Unlimited single updates here: an archived state is a whole document, up to its limit.
+    limits = Limits(max_update_bytes=Limits().max_document_bytes)
+
+    async def work() -> ImportReport:
+        with output.progress("checking", unit_bytes=True) as update:
+            summary = verify_archive(file, progress=update)
+        async with open_store(db, must_exist=False) as store:
+            engine = Engine(store, parsed, limits=limits)
+            with output.progress("importing") as update:
+                return await import_archive(
+                    engine, file, progress=lambda done: update(done, summary.documents)
+                )
+
+    report = output.run(work)
+    refused = [{"doc_id": doc_id, "message": message} for doc_id, message in report.refused]
+    if as_json:
+        output.json({"file": str(file), "documents": report.documents, "created": report.created,
+                     "merged": report.merged, "unchanged": report.unchanged, "refused": refused})
+    else:
+        output.say(
+            f"imported {report.documents} record{'s' * (report.documents != 1)} from "
+            f"{escape(str(file))}: {report.created} created, {report.merged} merged, "
+            f"{report.unchanged} unchanged, {len(refused)} refused"
+        )
+    if report.refused:
+        for doc_id, message in report.refused[:20]:
+            output.note(f"[red]refused[/] {escape(message)}")
+        if len(report.refused) > 20:
+            output.note(f"... and {len(report.refused) - 20} more (--json lists them all)")
+        raise typer.Exit(int(ExitCode.REFUSED))

@@ -1,0 +1,182 @@
+"""What every command shares: options, exit codes, opening the store, one-line errors, output.
+
+Rule: a command prints its result on stdout (a table for people, JSON with `--json`) and
+everything else on stderr: progress bars, notes, and errors, which are one line each
+(`error: ...`, or `{"error": {"code", "message"}}` with `--json`) and never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from ..errors import (
+    ArchiveError,
+    ConfigError,
+    CrdtSyncError,
+    RecordNotFound,
+    SchemaViolation,
+    StoreError,
+    UnknownCollection,
+)
+from ..schema import DEFAULT_SCHEMA, Schema, load_schema
+from ..store import SQLiteStore
+from ..store.files import require_store
+
+T = TypeVar("T")
+
+
+class ExitCode(IntEnum):
+    """What a script can tell from `$?`; README lists them."""
+
+    OK = 0
+    FAILURE = 1  # anything else: disk trouble, a commit that failed
+    USAGE = 2  # bad arguments, a bad document id, an unknown collection (click's code too)
+    NOT_FOUND = 3  # no such record, or no such point in its history
+    NO_STORE = 4  # the file is missing, not a crdt-sync store, or from a newer crdt-sync
+    BAD_ARCHIVE = 5  # not a crdt-sync archive, or a damaged one; nothing was imported
+    REFUSED = 6  # the import finished, but the schema refused some documents
+    IN_USE = 7  # another process (a running server) has the store open; nothing was written
+
+
+class StoreUnavailable(CrdtSyncError):
+    """The store could not be opened: it is not there, or not a crdt-sync store."""
+
+    code = "no_store"
+
+
+EXIT_CODES: tuple[tuple[type[CrdtSyncError], ExitCode], ...] = (
+    (StoreUnavailable, ExitCode.NO_STORE),
+    (RecordNotFound, ExitCode.NOT_FOUND),
+    (SchemaViolation, ExitCode.USAGE),
+    (UnknownCollection, ExitCode.USAGE),
+    (ConfigError, ExitCode.USAGE),
+    (ArchiveError, ExitCode.BAD_ARCHIVE),
+)
+
+DEFAULT_DB = Path("crdt-sync.db")
+DbOption = Annotated[
+    Path, typer.Option("--db", envvar="CRDT_SYNC_DB", help="The store's SQLite file.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+SchemaOption = Annotated[
+    Path | None,
+    typer.Option("--schema", help="The schema file the server runs with (TOML or JSON)."),
+]
+
+
+class Output:
+    """Where a command's words go: stdout for results, stderr for the rest."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.out = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    def json(self, value: object) -> None:
+        sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+    def say(self, message: str) -> None:
+        """A result in one sentence, on stdout; never wrapped, so scripts can grep it."""
+        self.out.print(message, soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        if not self.as_json:
+            self.err.print(message, soft_wrap=True)
+
+    def fail(self, message: str, code: ExitCode, *, error_code: str = "error") -> NoReturn:
+        if self.as_json:
+            error = {"error": {"code": error_code, "message": message}}
+            sys.stderr.write(json.dumps(error, ensure_ascii=False) + "\n")
+        else:
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(int(code))
+
+    def run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run async library work; a CrdtSyncError becomes one line on stderr and its exit code."""
+        try:
+            return asyncio.run(work())
+        except CrdtSyncError as exc:
+            self.fail(exc.message, exit_code(exc), error_code=exc.code)
+        except KeyboardInterrupt:
+            self.fail("interrupted", ExitCode.FAILURE, error_code="interrupted")
+
+    @contextmanager
+    def progress(self, description: str, *, unit_bytes: bool = False) -> Iterator[Callable[[int, int], None]]:
+        """A progress bar on stderr (on a terminal, and not with --json); yields `update(done, total)`."""
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn() if unit_bytes else MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        ]
+        disabled = self.as_json or not self.err.is_terminal
+        with Progress(*columns, console=self.err, disable=disabled, transient=False) as bar:
+            task = bar.add_task(description, total=None)
+
+            def update(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            yield update
+
+
+def exit_code(error: CrdtSyncError) -> ExitCode:
+    for kind, code in EXIT_CODES:
+        if isinstance(error, kind):
+            return code
+    return ExitCode.FAILURE
+
+
+@asynccontextmanager
+async def open_store(db: Path, *, must_exist: bool = True) -> AsyncIterator[SQLiteStore]:
+    """The store at `db`; with `must_exist`, a missing or foreign file is refused untouched.
+
+    Raises:
+        StoreUnavailable: missing, not a crdt-sync store, or a newer schema.
+    """
+    try:
+        if must_exist:
+            require_store(db)
+        store = SQLiteStore(db)
+        await store.__aenter__()
+    except StoreError as exc:
+        raise StoreUnavailable(exc.message) from exc
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def load_schema_option(path: Path | None, output: Output) -> Schema:
+    if path is None:
+        return DEFAULT_SCHEMA
+    try:
+        return load_schema(path)
+    except CrdtSyncError as exc:
+        output.fail(exc.message, ExitCode.USAGE, error_code=exc.code)
+
+
+def iso_time(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def local_time(at: float) -> str:
+    return datetime.fromtimestamp(at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
