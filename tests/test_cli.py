@@ -14,7 +14,7 @@ from crdt_sync.engine import Engine
 from crdt_sync.ids import DocId, Origin
 from crdt_sync.record import Records, document_from_state
 from crdt_sync.schema import DEFAULT_SCHEMA
-from crdt_sync.store import SQLiteStore
+from crdt_sync.store import SCHEMA_VERSION, SQLiteStore
 
 from .clis import delete_over_ws, invoke, invoke_async, run, run_async
 from .conftest import RunningServer, make_tokens, spawn_server
@@ -76,7 +76,7 @@ async def test_docs_list_show_and_status_read_what_a_running_server_wrote(
     }
     assert status["cursor"] == 6 and status["log_entries"] == 6
     assert status["compaction_debt"] == 1  # contacts/gone: its edit and its delete
-    assert status["file_bytes"] > 0 and status["schema_version"] == 1
+    assert status["file_bytes"] > 0 and status["schema_version"] == SCHEMA_VERSION
     human = await invoke_async("status", "--db", db)
     assert "contacts" in human.stdout and "compaction debt" in human.stdout
 
