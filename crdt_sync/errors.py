@@ -6,6 +6,7 @@
     ├── DocumentError        about one document; carries doc_id
     │   ├── UnknownCollection
     │   ├── RecordNotFound
+    │   ├── RecordExists     a create for an id that is taken (or was, by a deleted record)
     │   ├── SchemaViolation  wrong type, missing field, bad id
     │   └── InvalidUpdate    bytes that are not a valid CRDT update
     ├── LimitExceeded        a message, document or connection limit was reached
@@ -84,3 +85,7 @@ class StoreError(CrdtSyncError):
 
 class ConfigError(CrdtSyncError):
     code = "config_error"
+
+
+class RecordExists(DocumentError):
+    code = "record_exists"

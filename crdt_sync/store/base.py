@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..ids import DocId, Origin, Seq
+
+if TYPE_CHECKING:
+    from .listing import RecordQuery
 
 JSONObject = dict[str, Any]
 
@@ -152,6 +155,10 @@ class Store(Protocol):
         include_deleted: bool = False,
     ) -> list[RecordRow]:
         """Records ordered by doc_id, starting after `after` (keyset paging for initial sync)."""
+        ...
+
+    async def list_records(self, query: RecordQuery) -> list[RecordRow]:
+        """One page of a collection's records, filtered, searched and sorted (see listing.py)."""
         ...
 
     async def compact(self, doc_id: DocId) -> CompactionReport: ...

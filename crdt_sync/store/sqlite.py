@@ -22,7 +22,7 @@ from typing import Self, TypeVar, cast
 
 from ..errors import ConfigError, StoreError
 from ..ids import DocId, Origin, Seq, split_doc_id
-from . import compaction, reads
+from . import compaction, listing, reads
 from .base import (
     Append,
     CommitListener,
@@ -229,6 +229,10 @@ class SQLiteStore:
     ) -> list[RecordRow]:
         query = reads.snapshot_query(collections, after, limit, include_deleted)
         return await self._read(reads.records, query)
+
+    async def list_records(self, query: listing.RecordQuery) -> list[RecordRow]:
+        """One page of a collection's records, filtered, searched and sorted (admin listing)."""
+        return await self._read(reads.records, listing.list_query(query))
 
     async def statistics(self) -> StoreStatistics:
         result = await self._read(reads.statistics, self._file_bytes())
