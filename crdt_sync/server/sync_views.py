@@ -72,7 +72,7 @@ async def initial(
     # A store that cannot be read fails here, while an error answer can still be sent.
     await store.snapshot(collections=names[:1], after=after, limit=1)
     telemetry: Telemetry = request.app.state.telemetry
-    telemetry.note_pull("initial", who.name, request.headers.get("x-client-id"), int(stable))
+    telemetry.note_pull("initial", who.name, device_origin(request, who), int(stable))
     body = _initial_body(store, schema, names, stable, after, limit)
     return StreamingResponse(body, media_type="application/json")
 
@@ -89,7 +89,7 @@ async def _initial_body(
         is_first = True
         while served < limit and not (last is not None and last >= f"{name}0"):
             wanted = min(STORE_PAGE, limit - served)
-            rows = await store.snapshot(collections=[name], after=last, limit=wanted)
+            rows = await store.scan_snapshot(collections=[name], after=last, limit=wanted)
             if rows:
                 last = rows[-1].doc_id
             # Records created after the first page's timestamp come with the next pull instead.
@@ -146,7 +146,7 @@ async def incremental(
         else:
             bucket["updated"].append(flat_record(row, list(schema.collections[row.collection].fields)))
     telemetry: Telemetry = request.app.state.telemetry
-    telemetry.note_pull("incremental", who.name, request.headers.get("x-client-id"), int(covered))
+    telemetry.note_pull("incremental", who.name, origin, int(covered))
     timestamp = timestamp_of(covered)
     return JSONResponse(
         {"changes": changes, "timestamp": timestamp, "next": timestamp if is_cut else None}

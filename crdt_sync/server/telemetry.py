@@ -33,12 +33,13 @@ class Telemetry:
     pushes: int = 0
     devices: dict[str, DeviceSync] = field(default_factory=dict)
 
-    def note_pull(self, kind: str, device: str, client_id: str | None, cursor: int) -> None:
+    def note_pull(self, kind: str, device: str, origin: str, cursor: int) -> None:
+        """A REST pull by token `device`, identified as `origin` (its client id, or `device`)."""
         self.pulls[kind] += 1
-        key = client_id or device
-        seen = self.devices.get(key)
+        seen = self.devices.get(origin)
         if seen is None:
-            seen = self.devices[key] = DeviceSync(device, client_id, cursor, time.time())
+            client_id = origin if origin != device else None
+            seen = self.devices[origin] = DeviceSync(device, client_id, cursor, time.time())
         seen.cursor, seen.last_sync = cursor, time.time()
         seen.pulls += 1
 

@@ -157,6 +157,16 @@ class Store(Protocol):
         """Records ordered by doc_id, starting after `after` (keyset paging for initial sync)."""
         ...
 
+    async def scan_snapshot(
+        self,
+        *,
+        collections: Sequence[str] | None = None,
+        after: DocId | None = None,
+        limit: int = 1000,
+    ) -> list[RecordRow]:
+        """As `snapshot` of live records, for long scans: without evicting what reads keep hot."""
+        ...
+
     async def list_records(self, query: RecordQuery) -> list[RecordRow]:
         """One page of a collection's records, filtered, searched and sorted (see listing.py)."""
         ...
