@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pycrdt import Doc
 
-from .errors import LimitExceeded, RecordNotFound, StoreError
+from .errors import CrdtSyncError, DocumentError, LimitExceeded, RecordNotFound, StoreError
 from .ids import DocId, Origin, Seq, split_doc_id
 from .record import EMPTY_UPDATE, CheckedUpdate, Records, View, document_from_state, is_deleted
 from .schema import Schema
-from .store.base import Committed, Store
+from .store.base import Append, Committed, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +297,177 @@ class Engine:
                 if subscriber.doc_id is None and subscriber is not skip and subscriber.wants(committed):
                     subscriber.offer(committed)
 
+    async def write_many(
+        self,
+        writes: Sequence[BatchWrite],
+        *,
+        origin: Origin,
+        idempotency_key: str | None = None,
+        answer: Callable[[list[BatchOutcome]], bytes] | None = None,
+    ) -> list[BatchOutcome]:
+        """Many writes in one transaction; a write that breaks the schema is refused alone.
+
+        Each write is checked in order against the live documents (earlier writes of the batch
+        included); the refused ones come back with their error and leave nothing behind, the
+        rest commit together or not at all. With `idempotency_key`, `answer(outcomes)` (seqs
+        filled in) is stored in the same transaction, for `Store.recall`.
+
+        Raises:
+            StoreError: the commit failed or the key was already used; nothing was stored.
+        """
+        async with AsyncExitStack() as stack:
+            documents: dict[DocId, Doc] = {}
+            refused: dict[int, CrdtSyncError] = {}
+            for index, write in enumerate(writes):
+                try:
+                    self.records.collection_of(write.doc_id)
+                except DocumentError as exc:
+                    self.counters[f"refused:{type(exc).__name__}"] += 1
+                    refused[index] = exc
+                    continue
+                if write.doc_id not in documents:
+                    documents[write.doc_id] = await stack.enter_async_context(
+                        self.live.using(write.doc_id)
+                    )
+            # No await from the first change to a live document until the batch is submitted,
+            # so live documents and the log see writes in the same order.
+            prepared = [
+                refused[index] if index in refused else self._prepare(write, documents[write.doc_id])
+                for index, write in enumerate(writes)
+            ]
+            return await self._commit_many(writes, prepared, origin, idempotency_key, answer)
+
+    def _prepare(self, write: BatchWrite, document: Doc) -> _Prepared | CrdtSyncError:
+        """The update one write makes, applied to the live document; or why it is refused."""
+        doc_id = write.doc_id
+        try:
+            is_new = document.get_state() == EMPTY_STATE_VECTOR
+            if write.update is not None:
+                return self._prepare_update(write, document, is_new)
+            if is_deleted(document):
+                return _Prepared(None, self.records.view(doc_id, document), True, (), is_new)
+            before = self.records.view(doc_id, document)
+            if write.is_delete:
+                if is_new:
+                    return _Prepared(None, before, False, (), is_new)  # nothing to delete
+                update = self.records.delete(doc_id, document)
+            else:
+                patch = write.patch or {}
+                update = self.records.patch(doc_id, document, patch, creating=write.creating)
+            after = self.records.view(doc_id, document)
+            changed = tuple(name for name in after if after[name] != before.get(name))
+            if update == EMPTY_UPDATE:
+                return _Prepared(None, after, is_deleted(document), (), is_new)
+            return _Prepared(update, after, is_deleted(document), changed, is_new)
+        except CrdtSyncError as exc:
+            self.counters[f"refused:{type(exc).__name__}"] += 1
+            return exc
+
+    def _prepare_update(self, write: BatchWrite, document: Doc, is_new: bool) -> _Prepared:
+        update = write.update or b""
+        if len(update) > self.limits.max_update_bytes:
+            raise LimitExceeded(
+                f"{write.doc_id}: update of {len(update)} bytes is over the limit of "
+                f"{self.limits.max_update_bytes}"
+            )
+        checked = self.records.check_update(write.doc_id, document, update)
+        if checked.is_noop:
+            return _Prepared(None, checked.view, checked.is_deleted, (), is_new)
+        self._check_size(write.doc_id, checked)
+        document.apply_update(update)
+        return _Prepared(update, checked.view, checked.is_deleted, checked.changed_fields, is_new)
+
+    async def _commit_many(
+        self,
+        writes: Sequence[BatchWrite],
+        prepared: list[_Prepared | CrdtSyncError],
+        origin: Origin,
+        idempotency_key: str | None,
+        answer: Callable[[list[BatchOutcome]], bytes] | None,
+    ) -> list[BatchOutcome]:
+        appends = [
+            Append(write.doc_id, p.update, p.view, p.is_deleted, origin)
+            for write, p in zip(writes, prepared)
+            if isinstance(p, _Prepared) and p.update is not None
+        ]
+
+        def outcomes_at(seqs: Sequence[Seq]) -> list[BatchOutcome]:
+            given = iter(seqs)
+            return [
+                BatchOutcome(write, None, p)
+                if isinstance(p, CrdtSyncError)
+                else BatchOutcome(write, p.result(next(given) if p.update is not None else None), None)
+                for write, p in zip(writes, prepared)
+            ]
+
+        def store_answer(seqs: list[Seq]) -> bytes:
+            return answer(outcomes_at(seqs)) if answer is not None else b""
+
+        try:
+            seqs = await self.store.append_many(
+                appends, idempotency_key=idempotency_key, answer=store_answer
+            )
+        except BaseException:
+            # Live documents already hold updates the store refused: reload them next time.
+            for append in appends:
+                self.live.discard(append.doc_id)
+            raise
+        self.counters["writes"] += len(seqs)
+        return outcomes_at(seqs)
+
 
 def _result(doc_id: DocId, seq: Seq | None, checked: CheckedUpdate) -> WriteResult:
     return WriteResult(doc_id, seq, checked.view, checked.is_deleted, checked.changed_fields)
+
+
+EMPTY_STATE_VECTOR = b"\x00"  # the state vector of a document that has never been written
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """One write of `Engine.write_many`: a field patch, a CRDT update, or a delete."""
+
+    doc_id: DocId
+    patch: Mapping[str, Any] | None = None
+    update: bytes | None = None
+    is_delete: bool = False
+    creating: bool = False  # the record's required fields must be set after the patch
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one accepted write of a batch did."""
+
+    seq: Seq | None  # None: it changed nothing, so nothing was stored
+    view: View
+    is_deleted: bool
+    changed_fields: tuple[str, ...]
+    is_new: bool  # the record had never been written before this batch
+    is_ignored: bool  # a change to a deleted record: the delete is final, so it is dropped
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    write: BatchWrite
+    result: BatchResult | None  # None when refused
+    error: CrdtSyncError | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    update: bytes | None  # None: nothing to store
+    view: View
+    is_deleted: bool
+    changed_fields: tuple[str, ...]
+    is_new: bool
+
+    def result(self, seq: Seq | None) -> BatchResult:
+        is_ignored = self.update is None and self.is_deleted and not self.is_new
+        return BatchResult(
+            seq,
+            self.view,
+            self.is_deleted,
+            self.changed_fields,
+            self.is_new,
+            is_ignored,
+        )

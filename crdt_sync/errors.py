@@ -6,6 +6,7 @@
     ├── DocumentError        about one document; carries doc_id
     │   ├── UnknownCollection
     │   ├── RecordNotFound
+    │   ├── RecordExists     a create for an id that is taken (or was, by a deleted record)
     │   ├── SchemaViolation  wrong type, missing field, bad id
     │   └── InvalidUpdate    bytes that are not a valid CRDT update
     ├── LimitExceeded        a message, document or connection limit was reached
@@ -89,3 +90,7 @@ class ConfigError(CrdtSyncError):
 
 class ArchiveError(CrdtSyncError):
     code = "archive_error"
+
+
+class RecordExists(DocumentError):
+    code = "record_exists"

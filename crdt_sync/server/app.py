@@ -36,6 +36,7 @@ class Settings:
     revocation_interval: float = 1.0
     synchronous: str = "FULL"
     extra: dict[str, object] = field(default_factory=dict)
+    max_body_bytes: int = 16 << 20  # REST request bodies; larger ones are answered 413
 
 
 def create_app(settings: Settings = Settings()) -> FastAPI:
@@ -72,6 +73,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         await serve_yjs(websocket, hub, rooms, f"{collection}/{record_id}")
 
     from .mux import serve_mux
+    from .rest import install as install_rest
     from .rest import router
 
     @app.websocket("/ws")
@@ -79,6 +81,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         await serve_mux(websocket, websocket.app.state.hub)
 
     app.include_router(router)
+    install_rest(app, settings)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -21,6 +21,7 @@ from ..errors import (
     InvalidUpdate,
     LimitExceeded,
     ProtocolError,
+    RecordExists,
     RecordNotFound,
     SchemaViolation,
     StoreError,
@@ -35,6 +36,7 @@ _HTTP_STATUS: tuple[tuple[type[CrdtSyncError], int], ...] = (
     (Forbidden, 403),
     (AuthError, 401),
     (RecordNotFound, 404),
+    (RecordExists, 409),
     (UnknownCollection, 404),
     (SchemaViolation, 422),
     (InvalidUpdate, 400),
@@ -98,3 +100,28 @@ async def handle_crdt_sync_error(request: Request, error: Exception) -> JSONResp
 async def handle_unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+
+
+async def handle_http_exception(request: Request, error: Exception) -> JSONResponse:
+    """Starlette's own answers (no such route, method not allowed) in the one error shape."""
+    status = getattr(error, "status_code", 500)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    if status == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif status == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(getattr(error, "detail", "")) or "request refused"
+    headers = getattr(error, "headers", None)
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+async def handle_validation_error(request: Request, error: Exception) -> JSONResponse:
+    """A query or path parameter of the wrong type or out of range: 400, naming the parameter."""
+    problems = [
+        {"where": ".".join(str(part) for part in problem.get("loc", ())), "problem": problem["msg"]}
+        for problem in getattr(error, "errors", list)()
+    ]
+    first = problems[0] if problems else {"where": "request", "problem": "invalid"}
+    message = f"{first['where']}: {first['problem']}"
+    return JSONResponse(error_body("bad_request", message, problems), status_code=400)

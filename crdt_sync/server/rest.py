@@ -1,46 +1,77 @@
-"""REST routes over the merged state (server layer); every route needs a token."""
+"""REST routes over the merged state (server layer); every route needs a token.
+
+    sync_views.py   GET  /api/sync/initial, /api/sync/incremental   (WatermelonDB pull)
+    sync_push.py    POST /api/sync/outgoing                        (WatermelonDB push, CRDT updates)
+    metrics.py      GET  /api/sync/status, /metrics
+    docs_views.py   /api/docs/{collection}/{id}[/state-vector|/update]
+    crud.py         /api/{collection}[/{id}]  (made per collection from the schema; admin)
+
+Order matters: the fixed routes come first, then the per-collection ones, then the catch-all
+that answers an unknown collection.
+"""
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..store.base import Store
-from .auth import Principal, authenticate, bearer_token
-from .live import Hub
+from . import docs_views, metrics, sync_push, sync_views
+from .access import Authenticated, principal
+from .crud import crud_router
+from .errors import handle_http_exception, handle_validation_error
+from .models import REQUEST_ONLY_MODELS
+from .telemetry import CountErrors, Telemetry
 
+if TYPE_CHECKING:
+    from .app import Settings
 
-async def principal(request: Request) -> Principal:
-    store: Store = request.app.state.store
-    return await authenticate(store, bearer_token(request.headers.get("authorization")))
+__all__ = ["Authenticated", "install", "principal", "router"]
 
-
-Authenticated = Annotated[Principal, Depends(principal)]
 router = APIRouter()
+router.include_router(sync_views.router)
+router.include_router(sync_push.router)
+router.include_router(metrics.router)
+router.include_router(docs_views.router)
 
 
-@router.get("/api/sync/status", tags=["sync"])
-async def sync_status(request: Request, who: Authenticated) -> dict[str, Any]:
-    """The server's sync state: cursor and connected clients (the REST issue completes it)."""
-    hub: Hub = request.app.state.hub
-    now = time.time()
-    return {
-        "cursor": int(await hub.store.cursor()),
-        "connections": len(hub.connections),
-        "clients": [
-            {
-                "device": c.principal.name,
-                "client_id": c.client_id or None,
-                "endpoint": c.endpoint,
-                "cursor": c.cursor,
-                "last_sync": c.last_sync,
-                "queue_depth": c.subscriber.queue.qsize(),
-            }
-            for c in sorted(hub.connections, key=lambda c: c.principal.name)
-        ],
-        "refused_connections": hub.admission.refused,
-        "counters": dict(hub.engine.counters),
-        "time": now,
-    }
+def install(app: FastAPI, settings: Settings) -> None:
+    """Add what the REST side needs beyond `router`: CRUD for the schema, counters, handlers.
+
+    Call after `app.include_router(router)`, before the app starts.
+    """
+    telemetry = Telemetry()
+    app.state.telemetry = telemetry
+    app.state.push_locks = {}
+    app.state.metrics = metrics.metrics_registry()
+    crud, request_models = crud_router(settings.schema)
+    app.include_router(crud)
+    app.add_middleware(CountErrors, telemetry=telemetry)
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    _document_request_models(app, [*request_models, *REQUEST_ONLY_MODELS])
+
+
+def _document_request_models(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
+    """Put models that only describe request bodies (routes read bodies themselves, to check
+    them with the schema) into the OpenAPI components, where the routes' `$ref`s point."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        _, definitions = models_json_schema(
+            [(model, "validation") for model in models],
+            ref_template="#/components/schemas/{model}",
+        )
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        components.update(definitions.get("$defs", {}))
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ from .base import (
     TokenRow,
 )
 from .compaction import COMPACTION_ORIGIN
+from .listing import RecordQuery
 from .migrations import SCHEMA_VERSION
 from .sqlite import SQLiteStore
 
@@ -29,6 +30,7 @@ __all__ = [
     "JSONObject",
     "LogEntry",
     "Progress",
+    "RecordQuery",
     "RecordRow",
     "SQLiteStore",
     "Store",

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..ids import DocId, Origin, Seq
+
+if TYPE_CHECKING:
+    from .listing import RecordQuery
 
 JSONObject = dict[str, Any]
 
@@ -161,6 +164,20 @@ class Store(Protocol):
         include_deleted: bool = False,
     ) -> list[RecordRow]:
         """Records ordered by doc_id, starting after `after` (keyset paging for initial sync)."""
+        ...
+
+    async def scan_snapshot(
+        self,
+        *,
+        collections: Sequence[str] | None = None,
+        after: DocId | None = None,
+        limit: int = 1000,
+    ) -> list[RecordRow]:
+        """As `snapshot` of live records, for long scans: without evicting what reads keep hot."""
+        ...
+
+    async def list_records(self, query: RecordQuery) -> list[RecordRow]:
+        """One page of a collection's records, filtered, searched and sorted (see listing.py)."""
         ...
 
     async def compact(self, doc_id: DocId) -> CompactionReport: ...

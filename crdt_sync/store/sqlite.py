@@ -22,7 +22,7 @@ from typing import Self, TypeVar, cast
 
 from ..errors import ConfigError, StoreError
 from ..ids import DocId, Origin, Seq, split_doc_id
-from . import compaction, reads
+from . import compaction, listing, reads
 from .base import (
     Append,
     CommitListener,
@@ -45,6 +45,7 @@ T = TypeVar("T")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 COMPACTION_ATTEMPTS = 3
 READ_CACHE_KIB = 64 * 1024  # page cache of the reading connection
+SCAN_CACHE_KIB = 4 * 1024  # page cache of the connection that streams whole-store scans
 
 
 class SQLiteStore:
@@ -89,6 +90,8 @@ class SQLiteStore:
         self._stack: AsyncExitStack | None = None
         self._reader: Connection | None = None
         self._writer: CommitWriter | None = None
+        self._scanner: Connection | None = None
+        self._scanner_opening = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         async with AsyncExitStack() as stack:
@@ -118,6 +121,7 @@ class SQLiteStore:
     async def close(self) -> None:
         """Commit what was already submitted, then close both connections."""
         stack, self._stack = self._stack, None
+        self._scanner = None
         if stack is not None:
             await stack.aclose()
 
@@ -231,6 +235,35 @@ class SQLiteStore:
         query = reads.snapshot_query(collections, after, limit, include_deleted)
         return await self._read(reads.records, query)
 
+    async def scan_snapshot(
+        self,
+        *,
+        collections: Sequence[str] | None = None,
+        after: DocId | None = None,
+        limit: int = 1000,
+    ) -> list[RecordRow]:
+        """As `snapshot` (live records), on a connection of its own with a small page cache.
+
+        An initial sync streams through every record; on the reading connection it would fill
+        that connection's cache and push out the pages incremental pulls and catch-up need.
+        """
+        scanner = await self._open_scanner()
+        return await scanner.run(reads.records, reads.snapshot_query(collections, after, limit, False))
+
+    async def _open_scanner(self) -> Connection:
+        async with self._scanner_opening:
+            if self._stack is None:
+                raise StoreError(f"{self.path}: the store is closed")
+            if self._scanner is None:
+                scanner = await self._stack.enter_async_context(self._connection())
+                await scanner.run(_scanning)
+                self._scanner = scanner
+            return self._scanner
+
+    async def list_records(self, query: listing.RecordQuery) -> list[RecordRow]:
+        """One page of a collection's records, filtered, searched and sorted (admin listing)."""
+        return await self._read(reads.records, listing.list_query(query))
+
     async def statistics(self) -> StoreStatistics:
         result = await self._read(reads.statistics, self._file_bytes())
         writer = self._open_writer().statistics
@@ -321,3 +354,8 @@ def _read_only(db: sqlite3.Connection) -> None:
     # Reads jump to wherever the records that changed live; keep more of the file at hand
     # than SQLite's default 2 MiB so a big store's hot pages stay in memory.
     db.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
+
+
+def _scanning(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA query_only = ON")
+    db.execute(f"PRAGMA cache_size = -{SCAN_CACHE_KIB}")

@@ -1,0 +1,153 @@
+"""Pull views in the WatermelonDB sync shape: `/api/sync/initial` and `/api/sync/incremental`.
+
+Both serve the records' materialized JSON views from the store (no CRDT is loaded). The initial
+sync streams its answer a store page at a time, so serving a million records holds one page.
+Timestamps and page tokens are described in cursors.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..errors import UnknownCollection
+from ..ids import DocId, Seq
+from ..schema import Schema
+from ..store.base import RecordRow, Store
+from .access import Authenticated, device_origin
+from .cursors import initial_page_token, parse_initial_page, parse_since, timestamp_of
+from .telemetry import Telemetry
+
+router = APIRouter(tags=["sync"])
+
+STORE_PAGE = 1000  # records read from the store at a time while streaming
+Collections = Annotated[
+    list[str] | None,
+    Query(description="Collections to sync, comma-separated or repeated; default: all."),
+]
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def resolve_collections(schema: Schema, asked: Sequence[str] | None) -> list[str]:
+    """The collections asked for, sorted (the store's doc id order); all when none are named."""
+    names = {name.strip() for raw in asked or () for name in raw.split(",") if name.strip()}
+    for name in sorted(names):
+        schema.collection(name)  # UnknownCollection: 404
+    return sorted(names or schema.collections)
+
+
+def flat_record(row: RecordRow, fields: Sequence[str]) -> dict[str, Any]:
+    """The pulled form of a record: id and every field, unset ones null; never _status/_changed."""
+    view = row.view
+    out = {"id": row.record_id}
+    for name in fields:
+        out[name] = view.get(name)
+    return out
+
+
+@router.get("/api/sync/initial")
+async def initial(
+    request: Request,
+    who: Authenticated,
+    collections: Collections = None,
+    limit: Annotated[int, Query(ge=1, le=1_000_000, description="Records per page.")] = 10_000,
+    page: Annotated[str | None, Query(description="The `next` token of the previous page.")] = None,
+) -> StreamingResponse:
+    """Every live record, paged, all pages under the timestamp of the first one.
+
+    Changes made while paging come with the next incremental pull from that timestamp. The
+    answer: `{"changes": {collection: {"created": [..], "updated": [], "deleted": []}},
+    "timestamp": N, "next": TOKEN | null}`.
+    """
+    store: Store = request.app.state.store
+    schema: Schema = request.app.state.engine.schema
+    names = resolve_collections(schema, collections)
+    current = await store.cursor()
+    stable, after = parse_initial_page(page, current) if page else (current, None)
+    # A store that cannot be read fails here, while an error answer can still be sent.
+    await store.snapshot(collections=names[:1], after=after, limit=1)
+    telemetry: Telemetry = request.app.state.telemetry
+    telemetry.note_pull("initial", who.name, device_origin(request, who), int(stable))
+    body = _initial_body(store, schema, names, stable, after, limit)
+    return StreamingResponse(body, media_type="application/json")
+
+
+async def _initial_body(
+    store: Store, schema: Schema, names: list[str], stable: Seq, after: DocId | None, limit: int
+) -> AsyncIterator[bytes]:
+    yield b'{"changes":{'
+    served = 0
+    last = after
+    for index, name in enumerate(names):
+        yield (("," if index else "") + _encode(name) + ':{"created":[').encode()
+        fields = list(schema.collections[name].fields)
+        is_first = True
+        while served < limit and not (last is not None and last >= f"{name}0"):
+            wanted = min(STORE_PAGE, limit - served)
+            rows = await store.scan_snapshot(collections=[name], after=last, limit=wanted)
+            if rows:
+                last = rows[-1].doc_id
+            # Records created after the first page's timestamp come with the next pull instead.
+            kept = [_encode(flat_record(row, fields)) for row in rows if row.first_seq <= stable]
+            if kept:
+                yield (("" if is_first else ",") + ",".join(kept)).encode()
+                is_first = False
+                served += len(kept)
+            if len(rows) < wanted:
+                break
+        yield b'],"updated":[],"deleted":[]}'
+    more = served >= limit and last is not None and bool(
+        await store.snapshot(collections=names, after=last, limit=1)
+    )
+    token = _encode(initial_page_token(stable, last)) if more and last is not None else "null"
+    yield f'}},"timestamp":{timestamp_of(stable)},"next":{token}}}'.encode()
+
+
+@router.get("/api/sync/incremental")
+async def incremental(
+    request: Request,
+    who: Authenticated,
+    since: Annotated[str | None, Query(description="The timestamp of your last pull.")] = None,
+    collections: Collections = None,
+    limit: Annotated[int, Query(ge=1, le=100_000, description="Most records per answer.")] = 10_000,
+) -> JSONResponse:
+    """What changed since a timestamp: `created`, `updated`, `deleted` (ids), new `timestamp`.
+
+    A record the pulling device created itself (its `X-Client-Id`, else its token name) comes
+    under `updated`. When more than `limit` records changed, `next` is the timestamp to pull
+    from again (the same as `timestamp`), else null.
+    """
+    store: Store = request.app.state.store
+    schema: Schema = request.app.state.engine.schema
+    names = resolve_collections(schema, collections)
+    current = await store.cursor()
+    cursor = parse_since(since, current)
+    origin = device_origin(request, who)
+    rows = await store.changes_since(cursor, collections=names, limit=limit)
+    # A change committed after `current` was read waits for the next pull: the timestamp
+    # must never pass a change the answer does not hold.
+    kept = [row for row in rows if row.last_seq <= current]
+    is_cut = len(rows) >= limit
+    covered = (kept[-1].last_seq if kept else cursor) if is_cut else current
+    changes: dict[str, dict[str, list[Any]]] = {
+        name: {"created": [], "updated": [], "deleted": []} for name in names
+    }
+    for row in kept:
+        bucket = changes[row.collection]
+        if row.is_deleted:
+            bucket["deleted"].append(row.record_id)
+        elif row.first_seq > cursor and row.created_by != origin:
+            bucket["created"].append(flat_record(row, list(schema.collections[row.collection].fields)))
+        else:
+            bucket["updated"].append(flat_record(row, list(schema.collections[row.collection].fields)))
+    telemetry: Telemetry = request.app.state.telemetry
+    telemetry.note_pull("incremental", who.name, origin, int(covered))
+    timestamp = timestamp_of(covered)
+    return JSONResponse(
+        {"changes": changes, "timestamp": timestamp, "next": timestamp if is_cut else None}
+    )
