@@ -142,7 +142,7 @@ def token_revoke(name: Annotated[str, typer.Argument(help="Token name.")], db: D
 
     async def work() -> bool:
         async with _store(db) as store:
-            return await store.revoke_token(name)
+            return bool(await store.revoke_token(name))
 
     if not run(work):
         fail(f"no active token named {name!r}")

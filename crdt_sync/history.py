@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pycrdt import Doc
 
@@ -38,7 +39,7 @@ def replay(records: Records, doc_id: DocId, log: Sequence[LogEntry]) -> list[Ste
     Raises:
         UnknownCollection: the schema does not know the document's collection.
     """
-    document: Doc = Doc()
+    document: Doc[Any] = Doc()
     steps: list[Step] = []
     was_deleted = False
     for entry in log:

@@ -26,7 +26,7 @@ def model_prefix(collection: Collection) -> str:
 def _stored_type(spec: SchemaField) -> Any:
     """The type of a field's value as records are served."""
     if spec.kind is FieldKind.ENUM:
-        return Literal[spec.choices]  # type: ignore[valid-type]
+        return Literal[spec.choices]
     return {
         FieldKind.STRING: str,
         FieldKind.TEXT: str,

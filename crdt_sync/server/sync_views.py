@@ -44,7 +44,7 @@ def resolve_collections(schema: Schema, asked: Sequence[str] | None) -> list[str
 def flat_record(row: RecordRow, fields: Sequence[str]) -> dict[str, Any]:
     """The pulled form of a record: id and every field, unset ones null; never _status/_changed."""
     view = row.view
-    out = {"id": row.record_id}
+    out: dict[str, Any] = {"id": row.record_id}
     for name in fields:
         out[name] = view.get(name)
     return out

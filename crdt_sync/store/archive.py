@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import cbor2
 import pycrdt
@@ -167,8 +167,8 @@ class ArchiveReader:
             raise ArchiveError(f"{path}: cannot read it ({exc.strerror})") from exc
         self.size = os.fstat(self._file.fileno()).st_size
         self._reader = _HashingReader(self._file)
-        self._decoder = cbor2.CBORDecoder(
-            self._reader,
+        self._decoder = cbor2.CBORDecoder(  # a RawIOBase is a binary file: typeshed wants IO[bytes]
+            cast(IO[bytes], self._reader),
             tag_hook=_refuse_tag,
             semantic_decoders=_REFUSED_SEMANTIC_TAGS,
             max_depth=8,
