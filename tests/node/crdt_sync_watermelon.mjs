@@ -3,7 +3,9 @@
 import { synchronize } from '@nozbe/watermelondb/sync/index.js'
 
 // --- docs/REST.md: begin
-export async function syncWithCrdtSync({ database, baseUrl, token, clientId, pageSize = 10000 }) {
+export async function syncWithCrdtSync({
+  database, baseUrl, token, clientId, pageSize = 10000, sendCreatedAsUpdated = false,
+}) {
   const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }
   if (clientId) headers['X-Client-Id'] = clientId // several devices on one token
   const call = async (path, init = {}) => {
@@ -12,6 +14,9 @@ export async function syncWithCrdtSync({ database, baseUrl, token, clientId, pag
     if (!response.ok) throw new Error(`${path}: ${response.status} ${body.error.message}`)
     return body
   }
+  // By default crdt-sync tells records new to the device (`created`) from the ones it has
+  // (`updated`); apps that make ids from data ask for everything as `updated`.
+  const query = `limit=${pageSize}&created_as_updated=${sendCreatedAsUpdated}`
   let more = true
   while (more) {
     more = false
@@ -19,17 +24,18 @@ export async function syncWithCrdtSync({ database, baseUrl, token, clientId, pag
       database,
       pullChanges: async ({ lastPulledAt }) => {
         if (lastPulledAt) {
-          const pulled = await call(`/api/sync/incremental?since=${lastPulledAt}&limit=${pageSize}`)
+          const pulled = await call(`/api/sync/incremental?since=${lastPulledAt}&${query}`)
           more = pulled.next !== null // more changes than one answer holds: sync again
           return pulled
         }
         // First sync: every page of the initial view, all under the first page's timestamp.
-        let page = await call(`/api/sync/initial?limit=${pageSize}`)
+        let page = await call(`/api/sync/initial?${query}`)
         const { changes, timestamp } = page
         while (page.next !== null) {
-          page = await call(`/api/sync/initial?limit=${pageSize}&page=${page.next}`)
-          for (const [table, { created }] of Object.entries(page.changes)) {
+          page = await call(`/api/sync/initial?${query}&page=${page.next}`)
+          for (const [table, { created, updated }] of Object.entries(page.changes)) {
             changes[table].created.push(...created)
+            changes[table].updated.push(...updated)
           }
         }
         return { changes, timestamp }
@@ -37,8 +43,7 @@ export async function syncWithCrdtSync({ database, baseUrl, token, clientId, pag
       // The rows as synchronize() hands them over, _status and _changed included.
       pushChanges: async ({ changes, lastPulledAt }) =>
         call('/api/sync/outgoing', { method: 'POST', body: JSON.stringify({ changes, lastPulledAt }) }),
-      // crdt-sync tells new records (`created`) from the device's own (`updated`).
-      sendCreatedAsUpdated: false,
+      sendCreatedAsUpdated,
     })
   }
 }

@@ -2,13 +2,16 @@
 // Model, LokiJSAdapter (in memory under Node), synchronize()) syncing with crdt-sync through
 // crdt_sync_watermelon.mjs, the code docs/REST.md shows.
 //
-//   node wmdb_app.mjs <baseUrl> <token> [clientId] [pageSize]
+//   node wmdb_app.mjs <baseUrl> <token> <clientId> [options]
+//
+// options: JSON, passed on to syncWithCrdtSync: {"pageSize": n, "sendCreatedAsUpdated": bool}
 //
 // stdin: one JSON command per line, each with an "id"; they run one at a time, in order
 //   {"op": "create", "table": t, "fields": {...}, "recordId"?: id}   db.write(collection.create)
 //   {"op": "update", "table": t, "recordId": id, "fields": {...}}     db.write(record.update)
 //   {"op": "delete", "table": t, "recordId": id}                     db.write(record.markAsDeleted)
-//   {"op": "sync"}                                                   syncWithCrdtSync(...)
+//   {"op": "sync", "holdPush"?: true, "server"?: url}                  syncWithCrdtSync(...); with
+//       holdPush, its push waits for {"op": "release"} (which runs at once, not queued)
 //   {"op": "rows", "table": t}       raw rows (_status and _changed included) and locally deleted ids
 //   {"op": "schema"}                 the app's tables and columns
 //
@@ -17,7 +20,9 @@
 //   {"event": "error", "id": n, "message": "..."}    a command threw
 //   {"event": "console", "level": "error" | "warn" | "log" | ..., "message": "..."}
 //       everything WatermelonDB (and LokiJS) print: its logger writes to console
-//   {"event": "http", "method": m, "path": p, "status": n, "body": {...}}   every sync request
+//   {"event": "http", "method": m, "path": p, "status": n, "request": {...}, "body": {...}}
+//       every request the sync function made, with its JSON body and the answer's
+//   {"event": "holding", "path": p, "request": {...}}   a push waits for "release"
 //
 // Fields are written the way @field setters write them (Model._setRaw), so WatermelonDB keeps
 // its own _status/_changed bookkeeping; models need no decorators (and so no Babel).
@@ -32,9 +37,10 @@ const { Database, Model, appSchema, tableSchema } = require('@nozbe/watermelondb
 const LokiJSAdapter = require('@nozbe/watermelondb/adapters/lokijs').default
 const { hasUnsyncedChanges } = require('@nozbe/watermelondb/sync')
 
-const [baseUrl, token, clientId, pageSize] = process.argv.slice(2)
-if (!baseUrl || !token) {
-  process.stderr.write('usage: node wmdb_app.mjs <baseUrl> <token> [clientId] [pageSize]\n')
+const [baseUrl, token, clientId, options = '{}'] = process.argv.slice(2)
+const syncOptions = JSON.parse(options)
+if (!baseUrl || !token || !clientId) {
+  process.stderr.write('usage: node wmdb_app.mjs <baseUrl> <token> <clientId> [options]\n')
   process.exit(2)
 }
 
@@ -108,7 +114,7 @@ class Task extends Model {
 
 const adapter = new LokiJSAdapter({
   schema,
-  dbName: `app-${clientId || 'device'}`,
+  dbName: `app-${clientId}`,
   useWebWorker: false,
   // The recommended setting; Node has no IndexedDB, so LokiJS keeps the database in memory.
   useIncrementalIndexedDB: true,
@@ -116,13 +122,24 @@ const adapter = new LokiJSAdapter({
 })
 const database = new Database({ adapter, modelClasses: [Contact, Deal, Task].map(withFields) })
 
-// Test instrumentation, not app code: see every request the sync function makes.
+// Test instrumentation, not app code: see every request the sync function makes, and hold a
+// push (after the pull of the same synchronize()) until told to go on, so a test can change
+// the server in between.
+let holdPushes = false
+let releasePush = null
 const realFetch = globalThis.fetch
 globalThis.fetch = async (url, init = {}) => {
+  const { pathname, search } = new URL(url)
+  const request = init.body ? JSON.parse(init.body) : null
+  if (holdPushes && pathname === '/api/sync/outgoing') {
+    await new Promise((resolve) => {
+      releasePush = resolve
+      emit({ event: 'holding', path: pathname, request })
+    })
+  }
   const response = await realFetch(url, init)
   const body = await response.clone().json().catch(() => null)
-  const { pathname, search } = new URL(url)
-  emit({ event: 'http', method: init.method || 'GET', path: pathname + search, status: response.status, body })
+  emit({ event: 'http', method: init.method || 'GET', path: pathname + search, status: response.status, request, body })
   return response
 }
 
@@ -151,8 +168,13 @@ const commands = {
     await database.write(() => record.markAsDeleted())
     return null
   },
-  async sync() {
-    await syncWithCrdtSync({ database, baseUrl, token, clientId, pageSize: Number(pageSize) || undefined })
+  async sync({ holdPush = false, server = baseUrl }) {
+    holdPushes = holdPush
+    try {
+      await syncWithCrdtSync({ database, baseUrl: server, token, clientId, ...syncOptions })
+    } finally {
+      holdPushes = false
+    }
     return { unsynced: await hasUnsyncedChanges({ database }) }
   },
   async rows({ table }) {
@@ -171,8 +193,14 @@ const commands = {
 let queue = Promise.resolve()
 const lines = createInterface({ input: process.stdin })
 lines.on('line', (line) => {
+  const command = JSON.parse(line)
+  if (command.op === 'release') { // not queued: the held sync is the command running now
+    releasePush?.()
+    releasePush = null
+    emit({ event: 'result', id: command.id, result: null })
+    return
+  }
   queue = queue.then(async () => {
-    const command = JSON.parse(line)
     try {
       emit({ event: 'result', id: command.id, result: await commands[command.op](command) })
     } catch (error) {
