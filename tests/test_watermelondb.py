@@ -14,7 +14,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ class WatermelonApp:
 
     async def sync(self, server: RunningServer | None = None) -> bool:
         """synchronize() once (more while the server has more); whether changes stay unsynced."""
-        extra = {} if server is None else {"server": server.http}
+        extra = {} if server is None else {"server": server.http, "serverToken": server.device_token}
         result: dict[str, bool] = await self.call("sync", **extra)
         return result["unsynced"]
 
@@ -246,6 +246,69 @@ async def test_first_sync_on_an_empty_server_and_every_later_one_use_timestamps_
             "id": contact, "name": "Ada", "email": None, "phone": None, "company": None,
             "notes": None}}
         await assert_converged(server, app)
+
+
+
+async def test_a_timestamp_another_server_issued_is_refused_and_the_app_keeps_its_data(
+    node: str, server_factory: Callable[..., Awaitable[RunningServer]], tmp_path: Path,
+) -> None:
+    first = await server_factory(tmp_path / "first.db")
+    other = await server_factory(tmp_path / "other.db")  # a fresh server: a much shorter log
+    for index in range(5):
+        await seed(first, "contacts", name=f"C{index}")
+    async with watermelon_app(node, first, "phone-a") as app:
+        assert await app.sync() is False
+        pending = await app.create("contacts", name="Unsynced")
+        with pytest.raises(AppError, match="not a timestamp this server issued"):
+            await app.sync(other)
+        [refused] = app.requests("/api/sync/incremental")
+        assert refused["status"] == 400 and refused["body"]["error"]["code"] == "bad_request"
+        assert len(await app.records("contacts")) == 6
+        assert (await app.raw_rows("contacts"))[pending]["_status"] == "created"
+        assert await server_records(other, "contacts") == {}
+        # Back on its own server, the app syncs on from where it was.
+        assert await app.sync() is False
+        await assert_converged(first, app)
+
+
+async def test_large_pulls_come_in_pages_and_the_app_gets_every_change_once(
+    node: str, server: RunningServer,
+) -> None:
+    for index in range(10):
+        await seed(server, "contacts", id=f"c{index}", name=f"C{index}")
+    async with (
+        watermelon_app(node, server, "phone-a", pageSize=3) as a,
+        watermelon_app(node, server, "phone-b") as b,
+    ):
+        assert await a.sync() is False
+        assert [e["body"]["next"] is None for e in a.requests("/api/sync/initial")] == [
+            False, False, False, True]
+        assert len(await a.records("contacts")) == 10
+        async with server.client() as admin:
+            for index in range(5):
+                (await admin.patch(f"/api/contacts/c{index}", json={"phone": str(index)})
+                 ).raise_for_status()
+            for index in range(5, 7):
+                (await admin.delete(f"/api/contacts/c{index}")).raise_for_status()
+        mine = await a.create("contacts", name="Mine")
+        await b.sync()
+        await b.create("tasks", title="From B")
+        await b.sync()
+
+        assert await a.sync() is False
+        pulls = a.requests("/api/sync/incremental")
+        # 8 changes, and the first synchronize() pushed Mine, which comes back too: 3+3+3+0.
+        assert [e["body"]["next"] is None for e in pulls] == [False, False, False, True]
+        pulled = [(t, k, item if isinstance(item, str) else item["id"]) for e in pulls
+                  for t in TABLES for k in ("created", "updated", "deleted")
+                  for item in e["body"]["changes"][t][k]]
+        assert len(pulled) == len(set(pulled)) == 9
+        assert ("contacts", "updated", mine) in pulled and ("tasks", "created") in {
+            (t, k) for t, k, _ in pulled}
+        assert await a.sync() is False and await b.sync() is False
+        everything = await assert_converged(server, a, b)
+        assert {k: r["phone"] for k, r in everything["contacts"].items()} == {
+            **{f"c{i}": str(i) for i in range(5)}, "c7": None, "c8": None, "c9": None, mine: None}
 
 
 # Convergence
@@ -512,3 +575,18 @@ async def test_apps_that_make_ids_from_data_pull_everything_as_updated_and_log_n
                     assert all(c["created"] == [] for c in pull["body"]["changes"].values())
             assert [len(p["body"]["changes"]["contacts"]["updated"])
                     for p in a.requests("/api/sync/initial")] == [2, 1]
+
+
+
+# The documented wiring
+
+
+def test_docs_show_the_sync_function_these_tests_run() -> None:
+    """docs/REST.md's example is the tested function, verbatim (import path aside: Node's ESM
+    needs the file name that bundlers add themselves)."""
+    module = SYNC_MODULE.read_text(encoding="utf-8")
+    tested = module.split("// --- docs/REST.md: begin\n")[1].split("// --- docs/REST.md: end")[0]
+    blocks = re.findall(r"```js\n(.*?)```", REST_DOC.read_text(encoding="utf-8"), re.DOTALL)
+    [shown] = [block for block in blocks if "syncWithCrdtSync" in block]
+    assert shown == "import { synchronize } from '@nozbe/watermelondb/sync'\n\n" + tested
+    assert "import { synchronize } from '@nozbe/watermelondb/sync/index.js'" in module

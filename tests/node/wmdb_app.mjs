@@ -10,7 +10,7 @@
 //   {"op": "create", "table": t, "fields": {...}, "recordId"?: id}   db.write(collection.create)
 //   {"op": "update", "table": t, "recordId": id, "fields": {...}}     db.write(record.update)
 //   {"op": "delete", "table": t, "recordId": id}                     db.write(record.markAsDeleted)
-//   {"op": "sync", "holdPush"?: true, "server"?: url}                  syncWithCrdtSync(...); with
+//   {"op": "sync", "holdPush"?: true, "server"?: url, "serverToken"?: t}   syncWithCrdtSync(...); with
 //       holdPush, its push waits for {"op": "release"} (which runs at once, not queued)
 //   {"op": "rows", "table": t}       raw rows (_status and _changed included) and locally deleted ids
 //   {"op": "schema"}                 the app's tables and columns
@@ -168,10 +168,10 @@ const commands = {
     await database.write(() => record.markAsDeleted())
     return null
   },
-  async sync({ holdPush = false, server = baseUrl }) {
+  async sync({ holdPush = false, server = baseUrl, serverToken = token }) {
     holdPushes = holdPush
     try {
-      await syncWithCrdtSync({ database, baseUrl: server, token, clientId, ...syncOptions })
+      await syncWithCrdtSync({ database, baseUrl: server, token: serverToken, clientId, ...syncOptions })
     } finally {
       holdPushes = false
     }
