@@ -28,7 +28,7 @@ from crdt_sync.store import SQLiteStore
 
 from .conftest import RunningServer, wait_for
 from .nodejs import TESTS, node_with_packages
-from .peers import mux_peer, record_of, yjs_peer
+from .peers import record_of, yjs_peer
 
 pytestmark = pytest.mark.node
 
@@ -549,7 +549,7 @@ async def test_apps_that_make_ids_from_data_pull_everything_as_updated_and_log_n
     empty: the server's columns win, so the first app's values are what both keep."""
     for record_id in ("old1", "old2", "old3"):
         await seed(server, "contacts", id=record_id, name="Old")
-    options = {"sendCreatedAsUpdated": created_as_updated}
+    options: dict[str, Any] = {"sendCreatedAsUpdated": created_as_updated}
     async with (
         watermelon_app(node, server, "phone-a", pageSize=2, **options) as a,
         watermelon_app(node, server, "phone-b", **options) as b,
