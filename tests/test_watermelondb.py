@@ -321,10 +321,12 @@ async def seed(server: RunningServer, collection: str, **fields: Any) -> Row:
         return created
 
 
+@pytest.mark.parametrize("a_first", [False, True])
 async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_any_sync_order(
-    node: str, server: RunningServer,
+    node: str, server: RunningServer, a_first: bool,
 ) -> None:
     await seed(server, "contacts", id="ada", name="Ada", notes="met at the fair")
+    await seed(server, "contacts", id="old", name="Old")
     await seed(server, "deals", id="d1", title="Big deal", amount=100, contact_id="ada")
     await seed(server, "tasks", id="t1", title="Call Ada", contact_id="ada")
     async with (
@@ -333,7 +335,7 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
         yjs_peer(server.ws("/yjs/contacts/ada")) as peer,
     ):
         assert await a.sync() is False and await b.sync() is False
-        assert set(await b.records("contacts")) == {"ada"}
+        assert set(await b.records("contacts")) == {"ada", "old"}
 
         # Everyone offline (the apps simply do not sync), each changing things.
         bob = await a.create("contacts", name="Bob", email="bob@example.com")
@@ -341,6 +343,7 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
         offer = await a.create("tasks", title="Send offer", deal_id="d1", done=False,
                                due_at="2025-03-01T09:00:00+01:00")
         await a.update("deals", "d1", stage="proposal")
+        await a.update("contacts", "old", phone="+33 9")  # the admin deletes it meanwhile
 
         await b.update("contacts", "ada", company="Acme")
         renewal = await b.create("deals", title="Renewal", amount=50, currency="EUR",
@@ -352,6 +355,7 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
             (await admin.patch("/api/contacts/ada", json={"email": "ada@example.com"})
              ).raise_for_status()
             cy = (await admin.post("/api/contacts", json={"name": "Cy"})).raise_for_status().json()
+            (await admin.delete("/api/contacts/old")).raise_for_status()
         notes = peer.get("record", type=Map)["notes"]
         assert isinstance(notes, Text)
         notes.insert(len(notes), " [peer]")
@@ -360,10 +364,9 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
             return ((await stored(server, "contacts/ada")) or {}).get("notes") == "met at the fair [peer]"
         await wait_for(peer_edit_stored)
 
-        assert await b.sync() is False
-        assert await a.sync() is False
-        assert await b.sync() is False
-        assert await a.sync() is False  # its own rows come back as the server stored them
+        first, second = (a, b) if a_first else (b, a)
+        for app in (first, second, first, second):  # each pulls the other's, and its own back
+            assert await app.sync() is False
 
         everything = await assert_converged(server, a, b)
         assert everything["contacts"]["ada"] == {
@@ -590,3 +593,27 @@ def test_docs_show_the_sync_function_these_tests_run() -> None:
     [shown] = [block for block in blocks if "syncWithCrdtSync" in block]
     assert shown == "import { synchronize } from '@nozbe/watermelondb/sync'\n\n" + tested
     assert "import { synchronize } from '@nozbe/watermelondb/sync/index.js'" in module
+
+
+async def test_a_record_created_again_under_a_deleted_id_goes_away_as_deletes_are_final(
+    node: str, server: RunningServer,
+) -> None:
+    await seed(server, "contacts", id="ada", name="Ada")
+    async with server.client() as admin:
+        (await admin.delete("/api/contacts/ada")).raise_for_status()
+    async with (
+        watermelon_app(node, server, "phone-a") as a,
+        watermelon_app(node, server, "phone-b") as b,
+    ):
+        await a.sync()
+        await b.sync()
+        await a.create("contacts", "ada", name="Ada again")
+        await a.create("contacts", "bob", name="Bob")
+        assert await a.sync() is False
+        [push] = a.requests("/api/sync/outgoing")
+        assert sorted((x["id"], x["action"]) for x in push["body"]["applied"]) == [
+            ("ada", "ignored"), ("bob", "created")]
+        assert await b.sync() is False
+        everything = await assert_converged(server, a, b)
+        assert set(everything["contacts"]) == {"bob"}
+    assert (await stored(server, "contacts/ada") or {}).get("_deleted") is True

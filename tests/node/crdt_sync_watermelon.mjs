@@ -17,6 +17,7 @@ export async function syncWithCrdtSync({
   // By default crdt-sync tells records new to the device (`created`) from the ones it has
   // (`updated`); apps that make ids from data ask for everything as `updated`.
   const query = `limit=${pageSize}&created_as_updated=${sendCreatedAsUpdated}`
+  const gone = [] // records deleted on the server for good: it dropped our writes to them
   let more = true
   while (more) {
     more = false
@@ -41,10 +42,21 @@ export async function syncWithCrdtSync({
         return { changes, timestamp }
       },
       // The rows as synchronize() hands them over, _status and _changed included.
-      pushChanges: async ({ changes, lastPulledAt }) =>
-        call('/api/sync/outgoing', { method: 'POST', body: JSON.stringify({ changes, lastPulledAt }) }),
+      pushChanges: async ({ changes, lastPulledAt }) => {
+        const body = JSON.stringify({ changes, lastPulledAt })
+        const pushed = await call('/api/sync/outgoing', { method: 'POST', body })
+        gone.push(...pushed.applied.filter(({ action }) => action === 'ignored'))
+        return pushed
+      },
       sendCreatedAsUpdated,
     })
   }
+  // Deletes are final: a record created again under a deleted id goes away here too.
+  await database.write(async () => {
+    for (const { collection, id } of gone) {
+      const record = await database.get(collection).find(id).catch(() => null)
+      await record?.destroyPermanently()
+    }
+  })
 }
 // --- docs/REST.md: end
