@@ -374,3 +374,34 @@ async def test_a_malformed_push_is_refused_whole_and_changes_nothing(
             "created": [good_row], "updated": [], "deleted": []}}})
         assert ok.status_code == 200
     assert await cursor_of(server) == before + 1
+
+
+async def test_created_as_updated_serves_every_record_under_updated_as_watermelon_asks(
+    server: RunningServer,
+) -> None:
+    """For WatermelonDB's `sendCreatedAsUpdated: true`: `created` stays empty, on every page."""
+    await seed(server, "contacts", [{"id": f"c{i}", "name": f"n{i}"} for i in range(3)])
+    await seed(server, "deals", [{"id": "d1", "title": "Deal"}])
+    params = {"created_as_updated": "true", "limit": 2}
+    async with device(server) as http:
+        pages = [(await http.get("/api/sync/initial", params=params)).json()]
+        while pages[-1]["next"] is not None:
+            pages.append((await http.get("/api/sync/initial",
+                                         params={**params, "page": pages[-1]["next"]})).json())
+        assert [sorted(ids(p, c, "updated") for c in ("contacts", "deals")) for p in pages] == [
+            [[], ["c0", "c1"]], [["c2"], ["d1"]]]
+        assert all(p["changes"][c]["created"] == [] == p["changes"][c]["deleted"]
+                   for p in pages for c in p["changes"])
+        assert pages[0]["changes"]["deals"]["updated"] == [] and pages[1]["changes"]["deals"][
+            "updated"] == [{"id": "d1", "title": "Deal", "amount": None, "currency": None,
+                            "stage": None, "contact_id": None, "close_date": None, "notes": None}]
+        since = pages[0]["timestamp"]
+        await seed(server, "contacts", [{"id": "new", "name": "New"}])
+        async with server.client() as admin:
+            (await admin.delete("/api/contacts/c0")).raise_for_status()
+        plain = (await http.get("/api/sync/incremental", params={"since": since})).json()
+        asked = (await http.get("/api/sync/incremental",
+                                params={"since": since, "created_as_updated": "true"})).json()
+    assert (ids(plain, "contacts", "created"), ids(plain, "contacts", "updated")) == (["new"], [])
+    assert (ids(asked, "contacts", "created"), ids(asked, "contacts", "updated")) == ([], ["new"])
+    assert ids(asked, "contacts", "deleted") == ["c0"] and asked["timestamp"] == plain["timestamp"]

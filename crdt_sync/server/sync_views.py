@@ -29,6 +29,14 @@ Collections = Annotated[
     list[str] | None,
     Query(description="Collections to sync, comma-separated or repeated; default: all."),
 ]
+# WatermelonDB's `sendCreatedAsUpdated: true` expects every record under `updated`: an app that
+# makes ids from data can create an id another device created too, and would otherwise be told
+# to create a record it already has (which WatermelonDB logs as an error).
+CreatedAsUpdated = Annotated[
+    bool,
+    Query(description="Serve every record under `updated` (for WatermelonDB's "
+                      "`sendCreatedAsUpdated: true`)."),
+]
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -57,12 +65,14 @@ async def initial(
     collections: Collections = None,
     limit: Annotated[int, Query(ge=1, le=1_000_000, description="Records per page.")] = 10_000,
     page: Annotated[str | None, Query(description="The `next` token of the previous page.")] = None,
+    created_as_updated: CreatedAsUpdated = False,
 ) -> StreamingResponse:
     """Every live record, paged, all pages under the timestamp of the first one.
 
     Changes made while paging come with the next incremental pull from that timestamp. The
     answer: `{"changes": {collection: {"created": [..], "updated": [], "deleted": []}},
-    "timestamp": N, "next": TOKEN | null}`.
+    "timestamp": N, "next": TOKEN | null}` (with `created_as_updated`, the records are under
+    `updated` instead).
     """
     store: Store = request.app.state.store
     schema: Schema = request.app.state.engine.schema
@@ -73,18 +83,22 @@ async def initial(
     await store.snapshot(collections=names[:1], after=after, limit=1)
     telemetry: Telemetry = request.app.state.telemetry
     telemetry.note_pull("initial", who.name, device_origin(request, who), int(stable))
-    body = _initial_body(store, schema, names, stable, after, limit)
+    body = _initial_body(store, schema, names, stable, after, limit, created_as_updated)
     return StreamingResponse(body, media_type="application/json")
 
 
 async def _initial_body(
-    store: Store, schema: Schema, names: list[str], stable: Seq, after: DocId | None, limit: int
+    store: Store, schema: Schema, names: list[str], stable: Seq, after: DocId | None, limit: int,
+    created_as_updated: bool,
 ) -> AsyncIterator[bytes]:
+    # The records go in one list: `created`, or `updated` after an empty `created`.
+    head = '"created":[],"updated":[' if created_as_updated else '"created":['
+    tail = '],"deleted":[]}' if created_as_updated else '],"updated":[],"deleted":[]}'
     yield b'{"changes":{'
     served = 0
     last = after
     for index, name in enumerate(names):
-        yield (("," if index else "") + _encode(name) + ':{"created":[').encode()
+        yield (("," if index else "") + _encode(name) + ":{" + head).encode()
         fields = list(schema.collections[name].fields)
         is_first = True
         while served < limit and not (last is not None and last >= f"{name}0"):
@@ -100,7 +114,7 @@ async def _initial_body(
                 served += len(kept)
             if len(rows) < wanted:
                 break
-        yield b'],"updated":[],"deleted":[]}'
+        yield tail.encode()
     more = served >= limit and last is not None and bool(
         await store.snapshot(collections=names, after=last, limit=1)
     )
@@ -115,12 +129,14 @@ async def incremental(
     since: Annotated[str | None, Query(description="The timestamp of your last pull.")] = None,
     collections: Collections = None,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Most records per answer.")] = 10_000,
+    created_as_updated: CreatedAsUpdated = False,
 ) -> JSONResponse:
     """What changed since a timestamp: `created`, `updated`, `deleted` (ids), new `timestamp`.
 
     A record the pulling device created itself (its `X-Client-Id`, else its token name) comes
     under `updated`. When more than `limit` records changed, `next` is the timestamp to pull
-    from again (the same as `timestamp`), else null.
+    from again (the same as `timestamp`), else null. With `created_as_updated`, `created` is
+    always empty and every changed record comes under `updated`.
     """
     store: Store = request.app.state.store
     schema: Schema = request.app.state.engine.schema
@@ -141,7 +157,7 @@ async def incremental(
         bucket = changes[row.collection]
         if row.is_deleted:
             bucket["deleted"].append(row.record_id)
-        elif row.first_seq > cursor and row.created_by != origin:
+        elif row.first_seq > cursor and row.created_by != origin and not created_as_updated:
             bucket["created"].append(flat_record(row, list(schema.collections[row.collection].fields)))
         else:
             bucket["updated"].append(flat_record(row, list(schema.collections[row.collection].fields)))
