@@ -649,6 +649,46 @@ async def test_an_empty_file_is_initialised_in_wal_mode(path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+async def test_listeners_see_what_another_process_committed_in_seq_order(path: Path) -> None:
+    async with SQLiteStore(path) as server, SQLiteStore(path) as cli:
+        seen: list[Committed] = []
+        server.add_commit_listener(seen.extend)
+        imported = Contact()
+        for n in range(3):
+            await put(cli, "contacts/imported", imported, origin=Origin("import"), n=n)
+        assert seen == []  # nothing is pushed between processes: the server looks
+        assert await server.follow() == 3
+        assert [(c.seq, c.doc_id, c.origin, c.foreign) for c in seen] == [
+            (1, "contacts/imported", "import", True),
+            (2, "contacts/imported", "import", True),
+            (3, "contacts/imported", "import", True),
+        ]
+        assert [c.update for c in seen] == imported.updates  # the bytes the other process wrote
+        assert await server.follow() == 0  # each foreign update is reported once
+
+        # A foreign commit found by an append comes before the append's own update.
+        await put(cli, "contacts/imported", imported, origin=Origin("import"), n=3)
+        await put(server, "contacts/own", Contact(), origin=ANN, n=0)
+        assert [(c.seq, c.foreign) for c in seen[3:]] == [(4, True), (5, False)]
+
+
+async def test_interleaved_writers_on_one_file_each_see_the_whole_log_once(path: Path) -> None:
+    async with SQLiteStore(path) as one, SQLiteStore(path) as two:
+        seen: dict[str, list[Seq]] = {"one": [], "two": []}
+        one.add_commit_listener(lambda batch: seen["one"].extend(c.seq for c in batch))
+        two.add_commit_listener(lambda batch: seen["two"].extend(c.seq for c in batch))
+        contacts = [Contact() for _ in range(10)]
+        await asyncio.gather(
+            *(
+                put(one if n % 3 else two, f"contacts/{n % 10}", contacts[n % 10], n=n)
+                for n in range(60)
+            )
+        )
+        await one.follow()
+        await two.follow()
+        assert seen["one"] == seen["two"] == list(range(1, 61))
+
+
 async def test_a_version_1_file_is_migrated_with_its_data_intact(path: Path) -> None:
     from crdt_sync.store import migrations
 

@@ -37,6 +37,10 @@ class Committed:
     doc_id: DocId
     update: bytes
     origin: Origin
+    # Committed by another process on the same file (the CLI importing, say): this process's
+    # live copies of the document have not seen it. Listeners get such updates before the
+    # writer's own updates of the same commit, since their seqs are lower.
+    foreign: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,14 @@ class Store(Protocol):
     """
 
     def add_commit_listener(self, listener: CommitListener) -> None: ...
+
+    async def follow(self) -> int:
+        """Hand listeners what other processes committed since this store last looked.
+
+        Appends do this as a matter of course (within their transaction); call it while idle so
+        that foreign commits are seen promptly too. Returns how many foreign updates it found.
+        """
+        ...
 
     async def append(
         self, doc_id: DocId, update: bytes, *, view: JSONObject, is_deleted: bool, origin: Origin

@@ -37,7 +37,7 @@ from .base import (
 )
 from .connection import Connection
 from .migrations import prepare
-from .transactions import AppendJob, ExclusiveJob, Row, insert_token, revoke_token
+from .transactions import AppendJob, ExclusiveJob, FollowJob, Row, insert_token, revoke_token
 from .writer import CommitWriter
 
 T = TypeVar("T")
@@ -179,6 +179,17 @@ class SQLiteStore:
         future: asyncio.Future[list[Seq]] = asyncio.get_running_loop().create_future()
         self._open_writer().submit(AppendJob(rows, future, idempotency_key, answer))
         return future
+
+    async def follow(self) -> int:
+        """Hand listeners what other processes committed since this store last looked.
+
+        Every append does this within its transaction; a server calls it while idle, so that
+        writes made by another process (`crdt-sync import`) reach its live documents and peers
+        promptly. Returns how many foreign updates it found.
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._open_writer().submit(FollowJob(future))
+        return await future
 
     async def _exclusive(self, work: Callable[[sqlite3.Connection], T]) -> T:
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()

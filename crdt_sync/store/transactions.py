@@ -3,7 +3,9 @@
 The group-commit writer (writer.py) hands them jobs in order; nothing here awaits.
 
 Rule: seqs are MAX(seq) + 1 ... read inside the write transaction (BEGIN IMMEDIATE), so another
-process writing the same file, such as the CLI, never hands out the same seq.
+process writing the same file, such as the CLI, never hands out the same seq. Whatever another
+process committed since the writer last looked is read in the same transaction and reported
+(`Foreign`), so listeners see every update of the log, in seq order, whoever wrote it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,23 @@ class AppendJob:
     future: asyncio.Future[list[Seq]]
     idempotency_key: str | None = None
     answer: Callable[[list[Seq]], bytes] | None = None
+
+
+@dataclass(eq=False, slots=True)
+class FollowJob:
+    """No write: only report what other processes committed since the writer last looked."""
+
+    future: asyncio.Future[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Foreign:
+    """An update another process committed, as read back from the log."""
+
+    seq: Seq
+    doc_id: DocId
+    update: bytes
+    origin: Origin
 
 
 @dataclass(eq=False, slots=True)
@@ -90,30 +109,45 @@ def run_exclusive(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], o
 
 
 def commit_appends(
-    db: sqlite3.Connection, batch: list[AppendJob], now: float, expired_before: float
-) -> list[Outcome]:
+    db: sqlite3.Connection, batch: list[AppendJob], now: float, expired_before: float, known: Seq
+) -> tuple[list[Outcome], list[Foreign]]:
     """Write the whole batch in one transaction; one outcome per job (its seqs, or its error).
 
-    A job with an idempotency key runs inside a savepoint, so a used key fails that job alone.
-    Any other failure rolls the whole transaction back and raises.
+    Also returns what other processes committed after seq `known` (all of it below this
+    batch's seqs). A job with an idempotency key runs inside a savepoint, so a used key fails
+    that job alone. Any other failure rolls the whole transaction back and raises.
     """
     db.execute("BEGIN IMMEDIATE")
     try:
-        outcomes = _write(db, batch, now, expired_before)
+        foreign = read_foreign(db, known)
+        last_seq = foreign[-1].seq if foreign else known
+        outcomes = _write(db, batch, now, expired_before, last_seq)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return outcomes
+    return outcomes, foreign
+
+
+def read_foreign(db: sqlite3.Connection, known: Seq) -> list[Foreign]:
+    """The log after seq `known`: what other processes committed (a range of the primary key)."""
+    rows = db.execute(
+        "SELECT seq, doc_id, data, origin FROM updates WHERE seq > ? ORDER BY seq", (known,)
+    )
+    return [Foreign(Seq(seq), DocId(doc_id), data, Origin(origin)) for seq, doc_id, data, origin in rows]
+
+
+def last_seq(db: sqlite3.Connection) -> Seq:
+    (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates").fetchone()
+    return Seq(seq)
 
 
 def _write(
-    db: sqlite3.Connection, batch: list[AppendJob], now: float, expired_before: float
+    db: sqlite3.Connection, batch: list[AppendJob], now: float, expired_before: float, last_seq: Seq
 ) -> list[Outcome]:
     if any(job.idempotency_key is not None for job in batch):
         db.execute("DELETE FROM idempotency WHERE at < ?", (expired_before,))
-    (last_seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates").fetchone()
     next_seq = last_seq + 1
     outcomes: list[Outcome] = []
     plain: list[tuple[Seq, Row]] = []  # consecutive jobs without a key, written in one go

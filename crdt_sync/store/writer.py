@@ -4,6 +4,9 @@ Rule 1: jobs are committed in the order they were submitted, and seqs are handed
 order, so two appends submitted A then B get seq(A) < seq(B).
 Rule 2: a caller's future resolves only after its transaction committed; commit listeners run
 after the commit and before any future resolves, with the committed updates in seq order.
+Rule 3: listeners see the whole log: updates other processes committed on the same file are
+read back (with every commit, and by `FollowJob`s while idle) and handed over marked foreign,
+before this writer's own updates of higher seq.
 """
 
 from __future__ import annotations
@@ -14,13 +17,25 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from ..errors import StoreError
 from ..ids import Seq
 from .base import CommitListener, Committed
 from .connection import Connection
-from .transactions import AppendJob, ExclusiveJob, Outcome, commit_appends, run_exclusive
+from .transactions import (
+    AppendJob,
+    ExclusiveJob,
+    FollowJob,
+    Foreign,
+    Outcome,
+    commit_appends,
+    last_seq,
+    read_foreign,
+    run_exclusive,
+)
+
+Job = AppendJob | ExclusiveJob | FollowJob
 
 LOG = logging.getLogger(__name__)
 
@@ -30,6 +45,7 @@ class WriterStatistics:
     commits: int = 0  # transactions that committed appends
     appends: int = 0  # updates committed
     largest_batch: int = 0  # most updates in one transaction
+    foreign: int = 0  # updates other processes committed, read back
 
 
 class CommitWriter:
@@ -51,16 +67,18 @@ class CommitWriter:
         self._max_batch = max_batch
         self._idempotency_ttl = idempotency_ttl
         self._clock = clock
-        self._pending: deque[AppendJob | ExclusiveJob] = deque()
-        self._in_flight: Sequence[AppendJob | ExclusiveJob] = []
+        self._pending: deque[Job] = deque()
+        self._in_flight: Sequence[Job] = []
         self._wake = asyncio.Event()
         self._is_closing = False
         self._task: asyncio.Task[None] | None = None
+        self._known = Seq(0)  # the last seq this writer has handed to listeners
         self.listeners: list[CommitListener] = []
         self.statistics = WriterStatistics()
 
     async def __aenter__(self) -> Self:
         name = f"crdt-sync writer {self._connection.path}"
+        self._known = await self._connection.run(last_seq)
         self._task = asyncio.create_task(self._run(), name=name)
         return self
 
@@ -76,7 +94,7 @@ class CommitWriter:
         if self._task is not None:
             await self._task
 
-    def submit(self, job: AppendJob | ExclusiveJob) -> None:
+    def submit(self, job: Job) -> None:
         """Queue `job` now, without awaiting: the order of submits is the order of commits."""
         if self._is_closing or self._task is None or self._task.done():
             raise StoreError(f"{self._connection.path}: the store is closed")
@@ -108,6 +126,10 @@ class CommitWriter:
             self._pending.popleft()
             self._in_flight = [job]
             await self._commit_exclusive(job)
+        elif isinstance(job, FollowJob):
+            self._pending.popleft()
+            self._in_flight = [job]
+            await self._follow(job)
         else:
             self._in_flight = batch = self._take_batch()
             await self._commit_appends(batch)
@@ -121,6 +143,16 @@ class CommitWriter:
         else:
             if not job.future.done():
                 job.future.set_result(result)
+
+    async def _follow(self, job: FollowJob) -> None:
+        try:
+            foreign = await self._connection.run(read_foreign, self._known)
+        except Exception as exc:  # noqa: BLE001  (delivered to the one caller, who raises it)
+            _fail(job.future, exc)
+            return
+        self._notify(self._record_foreign(foreign))
+        if not job.future.done():
+            job.future.set_result(len(foreign))
 
     def _take_batch(self) -> list[AppendJob]:
         batch: list[AppendJob] = []
@@ -137,8 +169,8 @@ class CommitWriter:
     async def _commit_appends(self, batch: list[AppendJob]) -> None:
         now = self._clock()
         try:
-            outcomes = await self._connection.run(
-                commit_appends, batch, now, now - self._idempotency_ttl
+            outcomes, foreign = await self._connection.run(
+                commit_appends, batch, now, now - self._idempotency_ttl, self._known
             )
         except StoreError as exc:
             for job in batch:  # one fresh error per caller, all caused by the same sqlite error
@@ -150,7 +182,7 @@ class CommitWriter:
             for job in batch:
                 _fail(job.future, exc)
             return
-        committed = self._record(batch, outcomes)
+        committed = self._record_foreign(foreign) + self._record(batch, outcomes)
         self._notify(committed)
         for job, outcome in zip(batch, outcomes):
             if isinstance(outcome, BaseException):
@@ -158,11 +190,18 @@ class CommitWriter:
             elif not job.future.done():
                 job.future.set_result(outcome)
 
+    def _record_foreign(self, foreign: list[Foreign]) -> list[Committed]:
+        if not foreign:
+            return []
+        self._known = max(self._known, foreign[-1].seq)
+        self.statistics.foreign += len(foreign)
+        return [Committed(f.seq, f.doc_id, f.update, f.origin, foreign=True) for f in foreign]
+
     def _record(self, batch: list[AppendJob], outcomes: list[Outcome]) -> list[Committed]:
         """Count the commit; the committed updates in seq order, if anyone listens."""
-        appends = sum(
-            len(outcome) for outcome in outcomes if not isinstance(outcome, BaseException)
-        )
+        seqs = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        appends = sum(len(each) for each in seqs)
+        self._known = max([self._known, *(each[-1] for each in seqs if each)])
         self.statistics.commits += 1
         self.statistics.appends += appends
         self.statistics.largest_batch = max(self.statistics.largest_batch, appends)
@@ -185,6 +224,6 @@ class CommitWriter:
                 LOG.exception("commit listener %r failed", listener)
 
 
-def _fail(future: asyncio.Future[object] | asyncio.Future[list[Seq]], exc: BaseException) -> None:
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():  # a cancelled caller no longer waits
         future.set_exception(exc)
