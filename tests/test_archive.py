@@ -264,26 +264,55 @@ def test_an_archive_state_that_is_not_a_crdt_update_is_refused(archive: Path) ->
         verify_archive(forged)
 
 
-async def test_import_refuses_a_store_a_running_server_has_open(tmp_path: Path) -> None:
-    """The server's live documents and peers would miss writes made by another process."""
+async def test_import_into_the_store_of_a_running_server_reaches_its_peers_and_views(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The server follows what another process commits: its live documents, peers and views."""
     source = tmp_path / "source.db"
     async with SQLiteStore(source) as store:
         engine = Engine(store, DEFAULT_SCHEMA)
-        await engine.patch(DocId("contacts/x"), {"name": "X"}, origin=Origin("a"), creating=True)
-    archive = tmp_path / "x.cbor"
+        await engine.patch(
+            DocId("contacts/ada"), {"name": "Ada", "email": "ada@archive.example"},
+            origin=Origin("old-crm"), creating=True,
+        )
+        await engine.patch(DocId("contacts/new"), {"name": "New"}, origin=Origin("old-crm"),
+                           creating=True)
+    archive = tmp_path / "crm.cbor"
     assert (await run_async("export", str(archive), "--db", str(source))).exit_code == 0
 
-    served = tmp_path / "served.db"
-    await make_tokens(served)
-    process = spawn_server(served)
-    try:
-        refused = await run_async("import", str(archive), "--db", str(served))
-        refused.assert_one_line_error(7, "is open in another process")
-        # Reading, exporting and compacting go on meanwhile.
-        assert (await run_async("status", "--db", str(served))).exit_code == 0
-    finally:
-        process.process.terminate()
-        process.process.wait(15)
-    assert (await crdt_states(served)) == {}
-    imported = await run_async("import", str(archive), "--db", str(served), "--json")
-    assert imported.exit_code == 0 and imported.json()["created"] == 1
+    async def stored(doc_id: str) -> dict[str, object] | None:
+        async with SQLiteStore(server.db_path) as store:
+            row = await store.get_record(DocId(doc_id))
+            return None if row is None else row.view
+
+    async with yjs_peer(server.ws("/yjs/contacts/ada")) as peer:
+        fields = peer.get("record", type=Map)
+        fields["name"] = "Ada L."
+        fields["phone"] = "+44 20 7946 0000"  # the record is live in the server, and watched
+        await wait_for_async(lambda: stored("contacts/ada"), lambda v: v is not None and v["phone"])
+
+        imported = await run_async("import", str(archive), "--db", str(server.db_path), "--json")
+        assert imported.exit_code == 0, imported.stderr
+        assert (imported.json()["created"], imported.json()["merged"]) == (1, 1)
+
+        # The peer is sent what the import merged, and its next edit keeps it in the view.
+        await wait_for(lambda: record_of(peer).get("email") == "ada@archive.example")
+        fields["company"] = "Analytical Engines"
+        await wait_for_async(lambda: stored("contacts/ada"), lambda v: v is not None and v["company"])
+        view = await stored("contacts/ada")
+        assert view is not None
+        assert (view["email"], view["phone"], view["company"]) == (
+            "ada@archive.example", "+44 20 7946 0000", "Analytical Engines")
+        assert record_of(peer)["email"] == "ada@archive.example"
+    assert await stored("contacts/new") == {"id": "new", "name": "New", "email": None,
+                                            "phone": None, "company": None, "notes": None}
+
+
+async def wait_for_async(read, ready, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await read()
+        if ready(value):
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"not ready in {timeout}s: {value!r}"
+        await asyncio.sleep(0.05)

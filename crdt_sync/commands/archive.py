@@ -12,7 +12,6 @@ from rich.markup import escape
 from ..engine import Engine, Limits
 from ..importing import ImportReport, import_archive
 from ..store.archive import ArchiveSummary, export_archive, verify_archive
-from ..store.files import process_using
 from .common import (
     DEFAULT_DB,
     DbOption,
@@ -67,21 +66,12 @@ def import_(
     """Merge an archive into the store (created if missing) through the normal write path.
 
     Into an empty store this gives the same documents; into a non-empty one, every record is
-    the CRDT merge of both. The archive is checked whole before anything is written. Stop a
-    server using the store first: its live documents and connected peers would not see it.
+    the CRDT merge of both. The archive is checked whole before anything is written. A server
+    running on the same store picks the imported updates up within a second and sends them to
+    its peers (see "Other processes" in docs/ARCHITECTURE.md).
     """
     output = Output(as_json)
     parsed = load_schema_option(schema, output)
-    # A server keeps live documents and fans out in seq order; writes from another process
-    # reach neither (docs/ARCHITECTURE.md, "Other processes"), so it must not run meanwhile.
-    server = process_using(db)
-    if server is not None:
-        output.fail(
-            f"{db} is open in another process (pid {server}, a running crdt-sync server?); "
-            "stop it, import, then start it again",
-            ExitCode.IN_USE,
-            error_code="store_in_use",
-        )
     # Unlimited single updates here: an archived state is a whole document, up to its limit.
     limits = Limits(max_update_bytes=Limits().max_document_bytes)
 

@@ -54,7 +54,6 @@ class ExitCode(IntEnum):
     NO_STORE = 4  # the file is missing, not a crdt-sync store, or from a newer crdt-sync
     BAD_ARCHIVE = 5  # not a crdt-sync archive, or a damaged one; nothing was imported
     REFUSED = 6  # the import finished, but the schema refused some documents
-    IN_USE = 7  # another process (a running server) has the store open; nothing was written
 
 
 class StoreUnavailable(CrdtSyncError):

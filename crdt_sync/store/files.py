@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
 from pathlib import Path
 
 from ..errors import StoreError
@@ -54,34 +53,3 @@ def _tables(path: Path) -> set[str]:
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot read it as SQLite ({exc})") from exc
     return {name for (name,) in rows}
-
-
-# SQLite's unix VFS has every connection to a WAL database hold a shared lock on one byte of
-# the -shm file, the "dead-man switch" (UNIX_SHM_DMS in sqlite3.c: (22 + 8) * 4 + 8 = 128),
-# for as long as it is open.
-_SHM_DMS_BYTE = 128
-
-
-def process_using(path: Path) -> int | None:
-    """The pid of another process that has the store at `path` open (a running server), if any.
-
-    Asks with F_GETLK, which takes no lock and never waits. Returns None when nobody else has
-    it open, or where the platform cannot tell (no fcntl).
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return None
-    try:
-        descriptor = os.open(f"{path}-shm", os.O_RDONLY)
-    except OSError:
-        return None  # no -shm file: nobody has the database open in WAL mode
-    try:
-        query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, _SHM_DMS_BYTE, 1, 0)
-        answer = fcntl.fcntl(descriptor, fcntl.F_GETLK, query)
-    except OSError:
-        return None
-    finally:
-        os.close(descriptor)
-    kind, _, _, _, pid = struct.unpack("hhqqi", answer)
-    return None if kind == fcntl.F_UNLCK else pid
