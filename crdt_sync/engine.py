@@ -8,6 +8,7 @@ served on join comes from the store, so nobody ever sees an update a crash could
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,6 +22,10 @@ from .ids import DocId, Origin, Seq, split_doc_id
 from .record import EMPTY_UPDATE, CheckedUpdate, Records, View, document_from_state, is_deleted
 from .schema import Schema
 from .store.base import Append, Committed, Store
+
+
+LOG = logging.getLogger(__name__)
+VIEW_REPAIR = Origin("view-repair")  # the origin of the empty updates that rewrite a view
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,10 @@ class LiveDocuments:
         """Forget a document whose live state may be ahead of the store (a failed commit)."""
         self._documents.pop(doc_id, None)
 
+    def peek(self, doc_id: DocId) -> Doc | None:
+        """The live document if it is cached, without loading it or counting as a use."""
+        return self._documents.get(doc_id)
+
     async def _get(self, doc_id: DocId) -> Doc:
         document = self._documents.get(doc_id)
         if document is not None:
@@ -156,6 +165,7 @@ class Engine:
         self._by_doc: dict[DocId, set[Subscriber]] = {}
         self._senders: dict[tuple[DocId, bytes], Subscriber] = {}
         self.counters: Counter[str] = Counter()
+        self._repairs: set[asyncio.Task[None]] = set()
         store.add_commit_listener(self._fan_out)
 
     async def write(
@@ -286,8 +296,52 @@ class Engine:
                 f"of {self.limits.max_document_bytes}"
             )
 
+    async def settle(self) -> None:
+        """Wait for the view repairs that foreign commits started (before closing the store)."""
+        while self._repairs:
+            await asyncio.gather(*self._repairs, return_exceptions=True)
+
+    def _follow_foreign(self, batch: Sequence[Committed]) -> None:
+        """Updates another process committed: bring the live copies that lack them up to date.
+
+        A record not in the cache loads them from the store when next used. One that is may
+        have had views computed without them (writes in flight, or in this very commit), so
+        its view is repaired by an empty update queued behind those writes.
+        """
+        stale: set[DocId] = set()
+        for committed in batch:
+            if not committed.foreign:
+                continue
+            document = self.live.peek(committed.doc_id)
+            if document is None:
+                continue
+            before = document.get_state()
+            document.apply_update(committed.update)
+            # Only news makes views stale: not an update loaded with the document already, nor
+            # another process's view repair (empty), which would otherwise repair back forever.
+            if document.get_state() != before:
+                stale.add(committed.doc_id)
+        for doc_id in stale:
+            task = asyncio.get_running_loop().create_task(self._repair_view(doc_id))
+            self._repairs.add(task)
+            task.add_done_callback(self._repairs.discard)
+
+    async def _repair_view(self, doc_id: DocId) -> None:
+        try:
+            async with self.live.using(doc_id) as document:
+                # No await between reading the view and queuing the append: it lands behind
+                # every write already applied to this document, so it is the last word.
+                await self.store.append(
+                    doc_id, EMPTY_UPDATE, view=self.records.view(doc_id, document),
+                    is_deleted=is_deleted(document), origin=VIEW_REPAIR,
+                )
+        except CrdtSyncError:  # the next write of the record writes its view again
+            LOG.exception("%s: could not repair its view after another process wrote it", doc_id)
+
     def _fan_out(self, batch: Sequence[Committed]) -> None:
         """Called by the store after each commit, in seq order: only committed updates go out."""
+        if batch and batch[0].foreign:  # a commit's foreign updates come first
+            self._follow_foreign(batch)
         for committed in batch:
             skip = self._senders.get((committed.doc_id, committed.update))
             for subscriber in self._by_doc.get(committed.doc_id, ()):

@@ -61,6 +61,7 @@ async def import_archive(
         await _import_window(engine, window, origin, report)
         if progress is not None:
             progress(report.documents)
+    await engine.settle()  # views this process wrote while a server wrote the same records
     report.refused.sort()
     return report
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from .live import Hub
 from .yjs import Room, serve_yjs
 
 SERVER_NAME = "crdt-sync/0.1"
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class Settings:
     admission_rate: float = 500.0
     admission_burst: float = 1000.0
     revocation_interval: float = 1.0
+    follow_interval: float = 0.5  # how often to look for updates other processes committed
     synchronous: str = "FULL"
     extra: dict[str, object] = field(default_factory=dict)
     max_body_bytes: int = 16 << 20  # REST request bodies; larger ones are answered 413
@@ -53,13 +56,17 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             app.state.store, app.state.engine, app.state.hub = store, engine, hub
             app.state.rooms = {}
             watcher = asyncio.create_task(hub.watch_revocations(settings.revocation_interval))
+            follower = asyncio.create_task(follow_other_processes(store, settings.follow_interval))
             try:
                 yield
             finally:
                 watcher.cancel()
+                follower.cancel()
                 hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
 
     app = FastAPI(title="crdt-sync", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -92,3 +99,16 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         return {"status": "ready", "cursor": await request.app.state.store.cursor()}
 
     return app
+
+
+async def follow_other_processes(store: SQLiteStore, interval: float) -> None:
+    """Pick up what other processes commit to the store (`crdt-sync import`) while idle.
+
+    Every append notices them too; this bounds how long they wait when nobody writes here.
+    """
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await store.follow()
+        except CrdtSyncError as exc:  # a busy or failing disk: the next round tries again
+            LOG.warning("looking for other processes' commits failed: %s", exc)
