@@ -236,9 +236,15 @@ class LocalStore:
 
     # -- what goes to the server --------------------------------------------------------------
 
-    async def outgoing(self, *, exclude: frozenset[DocId], limit: int) -> list[Outgoing]:
-        """Up to `limit` documents' pending changes, oldest first, each merged into one write."""
-        return await self._connection.run(_outgoing, exclude, limit)
+    async def outgoing(
+        self, *, exclude: frozenset[DocId], singles: frozenset[DocId], limit: int
+    ) -> list[Outgoing]:
+        """Up to `limit` documents' pending changes, oldest first, each merged into one write.
+
+        For the documents in `singles` only the oldest change is taken: after a refused merged
+        write, its changes go one by one so that only the bad one is rejected.
+        """
+        return await self._connection.run(_outgoing, exclude, singles, limit)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -375,7 +381,9 @@ def _advance_cursor(db: sqlite3.Connection, cursor: int) -> None:
         _set_meta(db, "cursor", str(cursor))
 
 
-def _outgoing(db: sqlite3.Connection, exclude: frozenset[DocId], limit: int) -> list[Outgoing]:
+def _outgoing(
+    db: sqlite3.Connection, exclude: frozenset[DocId], singles: frozenset[DocId], limit: int
+) -> list[Outgoing]:
     if limit <= 0:
         return []
     heads = db.execute(
@@ -384,19 +392,18 @@ def _outgoing(db: sqlite3.Connection, exclude: frozenset[DocId], limit: int) -> 
         (limit + len(exclude),),
     ).fetchall()
     out: list[Outgoing] = []
-    for doc_id, cseq, count in heads:
+    for doc_id, cseq, _count in heads:
         if doc_id in exclude:
             continue
-        updates = [
-            data
-            for (data,) in db.execute(
-                "SELECT data FROM queue WHERE doc_id = ? AND cseq <= ? AND status = 'pending'"
-                " ORDER BY cseq",
-                (doc_id, cseq),
-            )
-        ]
-        update = updates[0] if len(updates) == 1 else merge_updates(*updates)
-        out.append(Outgoing(DocId(doc_id), cseq, update, count))
+        rows = db.execute(
+            "SELECT cseq, data FROM queue WHERE doc_id = ? AND cseq <= ? AND status = 'pending'"
+            " ORDER BY cseq",
+            (doc_id, cseq),
+        ).fetchall()
+        if doc_id in singles:
+            rows = rows[:1]
+        update = rows[0][1] if len(rows) == 1 else merge_updates(*(data for _, data in rows))
+        out.append(Outgoing(DocId(doc_id), rows[-1][0], update, len(rows)))
         if len(out) == limit:
             break
     return out

@@ -81,8 +81,9 @@ class MuxLink:
         self.inbox: asyncio.Queue[Event] = asyncio.Queue(INBOX)
         self.welcomed = asyncio.Event()
         self.caught_up = False
-        self.in_flight: dict[int, DocId] = {}  # cseq -> document, one per document
+        self.in_flight: dict[int, tuple[DocId, int]] = {}  # cseq -> (document, changes)
         self.resetting: set[DocId] = set()  # refused: waiting for the server's whole state
+        self.singles: set[DocId] = set()  # a merged write was refused: one change at a time
         self.said_bye = False
         self.reached_live = False  # the connection got as far as caught_up: reset the backoff
         self._send_lock = asyncio.Lock()
@@ -204,8 +205,11 @@ class MuxLink:
                 self.resetting.discard(DocId(error.doc))  # our step 1 was refused: give up on it
             self.context.board.update(last_error=f"{error.code}: {error.message}")
             return
-        doc = self.in_flight.pop(error.cseq, DocId(error.doc or ""))
-        await self.context.local.reject(doc, error.cseq, error.code, error.message)
+        doc, changes = self.in_flight.pop(error.cseq, (DocId(error.doc or ""), 1))
+        if changes > 1:
+            self.singles.add(doc)  # which of the merged changes is bad? send them one by one
+        else:
+            await self.context.local.reject(doc, error.cseq, error.code, error.message)
         self.resetting.add(doc)
         await self._send(SyncStep1(doc, EMPTY_STATE_VECTOR))
 
@@ -216,10 +220,13 @@ class MuxLink:
         board = self.context.board
         while True:
             self.context.wake.clear()
+            # Settled before looking at the queue and still after: the processor may have
+            # made more to send (a rebuild) while the queue was read.
+            was_settled = self._is_settled()
             sent = await self._send_queue()
             if sent:
                 board.update(state=SyncState.SYNCING)
-            elif self._is_settled():
+            elif was_settled and self._is_settled() and not self.context.wake.is_set():
                 if board.status.state is not SyncState.SYNCED or board.status.pending:
                     await self.context.mark_synced()
                 if not self.live:
@@ -234,10 +241,12 @@ class MuxLink:
 
     async def _send_queue(self) -> int:
         room = MAX_WRITES_IN_FLIGHT - len(self.in_flight)
-        busy = frozenset(self.in_flight.values()) | self.resetting
-        batch = await self.context.local.outgoing(exclude=busy, limit=room)
+        busy = frozenset(doc for doc, _ in self.in_flight.values()) | self.resetting
+        batch = await self.context.local.outgoing(
+            exclude=busy, singles=frozenset(self.singles), limit=room
+        )
         for write in batch:
-            self.in_flight[write.cseq] = write.doc_id
+            self.in_flight[write.cseq] = (write.doc_id, write.changes)
             await self._send(SyncUpdate(write.doc_id, write.update, cseq=write.cseq))
         return len(batch)
 
