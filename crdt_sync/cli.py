@@ -145,6 +145,11 @@ def token_revoke(name: Annotated[str, typer.Argument(help="Token name.")], db: D
     typer.echo(f"revoked {name}")
 
 
+from .commands.client import client_app  # noqa: E402 - after the helpers it imports from here
+
+app.add_typer(client_app, name="client")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

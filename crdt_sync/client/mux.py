@@ -236,8 +236,10 @@ class MuxLink:
                     await self._send(Bye())
                     await asyncio.sleep(BYE_TIMEOUT)
                     return
+            # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that races the wake.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.context.wake.wait(), POLL_INTERVAL)
+                async with asyncio.timeout(POLL_INTERVAL):
+                    await self.context.wake.wait()
 
     async def _send_queue(self) -> int:
         room = MAX_WRITES_IN_FLIGHT - len(self.in_flight)

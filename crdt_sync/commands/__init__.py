@@ -1,0 +1,1 @@
+"""Sub-commands of `crdt-sync`, one module per group, registered in `crdt_sync/cli.py`."""
