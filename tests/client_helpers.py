@@ -13,6 +13,8 @@ from crdt_sync.store import SQLiteStore
 
 from .conftest import RunningServer
 
+NOTES = "met at the fair"
+
 FAST_BACKOFF = dict(initial=0.05, maximum=0.5)
 
 
@@ -52,3 +54,52 @@ async def stored_rows(db_path: Path) -> dict[str, tuple[dict[str, Any], bool]]:
                 out[row.doc_id] = (dict(row.view), row.is_deleted)
             after = page[-1].doc_id
     return out
+
+
+async def seed(server: RunningServer) -> None:
+    await admin_patch(server, "contacts/ada", {"name": "Ada", "notes": NOTES}, creating=True)
+    await admin_patch(server, "contacts/alan", {"name": "Alan"}, creating=True)
+    await admin_patch(server, "deals/engine", {"title": "Engine", "amount": 100}, creating=True)
+
+
+async def two_replicas_and_an_admin_converge(
+    server: RunningServer, tmp_path: Path, order: str, **options: Any
+) -> None:
+    """Both replicas and an admin edit the same records offline; sync in `order`; compare."""
+    await seed(server)
+    token = server.device_token
+    async with replica_on(server, tmp_path / "alice.db", token, **options) as alice, replica_on(
+        server, tmp_path / "bob.db", token, **options
+    ) as bob:
+        await alice.sync()
+        await bob.sync()
+        # Offline: each edits different fields of the same records, and the same notes text.
+        await alice.update("contacts", "ada", {"email": "ada@example.com",
+                                                "notes": "Lady " + NOTES})
+        await alice.update("deals", "engine", {"stage": "won"})
+        await alice.update("contacts", "alan", {"phone": "+44 1"})  # bob deletes alan meanwhile
+        await alice.create("tasks", {"title": "Call Ada", "contact_id": "ada"}, id="call-ada")
+        await bob.update("contacts", "ada", {"phone": "+33 1", "notes": NOTES + "; wants a demo"})
+        await bob.update("deals", "engine", {"amount": 250})
+        await bob.delete("contacts", "alan")
+        await admin_patch(server, "contacts/ada", {"company": "Analytical"})
+        await admin_patch(server, "deals/engine", {"currency": "GBP"})
+
+        first, second = (alice, bob) if order == "alice first" else (bob, alice)
+        await first.sync()
+        await second.sync()
+        await first.sync()  # picks up what the second pushed
+
+        ada = {"id": "ada", "name": "Ada", "email": "ada@example.com", "phone": "+33 1",
+               "company": "Analytical", "notes": "Lady met at the fair; wants a demo"}
+        engine = {"id": "engine", "title": "Engine", "amount": 250, "currency": "GBP",
+                  "stage": "won", "contact_id": None, "close_date": None, "notes": None}
+        for replica in (alice, bob):
+            assert await replica.get("contacts", "ada") == ada
+            assert await replica.get("deals", "engine") == engine
+            assert await replica.get("contacts", "alan") is None  # a delete beats an edit
+            assert (await replica.get("tasks", "call-ada") or {})["title"] == "Call Ada"
+            assert replica.status.pending == 0 and replica.status.rejected == 0
+        assert await server_view(server, "contacts/ada") == ada
+        assert await server_view(server, "deals/engine") == engine
+        assert await server_view(server, "contacts/alan") is None

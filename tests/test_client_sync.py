@@ -9,61 +9,24 @@ from pathlib import Path
 import pytest
 
 from crdt_sync.client import Replica, SyncState, SyncStatus, Transport
-from crdt_sync.schema import Collection, Field, FieldKind, Schema, DEFAULT_SCHEMA
+from crdt_sync.schema import DEFAULT_SCHEMA, Collection, Field, FieldKind, Schema
 
-from .client_helpers import admin_delete, admin_patch, replica_on, server_view
+from .client_helpers import (
+    admin_delete,
+    admin_patch,
+    replica_on,
+    seed,
+    server_view,
+    two_replicas_and_an_admin_converge,
+)
 from .conftest import RunningServer, wait_for
-
-NOTES = "met at the fair"
-
-
-async def seed(server: RunningServer) -> None:
-    await admin_patch(server, "contacts/ada", {"name": "Ada", "notes": NOTES}, creating=True)
-    await admin_patch(server, "contacts/alan", {"name": "Alan"}, creating=True)
-    await admin_patch(server, "deals/engine", {"title": "Engine", "amount": 100}, creating=True)
 
 
 @pytest.mark.parametrize("order", ["alice first", "bob first"])
 async def test_two_replicas_and_an_admin_edit_offline_and_all_converge(
     server: RunningServer, tmp_path: Path, order: str
 ) -> None:
-    await seed(server)
-    token = server.device_token
-    async with replica_on(server, tmp_path / "alice.db", token) as alice, replica_on(
-        server, tmp_path / "bob.db", token
-    ) as bob:
-        await alice.sync()
-        await bob.sync()
-        # Offline: each edits different fields of the same records, and the same notes text.
-        await alice.update("contacts", "ada", {"email": "ada@example.com",
-                                                "notes": "Lady " + NOTES})
-        await alice.update("deals", "engine", {"stage": "won"})
-        await alice.update("contacts", "alan", {"phone": "+44 1"})  # bob deletes alan meanwhile
-        await alice.create("tasks", {"title": "Call Ada", "contact_id": "ada"}, id="call-ada")
-        await bob.update("contacts", "ada", {"phone": "+33 1", "notes": NOTES + "; wants a demo"})
-        await bob.update("deals", "engine", {"amount": 250})
-        await bob.delete("contacts", "alan")
-        await admin_patch(server, "contacts/ada", {"company": "Analytical"})
-        await admin_patch(server, "deals/engine", {"currency": "GBP"})
-
-        first, second = (alice, bob) if order == "alice first" else (bob, alice)
-        await first.sync()
-        await second.sync()
-        await first.sync()  # picks up what the second pushed
-
-        ada = {"id": "ada", "name": "Ada", "email": "ada@example.com", "phone": "+33 1",
-               "company": "Analytical", "notes": "Lady met at the fair; wants a demo"}
-        engine = {"id": "engine", "title": "Engine", "amount": 250, "currency": "GBP",
-                  "stage": "won", "contact_id": None, "close_date": None, "notes": None}
-        for replica in (alice, bob):
-            assert await replica.get("contacts", "ada") == ada
-            assert await replica.get("deals", "engine") == engine
-            assert await replica.get("contacts", "alan") is None  # a delete beats an edit
-            assert (await replica.get("tasks", "call-ada") or {})["title"] == "Call Ada"
-            assert replica.status.pending == 0 and replica.status.rejected == 0
-        assert await server_view(server, "contacts/ada") == ada
-        assert await server_view(server, "deals/engine") == engine
-        assert await server_view(server, "contacts/alan") is None
+    await two_replicas_and_an_admin_converge(server, tmp_path, order)
 
 
 async def test_a_fresh_replica_catches_up_and_then_gets_only_what_is_new(
@@ -83,7 +46,7 @@ async def test_a_fresh_replica_catches_up_and_then_gets_only_what_is_new(
         assert (await replica.get("contacts", "c7") or {})["email"] == "c7@example.com"
 
 
-def _schema_with_nickname() -> Schema:
+def schema_with_nickname() -> Schema:
     contacts = DEFAULT_SCHEMA.collections["contacts"]
     fields = dict(contacts.fields) | {"nickname": Field("nickname", FieldKind.STRING)}
     return Schema(dict(DEFAULT_SCHEMA.collections) |
@@ -96,7 +59,7 @@ async def test_a_change_the_server_refuses_is_rejected_with_its_reason_and_not_r
     """A replica whose schema has a field the server lacks: only that change is rejected."""
     await seed(server)
     async with replica_on(server, tmp_path / "phone.db", server.device_token,
-                          schema=_schema_with_nickname()) as replica:
+                          schema=schema_with_nickname()) as replica:
         await replica.sync()
         await replica.update("contacts", "ada", {"email": "ada@example.com"})
         await replica.update("contacts", "ada", {"nickname": "Countess"})  # refused
