@@ -151,10 +151,10 @@ class MuxLink:
                 batch.append(self.inbox.get_nowait())
             try:
                 await self._apply(batch)
+                await self.context.refresh()
             finally:
                 for _ in batch:
                     self.inbox.task_done()
-            await self.context.refresh()
             self.context.wake.set()
 
     async def _apply(self, batch: list[Event]) -> None:

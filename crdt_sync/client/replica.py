@@ -228,6 +228,7 @@ class Replica:
                 self._board.update(last_error=exc.message)
                 await RestLink(self._ctx, server, token, live=False).run()
         except CrdtSyncError as exc:
+            await self._ctx.refresh()  # what arrived before the failure is kept: show it
             self._board.update(state=SyncState.ERROR, last_error=exc.message)
             raise
         except BaseException:
