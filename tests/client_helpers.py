@@ -15,7 +15,7 @@ from .conftest import RunningServer
 
 NOTES = "met at the fair"
 
-FAST_BACKOFF = dict(initial=0.05, maximum=0.5)
+FAST_BACKOFF = {"initial": 0.05, "maximum": 0.5}
 
 
 def replica_on(server: RunningServer | str, path: Path, token: str, **options: Any) -> Replica:

@@ -94,22 +94,21 @@ async def test_live_mode_falls_back_to_rest_and_returns_to_websockets_when_they_
     server, gate = gated
     await seed(server)
     async with replica_on(server, tmp_path / "phone.db", server.device_token,
-                          rest_interval=0.2, websocket_retry=0.5) as replica:
-        async with replica.live():
-            await replica.wait_status(
-                lambda s: s.transport is Transport.REST and s.state is SyncState.SYNCED, 10
-            )
-            assert (await replica.get("contacts", "ada") or {})["name"] == "Ada"
-            await replica.update("contacts", "ada", {"email": "ada@example.com"})
-            await wait_for(lambda: _server_field(server, "ada", "email", "ada@example.com"))
-            await admin_patch(server, "contacts/ada", {"company": "Analytical"})
-            await wait_for(lambda: _replica_field(replica, "company", "Analytical"))
-            gate.is_open = True
-            await replica.wait_status(
-                lambda s: s.transport is Transport.WEBSOCKET and s.state is SyncState.SYNCED, 10
-            )
-            await admin_patch(server, "contacts/ada", {"phone": "+33 1"})
-            await wait_for(lambda: _replica_field(replica, "phone", "+33 1"))
+                          rest_interval=0.2, websocket_retry=0.5) as replica, replica.live():
+        await replica.wait_status(
+            lambda s: s.transport is Transport.REST and s.state is SyncState.SYNCED, 10
+        )
+        assert (await replica.get("contacts", "ada") or {})["name"] == "Ada"
+        await replica.update("contacts", "ada", {"email": "ada@example.com"})
+        await wait_for(lambda: _server_field(server, "ada", "email", "ada@example.com"))
+        await admin_patch(server, "contacts/ada", {"company": "Analytical"})
+        await wait_for(lambda: _replica_field(replica, "company", "Analytical"))
+        gate.is_open = True
+        await replica.wait_status(
+            lambda s: s.transport is Transport.WEBSOCKET and s.state is SyncState.SYNCED, 10
+        )
+        await admin_patch(server, "contacts/ada", {"phone": "+33 1"})
+        await wait_for(lambda: _replica_field(replica, "phone", "+33 1"))
 
 
 async def _server_field(server: RunningServer, record_id: str, name: str, value: object) -> bool:

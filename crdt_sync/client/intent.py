@@ -39,7 +39,7 @@ class Intent:
         return cls(Operation(tree["op"]), dict(tree.get("patch") or {}))
 
 
-def perform(records: Records, doc_id: DocId, document: Doc, intent: Intent) -> bytes:
+def perform(records: Records, doc_id: DocId, document: Doc[Any], intent: Intent) -> bytes:
     """Make `intent` on `document` as one transaction and return its update.
 
     A create of an existing record updates it (as the REST API does); an update or a delete
@@ -61,6 +61,6 @@ def perform(records: Records, doc_id: DocId, document: Doc, intent: Intent) -> b
     return records.patch(doc_id, document, intent.patch)
 
 
-def has_content(document: Doc) -> bool:
+def has_content(document: Doc[Any]) -> bool:
     """True once the record has a field: a document that only exists as a name holds nothing."""
     return len(document.get(RECORD_ROOT, type=Map)) > 0

@@ -147,7 +147,7 @@ class LocalStore:
     def _apply_remote(
         self, db: sqlite3.Connection, updates: Sequence[tuple[DocId, bytes]], cursor: int | None
     ) -> None:
-        documents: dict[DocId, Doc] = {}
+        documents: dict[DocId, Doc[Any]] = {}
         for doc_id, update in updates:
             try:
                 self.records.collection_of(doc_id)
@@ -202,7 +202,7 @@ class LocalStore:
         await self._transaction(self._rebuild, doc_id, server_state)
 
     def _rebuild(self, db: sqlite3.Connection, doc_id: DocId, server_state: bytes) -> None:
-        document = Doc(client_id=self.client_id)
+        document: Doc[Any] = Doc(client_id=self.client_id)
         try:
             document.apply_update(server_state)
         except ValueError as exc:
@@ -292,7 +292,7 @@ class LocalStore:
         for doc_id in doc_ids:
             row = db.execute("SELECT state FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
             if row is not None:
-                document: Doc = Doc()
+                document: Doc[Any] = Doc()
                 document.apply_update(row[0])
                 out[doc_id] = document.get_state()
         return out
@@ -332,14 +332,14 @@ class LocalStore:
 
     # -- documents on the connection's thread ---------------------------------------------------
 
-    def _load(self, db: sqlite3.Connection, doc_id: DocId) -> Doc:
-        document = Doc(client_id=self.client_id)
+    def _load(self, db: sqlite3.Connection, doc_id: DocId) -> Doc[Any]:
+        document: Doc[Any] = Doc(client_id=self.client_id)
         row = db.execute("SELECT state FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         if row is not None:
             document.apply_update(row[0])
         return document
 
-    def _save(self, db: sqlite3.Connection, doc_id: DocId, document: Doc) -> None:
+    def _save(self, db: sqlite3.Connection, doc_id: DocId, document: Doc[Any]) -> None:
         deleted = is_deleted(document)
         if not deleted and not has_content(document):
             db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))

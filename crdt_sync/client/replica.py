@@ -33,7 +33,7 @@ from .intent import Intent, Operation
 from .local import LocalStore, QueuedChange
 from .mux import MuxLink
 from .rest import RestLink
-from .status import StatusBoard, SyncState, SyncStatus, Transport
+from .status import StatusBoard, SyncState, SyncStatus
 
 
 class Replica:
