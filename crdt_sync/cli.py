@@ -159,6 +159,9 @@ app.command("status")(_ops.status)
 app.command("compact")(_ops.compact)
 app.command("export")(_archive.export)
 app.command("import")(_archive.import_)
+from .commands.client import client_app  # noqa: E402
+
+app.add_typer(client_app, name="client")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -14,7 +14,9 @@
     │   └── Forbidden
     ├── StoreError           not a store, newer schema, disk trouble
     ├── ConfigError          a schema file that does not parse; names the line or key
-    └── ArchiveError         a file that is not a crdt-sync archive, or a damaged one
+    ├── ArchiveError         a file that is not a crdt-sync archive, or a damaged one
+    └── ConnectionFailed     (client) the server could not be reached or the link dropped
+        └── WebsocketUnavailable  the websocket upgrade was refused: use the REST fallback
 
 Each class has a stable ``code`` for programs; the message is for people and says what was
 expected, what came, and where (``deals/7: amount must be a number >= 0, got 'ten'``).
@@ -94,3 +96,18 @@ class ArchiveError(CrdtSyncError):
 
 class RecordExists(DocumentError):
     code = "record_exists"
+
+
+class ConnectionFailed(CrdtSyncError):
+    """The client could not reach the server, or the connection ended before the work was done.
+
+    Worth retrying (with backoff): nothing the client did was wrong.
+    """
+
+    code = "connection_failed"
+
+
+class WebsocketUnavailable(ConnectionFailed):
+    """The server (or a proxy before it) answered the websocket upgrade with plain HTTP."""
+
+    code = "websocket_unavailable"
