@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
+from .commands import archive as _archive
+from .commands import docs as _docs
+from .commands import ops as _ops
+from .commands.client import client_app
+from .commands.common import DEFAULT_DB, DbOption
+from .commands.plain import fail, run, schema_from
 from .errors import CrdtSyncError
-from .schema import DEFAULT_SCHEMA, Schema, load_schema
 
 T = TypeVar("T")
 
@@ -25,32 +28,6 @@ app = typer.Typer(
 token_app = typer.Typer(help="Create, list and revoke access tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
-DbOption = Annotated[Path, typer.Option("--db", help="SQLite store file.")]
-DEFAULT_DB = Path("crdt-sync.db")
-
-
-def fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run async library work; a CrdtSyncError becomes one line on stderr and exit 1."""
-    try:
-        return asyncio.run(work())  # type: ignore[arg-type]
-    except CrdtSyncError as exc:
-        fail(exc.message)
-        raise  # unreachable: fail() raises
-
-
-def schema_from(path: Path | None) -> Schema:
-    if path is None:
-        return DEFAULT_SCHEMA
-    try:
-        return load_schema(path)
-    except CrdtSyncError as exc:
-        fail(exc.message)
-        raise
 
 
 def _store(db: Path, *, must_exist: bool = True):  # type: ignore[no-untyped-def]
@@ -149,18 +126,12 @@ def token_revoke(name: Annotated[str, typer.Argument(help="Token name.")], db: D
     typer.echo(f"revoked {name}")
 
 
-# Inspecting and operating the store: each group in its own module under commands/.
-from .commands import archive as _archive  # noqa: E402
-from .commands import docs as _docs  # noqa: E402
-from .commands import ops as _ops  # noqa: E402
-
+# Inspecting and operating the store, and the client replica: each group in commands/.
 app.add_typer(_docs.app, name="docs")
 app.command("status")(_ops.status)
 app.command("compact")(_ops.compact)
 app.command("export")(_archive.export)
 app.command("import")(_archive.import_)
-from .commands.client import client_app  # noqa: E402
-
 app.add_typer(client_app, name="client")
 
 

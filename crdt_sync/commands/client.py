@@ -16,10 +16,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ..cli import fail, run, schema_from
 from ..client import Replica, SyncState, SyncStatus
 from ..errors import CrdtSyncError
 from ..schema import FieldKind, Schema
+from .plain import fail, run, schema_from
 
 T = TypeVar("T")
 
