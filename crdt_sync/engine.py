@@ -16,9 +16,10 @@ from typing import Any
 
 from pycrdt import Doc
 
-from .errors import LimitExceeded, RecordNotFound, StoreError
+from .errors import LimitExceeded, ProtocolError, RecordNotFound, StoreError
+from .fanout import Published, Subscriber, group_by_document
 from .ids import DocId, Origin, Seq, split_doc_id
-from .record import EMPTY_UPDATE, CheckedUpdate, Records, View, document_from_state, is_deleted
+from .record import EMPTY_UPDATE, CheckedUpdate, LiveRecord, Records, View, document_from_state
 from .schema import Schema
 from .store.base import Committed, Store
 
@@ -27,7 +28,8 @@ from .store.base import Committed, Store
 class Limits:
     max_update_bytes: int = 1 << 20
     max_document_bytes: int = 8 << 20
-    subscriber_queue: int = 2048
+    subscriber_queue: int = 2048  # items in a subscriber's outbox ...
+    subscriber_queue_bytes: int = 8 << 20  # ... and bytes: whichever overflows first closes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,106 +41,79 @@ class WriteResult:
     changed_fields: tuple[str, ...]
 
 
-class Subscriber:
-    """A consumer of committed updates with a bounded queue: a slow one overflows alone.
-
-    Give `doc_id` for one record (a y-websocket peer) or `collections` (None = all) for a
-    multiplexed peer. After an overflow it gets nothing more and `overflowed` is set: its
-    transport closes it, and the peer catches up from its cursor on reconnect.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        doc_id: DocId | None = None,
-        collections: Sequence[str] | None = None,
-        echo_own: bool = False,
-        max_queue: int = 2048,
-    ) -> None:
-        self.name = name
-        self.doc_id = doc_id
-        self.collections = frozenset(collections) if collections is not None else None
-        self.echo_own = echo_own
-        # Committed updates from the fan-out, or frames a transport queued for this peer.
-        self.queue: asyncio.Queue[object] = asyncio.Queue(max_queue)
-        self.overflowed = asyncio.Event()
-
-    def wants(self, committed: Committed) -> bool:
-        if self.doc_id is not None:
-            return committed.doc_id == self.doc_id
-        return self.collections is None or committed.doc_id.partition("/")[0] in self.collections
-
-    def offer(self, committed: Committed) -> None:
-        self.offer_frame(committed)
-
-    def offer_frame(self, item: object) -> None:
-        if self.overflowed.is_set():
-            return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.overflowed.set()
-
-
 class LiveDocuments:
-    """A bounded LRU of live record documents; a document in use is never evicted."""
+    """A bounded LRU of live records; a record in use is never evicted."""
 
-    def __init__(self, store: Store, capacity: int) -> None:
+    def __init__(self, store: Store, records: Records, capacity: int) -> None:
         self._store = store
+        self._records = records
         self._capacity = capacity
-        self._documents: OrderedDict[DocId, Doc] = OrderedDict()
+        self._documents: OrderedDict[DocId, LiveRecord] = OrderedDict()
         self._users: Counter[DocId] = Counter()
-        self._loading: dict[DocId, asyncio.Future[Doc]] = {}
+        self._gates: dict[DocId, asyncio.Lock] = {}  # records being loaded, and their queue
+        self._gate_users: Counter[DocId] = Counter()
 
     def __len__(self) -> int:
         return len(self._documents)
 
     @asynccontextmanager
-    async def using(self, doc_id: DocId) -> AsyncIterator[Doc]:
+    async def using(self, doc_id: DocId) -> AsyncIterator[LiveRecord]:
         self._users[doc_id] += 1
+        record: LiveRecord | None = None
         try:
-            yield await self._get(doc_id)
+            record = await self._get(doc_id)
+            yield record
         finally:
             self._users[doc_id] -= 1
             if not self._users[doc_id]:
                 del self._users[doc_id]
+                if record is not None and self._documents.get(doc_id) is not record:
+                    record.close()  # discarded while in use: its last user lets it go
             self._evict()
 
     def discard(self, doc_id: DocId) -> None:
-        """Forget a document whose live state may be ahead of the store (a failed commit)."""
-        self._documents.pop(doc_id, None)
+        """Forget a record whose live state may be ahead of the store (a failed commit)."""
+        record = self._documents.pop(doc_id, None)
+        if record is not None and doc_id not in self._users:
+            record.close()
 
-    async def _get(self, doc_id: DocId) -> Doc:
-        document = self._documents.get(doc_id)
-        if document is not None:
+    async def _get(self, doc_id: DocId) -> LiveRecord:
+        """The cached record, or load it. Callers get it in the order they asked for it.
+
+        Writes to one record are checked and applied in arrival order, each one synchronously
+        after `_get` returns. So while a record loads, later callers queue behind a FIFO lock
+        instead of finding it cached a moment later and overtaking the ones woken before
+        them (an overtaking update would look like one depending on changes not seen).
+        """
+        record = self._documents.get(doc_id)
+        if record is not None and doc_id not in self._gates:
             self._documents.move_to_end(doc_id)
-            return document
-        loading = self._loading.get(doc_id)
-        if loading is not None:  # another writer is loading it: share, never load twice
-            return await asyncio.shield(loading)
-        future: asyncio.Future[Doc] = asyncio.get_running_loop().create_future()
-        self._loading[doc_id] = future
+            return record
+        gate = self._gates.get(doc_id)
+        if gate is None:
+            gate = self._gates[doc_id] = asyncio.Lock()
+        self._gate_users[doc_id] += 1
         try:
-            document = document_from_state(await self._store.load(doc_id))
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here; waiters get it through shield
-            raise
+            async with gate:
+                record = self._documents.get(doc_id)
+                if record is None:
+                    record = self._records.live_record(doc_id, await self._store.load(doc_id))
+                    self._documents[doc_id] = record
+                self._documents.move_to_end(doc_id)
+                return record
         finally:
-            del self._loading[doc_id]
-        self._documents[doc_id] = document
-        future.set_result(document)
-        return document
+            self._gate_users[doc_id] -= 1
+            if not self._gate_users[doc_id]:
+                del self._gate_users[doc_id], self._gates[doc_id]
 
     def _evict(self) -> None:
         while len(self._documents) > self._capacity:
             for doc_id in self._documents:
                 if doc_id not in self._users:
-                    del self._documents[doc_id]
+                    self._documents.pop(doc_id).close()
                     break
             else:
-                return  # every cached document is in use: over capacity until released
+                return  # every cached record is in use: over capacity until released
 
 
 class Engine:
@@ -151,9 +126,10 @@ class Engine:
         self.records = Records(schema)
         self.schema = schema
         self.limits = limits
-        self.live = LiveDocuments(store, cache_size)
+        self.live = LiveDocuments(store, self.records, cache_size)
         self._subscribers: set[Subscriber] = set()
         self._by_doc: dict[DocId, set[Subscriber]] = {}
+        self._by_collections: set[Subscriber] = set()  # multiplexed peers: every doc_id is None
         self._senders: dict[tuple[DocId, bytes], Subscriber] = {}
         self.counters: Counter[str] = Counter()
         store.add_commit_listener(self._fan_out)
@@ -173,12 +149,12 @@ class Engine:
                     f"{doc_id}: update of {len(update)} bytes is over the limit of "
                     f"{self.limits.max_update_bytes}"
                 )
-            async with self.live.using(doc_id) as document:
-                checked = self.records.check_update(doc_id, document, update)
+            async with self.live.using(doc_id) as record:
+                # Checked and applied in one step, with no await in between: writes to one
+                # record are checked in the order they started, each against all before it.
+                checked = record.apply(update, max_document_bytes=self.limits.max_document_bytes)
                 if checked.is_noop:
                     return _result(doc_id, None, checked)
-                self._check_size(doc_id, checked)
-                document.apply_update(update)
                 return _result(doc_id, await self._append(doc_id, update, checked, origin, sender),
                                checked)
         except Exception as exc:
@@ -199,33 +175,53 @@ class Engine:
         Raises SchemaViolation / UnknownCollection before anything changes; RecordNotFound
         for a deleted record.
         """
-        async with self.live.using(doc_id) as document:
-            if is_deleted(document):
+        async with self.live.using(doc_id) as record:
+            if record.is_deleted:
                 raise RecordNotFound(doc_id, "record is deleted")
-            update = self.records.patch(doc_id, document, patch, creating=creating)
-            return await self._commit_local(doc_id, document, update, tuple(patch), origin, sender)
+            update = self.records.patch(doc_id, record.document, patch, creating=creating)
+            return await self._commit_local(doc_id, record, update, tuple(patch), origin, sender)
 
     async def delete(self, doc_id: DocId, *, origin: Origin) -> WriteResult:
-        async with self.live.using(doc_id) as document:
-            update = self.records.delete(doc_id, document)
-            return await self._commit_local(doc_id, document, update, (), origin, None)
+        async with self.live.using(doc_id) as record:
+            update = self.records.delete(doc_id, record.document)
+            return await self._commit_local(doc_id, record, update, (), origin, None)
 
     async def committed_state(self, doc_id: DocId) -> Doc:
         """The document as the store holds it: what a joining peer may be shown."""
         split_doc_id(doc_id)
         return document_from_state(await self.store.load(doc_id))
 
+    async def committed_update(self, doc_id: DocId) -> bytes:
+        """The document as the store holds it, as one update (empty-effect if none): what a
+        joining peer may be shown, without building a document."""
+        split_doc_id(doc_id)
+        return await self.store.load(doc_id) or EMPTY_UPDATE
+
+    async def committed_diff(self, doc_id: DocId, state_vector: bytes) -> bytes:
+        """What the store holds that a peer with `state_vector` lacks (the answer to its step 1).
+
+        Raises ProtocolError for a state vector that does not decode.
+        """
+        document = await self.committed_state(doc_id)  # dropped on return, garbage collected
+        try:
+            return document.get_update(state_vector)
+        except ValueError as exc:
+            raise ProtocolError(f"{doc_id}: sync step 1 holds no state vector: {exc}") from None
+
     async def view(self, doc_id: DocId) -> tuple[View, bool]:
-        async with self.live.using(doc_id) as document:
-            return self.records.view(doc_id, document), is_deleted(document)
+        async with self.live.using(doc_id) as record:
+            return record.view, record.is_deleted
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.add(subscriber)
         if subscriber.doc_id is not None:
             self._by_doc.setdefault(subscriber.doc_id, set()).add(subscriber)
+        else:
+            self._by_collections.add(subscriber)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
+        self._by_collections.discard(subscriber)
         if subscriber.doc_id is not None:
             peers = self._by_doc.get(subscriber.doc_id)
             if peers is not None:
@@ -243,17 +239,17 @@ class Engine:
     async def _commit_local(
         self,
         doc_id: DocId,
-        document: Doc,
+        record: LiveRecord,
         update: bytes,
         changed: tuple[str, ...],
         origin: Origin,
         sender: Subscriber | None,
     ) -> WriteResult:
         """Append an update already applied to the live document by a local patch."""
-        view = self.records.view(doc_id, document)
         if update == EMPTY_UPDATE:
-            return WriteResult(doc_id, None, view, is_deleted(document), ())
-        checked = CheckedUpdate(view, is_deleted(document), changed, False, len(update))
+            return WriteResult(doc_id, None, record.view, record.is_deleted, ())
+        record.adopt(update)
+        checked = CheckedUpdate(record.view, record.is_deleted, changed, False, len(update))
         return _result(doc_id, await self._append(doc_id, update, checked, origin, sender), checked)
 
     async def _append(
@@ -279,22 +275,31 @@ class Engine:
         self.counters["writes"] += 1
         return seq
 
-    def _check_size(self, doc_id: DocId, checked: CheckedUpdate) -> None:
-        if checked.state_bytes > self.limits.max_document_bytes:
-            raise LimitExceeded(
-                f"{doc_id}: document would grow to {checked.state_bytes} bytes, over the limit "
-                f"of {self.limits.max_document_bytes}"
-            )
-
     def _fan_out(self, batch: Sequence[Committed]) -> None:
-        """Called by the store after each commit, in seq order: only committed updates go out."""
-        for committed in batch:
-            skip = self._senders.get((committed.doc_id, committed.update))
-            for subscriber in self._by_doc.get(committed.doc_id, ()):
-                if subscriber is not skip:
-                    subscriber.offer(committed)
-            for subscriber in self._subscribers:
-                if subscriber.doc_id is None and subscriber is not skip and subscriber.wants(committed):
+        """Called by the store after each commit, in seq order: only committed updates go out.
+
+        A record's peers get one `Published` per commit (merged and encoded once for all of
+        them); multiplexed peers get each update with its seq, in seq order.
+        """
+        senders = self._senders
+        for doc_id, entries in group_by_document(batch).items():
+            peers = self._by_doc.get(doc_id)
+            if not peers:
+                continue
+            published = Published(doc_id, entries)
+            skipped = {senders.get((doc_id, entry.update)) for entry in entries} if senders else ()
+            for subscriber in peers:
+                if subscriber in skipped:  # only peers that asked not to get their own echo
+                    others = [e for e in entries if senders.get((doc_id, e.update)) is not subscriber]
+                    if others:
+                        subscriber.offer_published(Published(doc_id, others))
+                else:
+                    subscriber.offer_published(published)
+        for subscriber in self._by_collections:
+            for committed in batch:
+                if subscriber.wants(committed) and senders.get(
+                    (committed.doc_id, committed.update)
+                ) is not subscriber:
                     subscriber.offer(committed)
 
 

@@ -2,8 +2,10 @@
 
 A record document has two root maps: `record` holds the fields (text fields as Y.Text) and
 `meta` holds the tombstone (`deleted: true`). Every write is one transaction whose update is
-returned as bytes; every incoming update is checked on a scratch copy *before* it touches the
-live document, so a refused update leaves no trace anywhere.
+returned as bytes; every incoming update is checked on a copy *before* it touches the live
+document, so a refused update leaves no trace anywhere. `LiveRecord` keeps that copy beside
+the live document for as long as the record is live, so a check costs what the update
+changes, not what the whole document holds.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Array, Doc, Map, Text, get_update
+from pycrdt import Array, Doc, Map, MapEvent, Subscription, Text, TextEvent, get_update
 
-from .errors import InvalidUpdate, SchemaViolation
+from .errors import InvalidUpdate, LimitExceeded, SchemaViolation
 from .ids import DocId, split_doc_id
 from .schema import Collection, Field, FieldKind, Schema
 
@@ -86,6 +88,11 @@ class Records:
     def view(self, doc_id: DocId, document: Doc) -> View:
         collection, record_id = self.collection_of(doc_id)
         return view(document, collection, record_id)
+
+    def live_record(self, doc_id: DocId, state: bytes | None) -> LiveRecord:
+        """The live form of a record holding `state`; raises as `collection_of` does."""
+        collection, record_id = self.collection_of(doc_id)
+        return LiveRecord(doc_id, collection, record_id, state)
 
     def patch(
         self, doc_id: DocId, document: Doc, patch: Mapping[str, Any], *, creating: bool = False
@@ -238,3 +245,179 @@ def _check_stored_value(spec: Field, value: Any, doc_id: str) -> None:
     # A datetime is stored normalised; a different spelling would read differently elsewhere.
     if spec.kind is FieldKind.DATETIME and stored != value:
         raise SchemaViolation(doc_id, f"{spec.name} must be stored as UTC like {stored!r}")
+
+
+class _Changes:
+    """What the observers of a twin saw during one update. Holds no reference to the twin:
+    a callback held by the document (in Rust) must not keep the document alive."""
+
+    __slots__ = ("changed", "field_events", "meta_events")
+
+    def __init__(self) -> None:
+        self.changed = False
+        self.field_events: list[Any] = []
+        self.meta_events: list[Any] = []
+
+    def clear(self) -> None:
+        self.changed = False
+        self.field_events.clear()
+        self.meta_events.clear()
+
+    def on_transaction(self, event: Any) -> None:
+        self.changed = True  # yrs only reports transactions that changed something
+
+    def on_fields(self, events: list[Any]) -> None:
+        self.field_events.extend(events)
+
+    def on_meta(self, event: Any) -> None:
+        self.meta_events.append(event)
+
+
+class LiveRecord:
+    """A record's live document, and a twin that every incoming update is tried on first.
+
+    `apply` applies an update to the twin, checks what changed there (seen by observers:
+    which fields, which text fields, the tombstone), and only then applies it to `document`.
+    A refused update is undone by rebuilding the twin from `document`, the one costly path.
+    The JSON view is kept up to date field by field. Call `close()` when the record leaves
+    the cache: the twin's observers are held by the document and would keep it alive.
+    """
+
+    __slots__ = ("doc_id", "collection", "record_id", "document", "_twin", "_twin_roots",
+                 "_subscriptions", "_changes", "_view", "_is_deleted", "_size")
+
+    def __init__(self, doc_id: DocId, collection: Collection, record_id: str, state: bytes | None):
+        self.doc_id = doc_id
+        self.collection = collection
+        self.record_id = record_id
+        self.document = document_from_state(state)
+        self._twin: Doc | None = None  # made on the first incoming update
+        self._twin_roots: tuple[Map, Map] | None = None
+        self._subscriptions: list[tuple[Any, Subscription]] = []
+        self._changes = _Changes()
+        self._view = view(self.document, collection, record_id)
+        self._is_deleted = is_deleted(self.document)
+        self._size = len(state or b"")  # an upper bound of the encoded state; exact when checked
+
+    @property
+    def view(self) -> View:
+        return dict(self._view)
+
+    @property
+    def is_deleted(self) -> bool:
+        return self._is_deleted
+
+    def apply(self, update: bytes, *, max_document_bytes: int) -> CheckedUpdate:
+        """Check `update` on the twin; if it passes, apply it to the live document too.
+
+        Raises (and then neither document holds any of it):
+            InvalidUpdate: not a Yjs update, or one depending on changes not seen here.
+            SchemaViolation: the result breaks the schema (see `Records.check_update`).
+            LimitExceeded: the document would grow past `max_document_bytes`.
+        """
+        if not isinstance(update, bytes | bytearray) or len(update) < 2:
+            raise InvalidUpdate(self.doc_id, "an update is at least 2 bytes of Yjs update encoding")
+        update = bytes(update)
+        twin = self._ensure_twin()
+        changes = self._changes
+        changes.clear()
+        try:
+            try:
+                twin.apply_update(update)
+                _check_dependencies(self.doc_id, update, twin.get_state())
+            except ValueError as exc:
+                raise InvalidUpdate(self.doc_id, f"not a Yjs update: {exc}") from None
+            if not changes.changed:
+                return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
+            after, deleted = self._check_changes(twin, changes)
+            size = self._size + len(update)
+            if size > max_document_bytes:
+                size = len(twin.get_update())
+                if size > max_document_bytes:
+                    raise LimitExceeded(
+                        f"{self.doc_id}: document would grow to {size} bytes, over the limit "
+                        f"of {max_document_bytes}"
+                    )
+        except BaseException:
+            self._rebuild_twin()
+            raise
+        finally:
+            changes.clear()
+        self.document.apply_update(update)
+        before, self._view, self._is_deleted, self._size = self._view, after, deleted, size
+        changed = tuple(name for name in self.collection.fields if after[name] != before[name])
+        return CheckedUpdate(dict(after), deleted, changed, False, size)
+
+    def adopt(self, update: bytes) -> None:
+        """Follow an update already made on `document` (a local patch or delete)."""
+        if self._twin is not None:
+            self._twin.apply_update(update)
+            self._changes.clear()
+        self._view = view(self.document, self.collection, self.record_id)
+        self._is_deleted = is_deleted(self.document)
+        self._size += len(update)
+
+    def close(self) -> None:
+        """Drop the twin and its observers (it is made again if the record is used again)."""
+        for target, subscription in self._subscriptions:
+            target.unobserve(subscription)
+        self._subscriptions.clear()
+        self._twin = self._twin_roots = None
+        self._changes.clear()
+
+    def _ensure_twin(self) -> Doc:
+        if self._twin is None:
+            twin = document_from_state(self.document.get_update())
+            fields, meta = twin.get(RECORD_ROOT, type=Map), twin.get(META_ROOT, type=Map)
+            changes = self._changes
+            self._subscriptions = [
+                (twin, twin.observe(changes.on_transaction)),
+                (fields, fields.observe_deep(changes.on_fields)),
+                (meta, meta.observe(changes.on_meta)),
+            ]
+            self._twin, self._twin_roots = twin, (fields, meta)
+        return self._twin
+
+    def _rebuild_twin(self) -> None:
+        self.close()
+        self._ensure_twin()
+
+    def _check_changes(self, twin: Doc, changes: _Changes) -> tuple[View, bool]:
+        """The view after the changes, or SchemaViolation. Events only say which fields and
+        meta keys changed; their values are read back from the twin, as the store will hold them."""
+        doc_id, collection = self.doc_id, self.collection
+        assert self._twin_roots is not None
+        fields, meta = self._twin_roots
+        if len(twin.keys()) > len(_ROOTS):
+            _check_document(twin, collection, doc_id, self._view)  # names the unknown root
+        touched: set[str] = set()
+        for event in changes.field_events:
+            if not event.path:
+                touched.update(event.keys)
+            elif len(event.path) == 1 and isinstance(event, TextEvent):
+                touched.add(str(event.path[0]))
+            else:  # a change inside a nested type: no valid record holds one
+                _check_document(twin, collection, doc_id, self._view)
+        after = dict(self._view)
+        deleted = self._is_deleted
+        with twin.transaction():
+            for name in touched:
+                spec = collection.field(name, doc_id)
+                if name in fields:
+                    value = fields[name]
+                    _check_stored_value(spec, value, doc_id)
+                    after[name] = _json_value(value)
+                elif spec.required and after[name] is not None:
+                    raise SchemaViolation(doc_id, f"{name} is required and cannot be removed")
+                else:
+                    after[name] = None
+            for event in changes.meta_events:
+                for key in event.keys:
+                    value = meta.get(key)
+                    if key != DELETED_KEY or value is not True:
+                        raise SchemaViolation(
+                            doc_id,
+                            f"meta may only hold deleted=true (a delete is final), got {key}={value!r}",
+                        )
+                    deleted = True
+        return after, deleted

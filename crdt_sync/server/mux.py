@@ -76,8 +76,8 @@ class MuxPeer:
             self.writes.add(task)
             task.add_done_callback(self._write_done)
         elif isinstance(event, SyncStep1Received):
-            state = await self.hub.engine.committed_state(event.doc)
-            self.connection.put_nowait(SyncStep2(event.doc, state.get_update(event.state_vector)))
+            diff = await self.hub.engine.committed_diff(event.doc, event.state_vector)
+            self.connection.put_nowait(SyncStep2(event.doc, diff))
         elif isinstance(event, DocumentRefused):
             self.connection.put_nowait(Error.for_document(event.error, doc=event.doc,
                                                                   cseq=event.cseq))
@@ -179,7 +179,8 @@ async def serve_mux(websocket: WebSocket, hub: Hub) -> None:
         websocket,
         "ws",
         lambda principal: Subscriber(principal.name, collections=(),
-                                     max_queue=hub.engine.limits.subscriber_queue),
+                                     max_queue=hub.engine.limits.subscriber_queue,
+                                     max_queue_bytes=hub.engine.limits.subscriber_queue_bytes),
     )
     if connection is None:
         return

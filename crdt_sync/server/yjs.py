@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import WebSocket
+from pycrdt import get_state
 
-from ..engine import Subscriber
+from ..fanout import PendingUpdates, Subscriber
 from ..errors import CrdtSyncError, DocumentError, StoreError
 from ..ids import DocId, Origin, make_doc_id
 from ..protocol.close import CloseCode
@@ -30,7 +31,6 @@ from ..protocol.ysync import (
     encode_sync_step2,
     encode_sync_update,
 )
-from ..store.base import Committed
 from .live import Connection, Hub
 
 MAX_WRITES_IN_FLIGHT = 64
@@ -56,7 +56,11 @@ async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], do
         websocket,
         "yjs",
         lambda principal: Subscriber(
-            principal.name, doc_id=doc_id, echo_own=True, max_queue=hub.engine.limits.subscriber_queue
+            principal.name,
+            doc_id=doc_id,
+            echo_own=True,
+            max_queue=hub.engine.limits.subscriber_queue,
+            max_queue_bytes=hub.engine.limits.subscriber_queue_bytes,
         ),
     )
     if connection is None:
@@ -64,8 +68,8 @@ async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], do
     room = rooms.setdefault(doc_id, Room())
     try:
         # Subscribed before reading the state: nothing committed in between can be missed.
-        state = await hub.engine.committed_state(doc_id)
-        connection.put_nowait(encode_sync_step1(state.get_state()))
+        # Only its state vector is kept: no document stays in memory per connection.
+        connection.put_nowait(encode_sync_step1(get_state(await hub.engine.committed_update(doc_id))))
         # As the reference server does: a late joiner sees who is here without waiting for
         # the others to renew their presence (stock clients never send query-awareness).
         for payload in room.awareness.values():
@@ -81,8 +85,8 @@ async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], do
 
 
 def _encode_update(item: object) -> list[bytes]:
-    if isinstance(item, Committed):
-        return [encode_sync_update(item.update)]
+    if isinstance(item, PendingUpdates):
+        return [item.frame(encode_sync_update)]
     return [item] if isinstance(item, bytes) else []
 
 
@@ -94,8 +98,8 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
         while True:
             message = decode_yjs_message(await connection.receive_bytes())
             if isinstance(message, YjsSyncStep1):
-                state = await hub.engine.committed_state(doc_id)
-                connection.put_nowait(encode_sync_step2(state.get_update(message.state_vector)))
+                diff = await hub.engine.committed_diff(doc_id, message.state_vector)
+                connection.put_nowait(encode_sync_step2(diff))
             elif isinstance(message, YjsSyncStep2 | YjsUpdate):
                 # Writes run concurrently so they share group commits; they start in order.
                 await in_flight.acquire()
