@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Array, Doc, Map, MapEvent, Subscription, Text, TextEvent, get_update
+from pycrdt import Array, Doc, Map, Text, get_update
 
 from .errors import InvalidUpdate, LimitExceeded, SchemaViolation
 from .ids import DocId, split_doc_id
@@ -164,11 +164,13 @@ def _check_dependencies(doc_id: str, update: bytes, document_state: bytes) -> No
     after applying the update is what stayed pending: an update with no structs starts 0x00.
     """
     if get_update(update, document_state)[:1] != b"\x00":
-        raise InvalidUpdate(
-            doc_id,
-            "update depends on changes this document has not seen; "
-            "send the diff against the document's state vector (sync step 2) first",
-        )
+        raise InvalidUpdate(doc_id, _UNSEEN_DEPENDENCIES)
+
+
+_UNSEEN_DEPENDENCIES = (
+    "update depends on changes this document has not seen; "
+    "send the diff against the document's state vector (sync step 2) first"
+)
 
 
 def _has_content(document: Doc) -> bool:
@@ -248,43 +250,56 @@ def _check_stored_value(spec: Field, value: Any, doc_id: str) -> None:
 
 
 class _Changes:
-    """What the observers of a twin saw during one update. Holds no reference to the twin:
-    a callback held by the document (in Rust) must not keep the document alive."""
+    """Which fields and meta keys one update touched, as the twin's observers saw them.
 
-    __slots__ = ("changed", "field_events", "meta_events")
+    The callbacks get yrs' own events (not pycrdt's wrappers, which convert every value)
+    and keep only names. They hold no reference to the twin: a callback is held by the
+    document (in Rust) and must not keep the document alive.
+    """
+
+    __slots__ = ("fields", "meta", "nested")
 
     def __init__(self) -> None:
-        self.changed = False
-        self.field_events: list[Any] = []
-        self.meta_events: list[Any] = []
+        self.fields: set[str] = set()
+        self.meta: set[str] = set()
+        self.nested = False  # a change inside a value of a field: no valid record has one
 
     def clear(self) -> None:
-        self.changed = False
-        self.field_events.clear()
-        self.meta_events.clear()
+        self.fields.clear()
+        self.meta.clear()
+        self.nested = False
 
-    def on_transaction(self, event: Any) -> None:
-        self.changed = True  # yrs only reports transactions that changed something
+    @property
+    def any(self) -> bool:
+        return bool(self.fields or self.meta or self.nested)
 
     def on_fields(self, events: list[Any]) -> None:
-        self.field_events.extend(events)
+        for event in events:
+            path = event.path
+            if not path:
+                self.fields.update(event.keys)
+            elif len(path) == 1 and type(event).__name__ == "TextEvent":
+                self.fields.add(str(path[0]))
+            else:
+                self.nested = True
 
     def on_meta(self, event: Any) -> None:
-        self.meta_events.append(event)
+        self.meta.update(event.keys)
 
 
 class LiveRecord:
     """A record's live document, and a twin that every incoming update is tried on first.
 
-    `apply` applies an update to the twin, checks what changed there (seen by observers:
-    which fields, which text fields, the tombstone), and only then applies it to `document`.
-    A refused update is undone by rebuilding the twin from `document`, the one costly path.
-    The JSON view is kept up to date field by field. Call `close()` when the record leaves
-    the cache: the twin's observers are held by the document and would keep it alive.
+    `apply` applies an update to the twin, checks what changed there (the fields and meta
+    keys its observers saw touched, read back from the twin), and only then applies it to
+    `document`. A refused update is undone by rebuilding the twin from `document`, the one
+    costly path. The JSON view is kept up to date field by field. Call `close()` when the
+    record leaves the cache: the twin's observers are held by the document and would keep
+    it alive.
     """
 
     __slots__ = ("doc_id", "collection", "record_id", "document", "_twin", "_twin_roots",
-                 "_subscriptions", "_changes", "_view", "_is_deleted", "_size")
+                 "_subscriptions", "_changes", "_state_vector", "_view", "_is_deleted", "_size")
 
     def __init__(self, doc_id: DocId, collection: Collection, record_id: str, state: bytes | None):
         self.doc_id = doc_id
@@ -293,8 +308,9 @@ class LiveRecord:
         self.document = document_from_state(state)
         self._twin: Doc | None = None  # made on the first incoming update
         self._twin_roots: tuple[Map, Map] | None = None
-        self._subscriptions: list[tuple[Any, Subscription]] = []
+        self._subscriptions: list[Any] = []
         self._changes = _Changes()
+        self._state_vector = b""  # the twin's
         self._view = view(self.document, collection, record_id)
         self._is_deleted = is_deleted(self.document)
         self._size = len(state or b"")  # an upper bound of the encoded state; exact when checked
@@ -324,10 +340,15 @@ class LiveRecord:
         try:
             try:
                 twin.apply_update(update)
-                _check_dependencies(self.doc_id, update, twin.get_state())
+                state_vector = twin.get_state()
+                # What the update holds beyond the twin's new state: structs left pending
+                # (unseen dependencies), then its delete set (b"\x00\x00": none at all).
+                rest = get_update(update, state_vector)
             except ValueError as exc:
                 raise InvalidUpdate(self.doc_id, f"not a Yjs update: {exc}") from None
-            if not changes.changed:
+            if rest[:1] != b"\x00":
+                raise InvalidUpdate(self.doc_id, _UNSEEN_DEPENDENCIES)
+            if not changes.any and state_vector == self._state_vector and rest == EMPTY_UPDATE:
                 return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
             after, deleted = self._check_changes(twin, changes)
             size = self._size + len(update)
@@ -344,7 +365,8 @@ class LiveRecord:
         finally:
             changes.clear()
         self.document.apply_update(update)
-        before, self._view, self._is_deleted, self._size = self._view, after, deleted, size
+        before, self._view, self._is_deleted = self._view, after, deleted
+        self._size, self._state_vector = size, state_vector
         changed = tuple(name for name in self.collection.fields if after[name] != before[name])
         return CheckedUpdate(dict(after), deleted, changed, False, size)
 
@@ -353,14 +375,15 @@ class LiveRecord:
         if self._twin is not None:
             self._twin.apply_update(update)
             self._changes.clear()
+            self._state_vector = self._twin.get_state()
         self._view = view(self.document, self.collection, self.record_id)
         self._is_deleted = is_deleted(self.document)
         self._size += len(update)
 
     def close(self) -> None:
         """Drop the twin and its observers (it is made again if the record is used again)."""
-        for target, subscription in self._subscriptions:
-            target.unobserve(subscription)
+        for subscription in self._subscriptions:
+            subscription.drop()
         self._subscriptions.clear()
         self._twin = self._twin_roots = None
         self._changes.clear()
@@ -371,11 +394,11 @@ class LiveRecord:
             fields, meta = twin.get(RECORD_ROOT, type=Map), twin.get(META_ROOT, type=Map)
             changes = self._changes
             self._subscriptions = [
-                (twin, twin.observe(changes.on_transaction)),
-                (fields, fields.observe_deep(changes.on_fields)),
-                (meta, meta.observe(changes.on_meta)),
+                fields.integrated.observe_deep(changes.on_fields),
+                meta.integrated.observe(changes.on_meta),
             ]
             self._twin, self._twin_roots = twin, (fields, meta)
+            self._state_vector = twin.get_state()
         return self._twin
 
     def _rebuild_twin(self) -> None:
@@ -383,25 +406,16 @@ class LiveRecord:
         self._ensure_twin()
 
     def _check_changes(self, twin: Doc, changes: _Changes) -> tuple[View, bool]:
-        """The view after the changes, or SchemaViolation. Events only say which fields and
-        meta keys changed; their values are read back from the twin, as the store will hold them."""
+        """The view after the changes, or SchemaViolation. The changed values are read back
+        from the twin, as the store will hold them."""
         doc_id, collection = self.doc_id, self.collection
-        assert self._twin_roots is not None
-        fields, meta = self._twin_roots
-        if len(twin.keys()) > len(_ROOTS):
-            _check_document(twin, collection, doc_id, self._view)  # names the unknown root
-        touched: set[str] = set()
-        for event in changes.field_events:
-            if not event.path:
-                touched.update(event.keys)
-            elif len(event.path) == 1 and isinstance(event, TextEvent):
-                touched.add(str(event.path[0]))
-            else:  # a change inside a nested type: no valid record holds one
-                _check_document(twin, collection, doc_id, self._view)
+        fields, meta = self._twin_roots or (twin.get(RECORD_ROOT, type=Map), twin.get(META_ROOT, type=Map))
         after = dict(self._view)
         deleted = self._is_deleted
-        with twin.transaction():
-            for name in touched:
+        with twin.transaction() as transaction:
+            if changes.nested or _root_count(twin, transaction) > len(_ROOTS):
+                _check_document(twin, collection, doc_id, self._view)  # names what is wrong
+            for name in changes.fields:
                 spec = collection.field(name, doc_id)
                 if name in fields:
                     value = fields[name]
@@ -411,13 +425,16 @@ class LiveRecord:
                     raise SchemaViolation(doc_id, f"{name} is required and cannot be removed")
                 else:
                     after[name] = None
-            for event in changes.meta_events:
-                for key in event.keys:
-                    value = meta.get(key)
-                    if key != DELETED_KEY or value is not True:
-                        raise SchemaViolation(
-                            doc_id,
-                            f"meta may only hold deleted=true (a delete is final), got {key}={value!r}",
-                        )
-                    deleted = True
+            for key in changes.meta:
+                value = meta.get(key)
+                if key != DELETED_KEY or value is not True:
+                    raise SchemaViolation(
+                        doc_id, f"meta may only hold deleted=true (a delete is final), got {key}={value!r}"
+                    )
+                deleted = True
         return after, deleted
+
+
+def _root_count(document: Doc, transaction: Any) -> int:
+    """How many root types `document` has, without wrapping each (as `Doc.keys()` does)."""
+    return len(document._doc.roots(transaction._txn))
