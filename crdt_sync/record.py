@@ -288,32 +288,34 @@ class _Changes:
 
 
 class LiveRecord:
-    """A record's live document, and a twin that every incoming update is tried on first.
+    """A record's live document, checked update by update at the cost of the update.
 
-    `apply` applies an update to the twin, checks what changed there (the fields and meta
-    keys its observers saw touched, read back from the twin), and only then applies it to
-    `document`. A refused update is undone by rebuilding the twin from `document`, the one
-    costly path. The JSON view is kept up to date field by field. Call `close()` when the
-    record leaves the cache: the twin's observers are held by the document and would keep
-    it alive.
+    `apply` applies an update to `document` and checks what changed (the fields and meta
+    keys its observers saw touched, read back from the document). A refused update is
+    undone by rebuilding the document from a recent snapshot and the updates accepted
+    since, the one costly path, so it leaves no trace. The JSON view is kept up to date
+    field by field. Call `close()` when the record leaves the cache: the observers are
+    held by the document and would otherwise keep it alive.
     """
 
-    __slots__ = ("doc_id", "collection", "record_id", "document", "_twin", "_twin_roots",
-                 "_subscriptions", "_changes", "_state_vector", "_view", "_is_deleted", "_size")
+    __slots__ = ("doc_id", "collection", "record_id", "document", "_fields", "_meta",
+                 "_subscriptions", "_changes", "_snapshot", "_since", "_since_bytes",
+                 "_state_vector", "_view", "_is_deleted", "_size")
 
     def __init__(self, doc_id: DocId, collection: Collection, record_id: str, state: bytes | None):
         self.doc_id = doc_id
         self.collection = collection
         self.record_id = record_id
-        self.document = document_from_state(state)
-        self._twin: Doc | None = None  # made on the first incoming update
-        self._twin_roots: tuple[Map, Map] | None = None
-        self._subscriptions: list[Any] = []
         self._changes = _Changes()
-        self._state_vector = b""  # the twin's
+        self._subscriptions: list[Any] = []
+        # What `document` holds, to rebuild it from: a snapshot and the updates accepted since.
+        self._snapshot = state or b""
+        self._since: list[bytes] = []
+        self._since_bytes = 0
+        self._size = len(self._snapshot)  # an upper bound of the encoded state; exact when checked
+        self._open(document_from_state(state))
         self._view = view(self.document, collection, record_id)
         self._is_deleted = is_deleted(self.document)
-        self._size = len(state or b"")  # an upper bound of the encoded state; exact when checked
 
     @property
     def view(self) -> View:
@@ -324,9 +326,9 @@ class LiveRecord:
         return self._is_deleted
 
     def apply(self, update: bytes, *, max_document_bytes: int) -> CheckedUpdate:
-        """Check `update` on the twin; if it passes, apply it to the live document too.
+        """Apply `update` to the live document if the result passes every check.
 
-        Raises (and then neither document holds any of it):
+        Raises (and then the document holds none of it):
             InvalidUpdate: not a Yjs update, or one depending on changes not seen here.
             SchemaViolation: the result breaks the schema (see `Records.check_update`).
             LimitExceeded: the document would grow past `max_document_bytes`.
@@ -334,15 +336,14 @@ class LiveRecord:
         if not isinstance(update, bytes | bytearray) or len(update) < 2:
             raise InvalidUpdate(self.doc_id, "an update is at least 2 bytes of Yjs update encoding")
         update = bytes(update)
-        twin = self._ensure_twin()
-        changes = self._changes
+        document, changes = self.document, self._changes
         changes.clear()
         try:
             try:
-                twin.apply_update(update)
-                state_vector = twin.get_state()
-                # What the update holds beyond the twin's new state: structs left pending
-                # (unseen dependencies), then its delete set (b"\x00\x00": none at all).
+                document.apply_update(update)
+                state_vector = document.get_state()
+                # What the update holds beyond the new state: structs left pending (unseen
+                # dependencies), then its delete set (EMPTY_UPDATE: nothing at all).
                 rest = get_update(update, state_vector)
             except ValueError as exc:
                 raise InvalidUpdate(self.doc_id, f"not a Yjs update: {exc}") from None
@@ -350,71 +351,78 @@ class LiveRecord:
                 raise InvalidUpdate(self.doc_id, _UNSEEN_DEPENDENCIES)
             if not changes.any and state_vector == self._state_vector and rest == EMPTY_UPDATE:
                 return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
-            after, deleted = self._check_changes(twin, changes)
+            after, deleted = self._check_changes(changes)
             size = self._size + len(update)
             if size > max_document_bytes:
-                size = len(twin.get_update())
+                size = len(document.get_update())
                 if size > max_document_bytes:
                     raise LimitExceeded(
                         f"{self.doc_id}: document would grow to {size} bytes, over the limit "
                         f"of {max_document_bytes}"
                     )
         except BaseException:
-            self._rebuild_twin()
+            self._rebuild()
             raise
         finally:
             changes.clear()
-        self.document.apply_update(update)
         before, self._view, self._is_deleted = self._view, after, deleted
         self._size, self._state_vector = size, state_vector
+        self._accepted(update)
         changed = tuple(name for name in self.collection.fields if after[name] != before[name])
         return CheckedUpdate(dict(after), deleted, changed, False, size)
 
     def adopt(self, update: bytes) -> None:
         """Follow an update already made on `document` (a local patch or delete)."""
-        if self._twin is not None:
-            self._twin.apply_update(update)
-            self._changes.clear()
-            self._state_vector = self._twin.get_state()
+        self._changes.clear()
+        self._state_vector = self.document.get_state()
         self._view = view(self.document, self.collection, self.record_id)
         self._is_deleted = is_deleted(self.document)
         self._size += len(update)
+        self._accepted(update)
 
     def close(self) -> None:
-        """Drop the twin and its observers (it is made again if the record is used again)."""
+        """Drop the observers; the record must not be used afterwards."""
         for subscription in self._subscriptions:
             subscription.drop()
         self._subscriptions.clear()
-        self._twin = self._twin_roots = None
         self._changes.clear()
 
-    def _ensure_twin(self) -> Doc:
-        if self._twin is None:
-            twin = document_from_state(self.document.get_update())
-            fields, meta = twin.get(RECORD_ROOT, type=Map), twin.get(META_ROOT, type=Map)
-            changes = self._changes
-            self._subscriptions = [
-                fields.integrated.observe_deep(changes.on_fields),
-                meta.integrated.observe(changes.on_meta),
-            ]
-            self._twin, self._twin_roots = twin, (fields, meta)
-            self._state_vector = twin.get_state()
-        return self._twin
+    def _open(self, document: Doc) -> None:
+        self.document = document
+        self._fields, self._meta = document.get(RECORD_ROOT, type=Map), document.get(META_ROOT, type=Map)
+        changes = self._changes
+        self._subscriptions = [
+            self._fields.integrated.observe_deep(changes.on_fields),
+            self._meta.integrated.observe(changes.on_meta),
+        ]
+        self._state_vector = document.get_state()
 
-    def _rebuild_twin(self) -> None:
+    def _accepted(self, update: bytes) -> None:
+        self._since.append(update)
+        self._since_bytes += len(update)
+        if self._since_bytes > max(4096, len(self._snapshot)):  # amortised: O(1) per byte
+            self._snapshot = self.document.get_update()
+            self._since.clear()
+            self._since_bytes = 0
+
+    def _rebuild(self) -> None:
+        """The document as it was before the refused update: snapshot, then what came since."""
         self.close()
-        self._ensure_twin()
+        document = document_from_state(self._snapshot)
+        for update in self._since:
+            document.apply_update(update)
+        self._open(document)
 
-    def _check_changes(self, twin: Doc, changes: _Changes) -> tuple[View, bool]:
+    def _check_changes(self, changes: _Changes) -> tuple[View, bool]:
         """The view after the changes, or SchemaViolation. The changed values are read back
-        from the twin, as the store will hold them."""
-        doc_id, collection = self.doc_id, self.collection
-        fields, meta = self._twin_roots or (twin.get(RECORD_ROOT, type=Map), twin.get(META_ROOT, type=Map))
+        from the document, as the store will hold them."""
+        doc_id, collection, document = self.doc_id, self.collection, self.document
+        fields, meta = self._fields, self._meta
         after = dict(self._view)
         deleted = self._is_deleted
-        with twin.transaction() as transaction:
-            if changes.nested or _root_count(twin, transaction) > len(_ROOTS):
-                _check_document(twin, collection, doc_id, self._view)  # names what is wrong
+        with document.transaction() as transaction:
+            if changes.nested or _root_count(document, transaction) > len(_ROOTS):
+                _check_document(document, collection, doc_id, self._view)  # names what is wrong
             for name in changes.fields:
                 spec = collection.field(name, doc_id)
                 if name in fields:
