@@ -52,6 +52,7 @@ class LiveDocuments:
         self._users: Counter[DocId] = Counter()
         self._gates: dict[DocId, asyncio.Lock] = {}  # records being loaded, and their queue
         self._gate_users: Counter[DocId] = Counter()
+        self._discarded: dict[DocId, list[LiveRecord]] = {}
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -59,22 +60,37 @@ class LiveDocuments:
     @asynccontextmanager
     async def using(self, doc_id: DocId) -> AsyncIterator[LiveRecord]:
         self._users[doc_id] += 1
-        record: LiveRecord | None = None
         try:
-            record = await self._get(doc_id)
-            yield record
+            yield await self._get(doc_id)
         finally:
-            self._users[doc_id] -= 1
-            if not self._users[doc_id]:
-                del self._users[doc_id]
-                if record is not None and self._documents.get(doc_id) is not record:
-                    record.close()  # discarded while in use: its last user lets it go
-            self._evict()
+            self.release(doc_id)
+
+    def acquire_nowait(self, doc_id: DocId) -> LiveRecord | None:
+        """The record, held until `release(doc_id)`, if it is cached and nobody queues for it."""
+        record = self._documents.get(doc_id)
+        if record is None or doc_id in self._gates:
+            return None
+        self._documents.move_to_end(doc_id)
+        self._users[doc_id] += 1
+        return record
+
+    def release(self, doc_id: DocId) -> None:
+        """Let go of a record held by `acquire_nowait` (or `using`)."""
+        self._users[doc_id] -= 1
+        if not self._users[doc_id]:
+            del self._users[doc_id]
+            for record in self._discarded.pop(doc_id, ()):
+                record.close()  # discarded while in use: its last user lets it go
+        self._evict()
 
     def discard(self, doc_id: DocId) -> None:
         """Forget a record whose live state may be ahead of the store (a failed commit)."""
         record = self._documents.pop(doc_id, None)
-        if record is not None and doc_id not in self._users:
+        if record is None:
+            return
+        if doc_id in self._users:
+            self._discarded.setdefault(doc_id, []).append(record)
+        else:
             record.close()
 
     async def _get(self, doc_id: DocId) -> LiveRecord:
@@ -143,23 +159,83 @@ class Engine:
         InvalidUpdate / SchemaViolation / UnknownCollection (nothing stored), LimitExceeded,
         StoreError (the commit failed: nothing acknowledged).
         """
+        async with self.live.using(doc_id) as record:
+            return await self._start_write(doc_id, record, update, origin, sender)
+
+    def write_nowait(
+        self, doc_id: DocId, update: bytes, *, origin: Origin, sender: Subscriber | None = None
+    ) -> asyncio.Future[WriteResult]:
+        """`write`, started now: for a connection's reader, which must not wait for commits.
+
+        If the record is live, the update is checked, applied and queued for commit before
+        this returns, without a task of its own (the hot path); otherwise the future is a
+        task running `write`. Either way writes started in order are checked in order. The
+        future gives what `write` returns, or raises what it raises.
+        """
+        record = self.live.acquire_nowait(doc_id)
+        if record is None:
+            return asyncio.ensure_future(self.write(doc_id, update, origin=origin, sender=sender))
+        try:
+            future = self._start_write(doc_id, record, update, origin, sender)
+        except Exception as exc:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+        future.add_done_callback(lambda _: self.live.release(doc_id))
+        return future
+
+    def _start_write(
+        self,
+        doc_id: DocId,
+        record: LiveRecord,
+        update: bytes,
+        origin: Origin,
+        sender: Subscriber | None,
+    ) -> asyncio.Future[WriteResult]:
+        """Check and apply `update` now, queue it for commit now; the future resolves after.
+
+        No await between the check and the queueing: writes to one record are checked in
+        the order they started, each against all before it, and committed in that order.
+        """
+        done: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         try:
             if len(update) > self.limits.max_update_bytes:
                 raise LimitExceeded(
                     f"{doc_id}: update of {len(update)} bytes is over the limit of "
                     f"{self.limits.max_update_bytes}"
                 )
-            async with self.live.using(doc_id) as record:
-                # Checked and applied in one step, with no await in between: writes to one
-                # record are checked in the order they started, each against all before it.
-                checked = record.apply(update, max_document_bytes=self.limits.max_document_bytes)
-                if checked.is_noop:
-                    return _result(doc_id, None, checked)
-                return _result(doc_id, await self._append(doc_id, update, checked, origin, sender),
-                               checked)
+            checked = record.apply(update, max_document_bytes=self.limits.max_document_bytes)
+            if checked.is_noop:
+                done.set_result(_result(doc_id, None, checked))
+                return done
+            committed = self._submit(doc_id, update, checked, origin, sender)
         except Exception as exc:
             self.counters[f"refused:{type(exc).__name__}"] += 1
             raise
+        committed.add_done_callback(lambda f: self._finish_write(f, done, doc_id, update, checked))
+        return done
+
+    def _finish_write(
+        self,
+        committed: asyncio.Future[list[Seq]],
+        done: asyncio.Future[WriteResult],
+        doc_id: DocId,
+        update: bytes,
+        checked: CheckedUpdate,
+    ) -> None:
+        self._senders.pop((doc_id, update), None)
+        if done.cancelled():
+            return
+        exc = committed.exception() if not committed.cancelled() else StoreError(
+            f"{doc_id}: the commit was cancelled; the outcome is unknown")
+        if exc is not None:
+            if isinstance(exc, StoreError):
+                # The live document already holds an update the store does not: reload next time.
+                self.live.discard(doc_id)
+            self.counters[f"refused:{type(exc).__name__}"] += 1
+            done.set_exception(exc)
+        else:
+            self.counters["writes"] += 1
+            done.set_result(_result(doc_id, committed.result()[0], checked))
 
     async def patch(
         self,
@@ -260,12 +336,8 @@ class Engine:
         origin: Origin,
         sender: Subscriber | None,
     ) -> Seq:
-        if sender is not None and not sender.echo_own:
-            self._senders[(doc_id, update)] = sender
         try:
-            seq = await self.store.append(
-                doc_id, update, view=checked.view, is_deleted=checked.is_deleted, origin=origin
-            )
+            (seq,) = await self._submit(doc_id, update, checked, origin, sender)
         except StoreError:
             # The live document already holds an update the store does not: reload next time.
             self.live.discard(doc_id)
@@ -274,6 +346,22 @@ class Engine:
             self._senders.pop((doc_id, update), None)
         self.counters["writes"] += 1
         return seq
+
+    def _submit(
+        self,
+        doc_id: DocId,
+        update: bytes,
+        checked: CheckedUpdate,
+        origin: Origin,
+        sender: Subscriber | None,
+    ) -> asyncio.Future[list[Seq]]:
+        """Queue the append; the sender is noted so the fan-out can skip its own update."""
+        committed = self.store.append_nowait(
+            doc_id, update, view=checked.view, is_deleted=checked.is_deleted, origin=origin
+        )
+        if sender is not None and not sender.echo_own:
+            self._senders[(doc_id, update)] = sender
+        return committed
 
     def _fan_out(self, batch: Sequence[Committed]) -> None:
         """Called by the store after each commit, in seq order: only committed updates go out.

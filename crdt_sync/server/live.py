@@ -49,6 +49,11 @@ class Connection:
         if not self._close.done():
             self._close.set_result((code, reason))
 
+    def fail(self, exc: BaseException) -> None:
+        """A bug surfaced in work done for this connection: log it, close with 1011."""
+        log.error("connection %s failed", self.principal.name, exc_info=exc)
+        self.request_close(CloseCode.INTERNAL_ERROR, "internal server error")
+
     async def receive_bytes(self) -> bytes:
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":

@@ -13,6 +13,7 @@ import asyncio
 from fastapi import WebSocket
 from pycrdt import get_state
 
+from ..engine import WriteResult
 from ..fanout import PendingUpdates, Subscriber
 from ..errors import CrdtSyncError, DocumentError, StoreError
 from ..ids import DocId, Origin, make_doc_id
@@ -92,8 +93,14 @@ def _encode_update(item: object) -> list[bytes]:
 
 async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> None:
     in_flight = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
-    writes: set[asyncio.Task[None]] = set()
+    writes: set[asyncio.Future[WriteResult]] = set()
     origin = Origin(connection.principal.name)
+
+    def written(write: asyncio.Future[WriteResult]) -> None:
+        writes.discard(write)
+        in_flight.release()
+        _answer(connection, write)
+
     try:
         while True:
             message = decode_yjs_message(await connection.receive_bytes())
@@ -103,9 +110,11 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
             elif isinstance(message, YjsSyncStep2 | YjsUpdate):
                 # Writes run concurrently so they share group commits; they start in order.
                 await in_flight.acquire()
-                task = asyncio.create_task(_write(connection, hub, doc_id, message.update, origin))
-                writes.add(task)
-                task.add_done_callback(lambda t: (writes.discard(t), in_flight.release()))
+                write = hub.engine.write_nowait(
+                    doc_id, message.update, origin=origin, sender=connection.subscriber
+                )
+                writes.add(write)
+                write.add_done_callback(written)
             elif isinstance(message, YjsAwareness):
                 room.awareness[connection] = message.payload
                 frame = encode_awareness(message.payload)
@@ -121,13 +130,17 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
             await asyncio.gather(*writes, return_exceptions=True)
 
 
-async def _write(connection: Connection, hub: Hub, doc_id: DocId, update: bytes, origin: Origin) -> None:
-    try:
-        await hub.engine.write(doc_id, update, origin=origin, sender=connection.subscriber)
-    except StoreError as exc:
+def _answer(connection: Connection, write: asyncio.Future[WriteResult]) -> None:
+    """A write's outcome for its sender; its echo (after commit) is the fan-out's."""
+    if write.cancelled():
+        return
+    exc = write.exception()
+    if isinstance(exc, StoreError):
         # Nothing was stored: the client must sync again once the store is back.
         connection.request_close(CloseCode.TRY_AGAIN_LATER, exc.message)
-    except CrdtSyncError as exc:
+    elif isinstance(exc, CrdtSyncError):
         # The client stays connected; its local document keeps the refused change, which
         # the server will refuse again: the reason tells the user why.
         connection.put_nowait(encode_permission_denied(exc.message))
+    elif exc is not None:
+        connection.fail(exc)

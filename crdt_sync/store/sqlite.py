@@ -144,6 +144,16 @@ class SQLiteStore:
         (seq,) = await self._submit([_row(doc_id, update, view, is_deleted, origin)])
         return seq
 
+    def append_nowait(
+        self, doc_id: DocId, update: bytes, *, view: JSONObject, is_deleted: bool, origin: Origin
+    ) -> asyncio.Future[list[Seq]]:
+        """`append` without awaiting: queued now, so appends started in order commit in order.
+
+        The future resolves with `[seq]` once committed, or fails with StoreError. Raises as
+        `append` does for arguments refused before anything is queued.
+        """
+        return self._submit([_row(doc_id, update, view, is_deleted, origin)])
+
     async def append_many(
         self,
         appends: Sequence[Append],
