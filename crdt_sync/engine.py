@@ -148,6 +148,7 @@ class Engine:
         self._by_collections: set[Subscriber] = set()  # multiplexed peers: every doc_id is None
         self._senders: dict[tuple[DocId, bytes], Subscriber] = {}
         self.counters: Counter[str] = Counter()
+        self._running_loop: asyncio.AbstractEventLoop | None = None
         store.add_commit_listener(self._fan_out)
 
     async def write(
@@ -178,10 +179,16 @@ class Engine:
         try:
             future = self._start_write(doc_id, record, update, origin, sender)
         except Exception as exc:
-            future = asyncio.get_running_loop().create_future()
+            future = self._loop().create_future()
             future.set_exception(exc)
         future.add_done_callback(lambda _: self.live.release(doc_id))
         return future
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The engine's loop, asked once: asyncio.get_running_loop() costs a getpid() call."""
+        if self._running_loop is None:
+            self._running_loop = asyncio.get_running_loop()
+        return self._running_loop
 
     def _start_write(
         self,
@@ -196,7 +203,7 @@ class Engine:
         No await between the check and the queueing: writes to one record are checked in
         the order they started, each against all before it, and committed in that order.
         """
-        done: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[WriteResult] = self._loop().create_future()
         try:
             if len(update) > self.limits.max_update_bytes:
                 raise LimitExceeded(

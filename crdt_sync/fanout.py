@@ -77,6 +77,7 @@ class Outbox:
         self._items: deque[tuple[object, int]] = deque()
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def qsize(self) -> int:
         return len(self._items)
@@ -110,7 +111,9 @@ class Outbox:
     async def get_batch(self) -> list[object]:
         """Everything queued, oldest first; waits while there is nothing."""
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
+            if self._loop is None:  # asked once: get_running_loop() costs a getpid() call
+                self._loop = asyncio.get_running_loop()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
