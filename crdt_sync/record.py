@@ -249,42 +249,58 @@ def _check_stored_value(spec: Field, value: Any, doc_id: str) -> None:
         raise SchemaViolation(doc_id, f"{spec.name} must be stored as UTC like {stored!r}")
 
 
-class _Changes:
-    """Which fields and meta keys one update touched, as the twin's observers saw them.
+_REMOVED = object()  # a field deleted by an update
+_PLAIN = (str, float, int, bool, type(None))  # values an event carries as they are stored
 
-    The callbacks get yrs' own events (not pycrdt's wrappers, which convert every value)
-    and keep only names. They hold no reference to the twin: a callback is held by the
-    document (in Rust) and must not keep the document alive.
+
+class _Changes:
+    """What one update changed, as the observers of a live document saw it.
+
+    The callbacks get yrs' own events (not pycrdt's wrappers, which convert much more) and
+    keep the new plain values of the fields; a field whose value is a shared type (a text)
+    or whose text was edited in place is only named, to be read back from the document.
+    They hold no reference to the document: a callback is held by the document (in Rust)
+    and must not keep it alive.
     """
 
-    __slots__ = ("fields", "meta", "nested")
+    __slots__ = ("values", "read_back", "meta", "nested")
 
     def __init__(self) -> None:
-        self.fields: set[str] = set()
-        self.meta: set[str] = set()
+        self.values: dict[str, Any] = {}  # field -> new plain value, or _REMOVED
+        self.read_back: set[str] = set()
+        self.meta: dict[str, Any] = {}  # meta key -> new value, or _REMOVED
         self.nested = False  # a change inside a value of a field: no valid record has one
 
     def clear(self) -> None:
-        self.fields.clear()
+        self.values.clear()
+        self.read_back.clear()
         self.meta.clear()
         self.nested = False
 
     @property
     def any(self) -> bool:
-        return bool(self.fields or self.meta or self.nested)
+        return bool(self.values or self.read_back or self.meta or self.nested)
 
     def on_fields(self, events: list[Any]) -> None:
         for event in events:
             path = event.path
             if not path:
-                self.fields.update(event.keys)
+                for name, change in event.keys.items():
+                    if change["action"] == "delete":
+                        self.values[name] = _REMOVED
+                    elif type(value := change["newValue"]) in _PLAIN:
+                        self.values[name] = value
+                    else:
+                        self.values.pop(name, None)
+                        self.read_back.add(name)
             elif len(path) == 1 and type(event).__name__ == "TextEvent":
-                self.fields.add(str(path[0]))
+                self.read_back.add(str(path[0]))
             else:
                 self.nested = True
 
     def on_meta(self, event: Any) -> None:
-        self.meta.update(event.keys)
+        for key, change in event.keys.items():
+            self.meta[key] = _REMOVED if change["action"] == "delete" else change["newValue"]
 
 
 class LiveRecord:
@@ -340,8 +356,11 @@ class LiveRecord:
         changes.clear()
         try:
             try:
-                document.apply_update(update)
-                state_vector = document.get_state()
+                # One transaction; the observers see its changes when it commits, at the end.
+                with document.transaction() as transaction:
+                    document.apply_update(update)
+                    state_vector = document.get_state()
+                    roots = _root_count(document, transaction)
                 # What the update holds beyond the new state: structs left pending (unseen
                 # dependencies), then its delete set (EMPTY_UPDATE: nothing at all).
                 rest = get_update(update, state_vector)
@@ -351,6 +370,8 @@ class LiveRecord:
                 raise InvalidUpdate(self.doc_id, _UNSEEN_DEPENDENCIES)
             if not changes.any and state_vector == self._state_vector and rest == EMPTY_UPDATE:
                 return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
+            if changes.nested or roots > len(_ROOTS):
+                _check_document(document, self.collection, self.doc_id, self._view)  # says what
             after, deleted = self._check_changes(changes)
             size = self._size + len(update)
             if size > max_document_bytes:
@@ -414,32 +435,34 @@ class LiveRecord:
         self._open(document)
 
     def _check_changes(self, changes: _Changes) -> tuple[View, bool]:
-        """The view after the changes, or SchemaViolation. The changed values are read back
-        from the document, as the store will hold them."""
-        doc_id, collection, document = self.doc_id, self.collection, self.document
-        fields, meta = self._fields, self._meta
+        """The view after the changes, or SchemaViolation."""
+        doc_id, collection = self.doc_id, self.collection
         after = dict(self._view)
-        deleted = self._is_deleted
-        with document.transaction() as transaction:
-            if changes.nested or _root_count(document, transaction) > len(_ROOTS):
-                _check_document(document, collection, doc_id, self._view)  # names what is wrong
-            for name in changes.fields:
-                spec = collection.field(name, doc_id)
-                if name in fields:
-                    value = fields[name]
+        for name, value in changes.values.items():
+            spec = collection.field(name, doc_id)
+            if value is _REMOVED:
+                if spec.required and after[name] is not None:
+                    raise SchemaViolation(doc_id, f"{name} is required and cannot be removed")
+                after[name] = None
+            else:
+                _check_stored_value(spec, value, doc_id)
+                after[name] = _json_value(value)
+        if changes.read_back:
+            fields = self._fields
+            with self.document.transaction():
+                for name in changes.read_back:
+                    spec = collection.field(name, doc_id)
+                    value = fields.get(name)
                     _check_stored_value(spec, value, doc_id)
                     after[name] = _json_value(value)
-                elif spec.required and after[name] is not None:
-                    raise SchemaViolation(doc_id, f"{name} is required and cannot be removed")
-                else:
-                    after[name] = None
-            for key in changes.meta:
-                value = meta.get(key)
-                if key != DELETED_KEY or value is not True:
-                    raise SchemaViolation(
-                        doc_id, f"meta may only hold deleted=true (a delete is final), got {key}={value!r}"
-                    )
-                deleted = True
+        deleted = self._is_deleted
+        for key, value in changes.meta.items():
+            if key != DELETED_KEY or value is not True:
+                shown = None if value is _REMOVED else value
+                raise SchemaViolation(
+                    doc_id, f"meta may only hold deleted=true (a delete is final), got {key}={shown!r}"
+                )
+            deleted = True
         return after, deleted
 
 
