@@ -373,6 +373,7 @@ class LiveRecord:
             if changes.nested or roots > len(_ROOTS):
                 _check_document(document, self.collection, self.doc_id, self._view)  # says what
             after, deleted = self._check_changes(changes)
+            touched = changes.values.keys() | changes.read_back
             size = self._size + len(update)
             if size > max_document_bytes:
                 size = len(document.get_update())
@@ -389,7 +390,8 @@ class LiveRecord:
         before, self._view, self._is_deleted = self._view, after, deleted
         self._size, self._state_vector = size, state_vector
         self._accepted(update)
-        changed = tuple(name for name in self.collection.fields if after[name] != before[name])
+        changed = tuple(name for name in self.collection.fields
+                        if name in touched and after[name] != before[name])
         return CheckedUpdate(dict(after), deleted, changed, False, size)
 
     def adopt(self, update: bytes) -> None:

@@ -56,7 +56,6 @@ class MuxPeer:
         self.caught_up_to = 0
         self.collections: tuple[str, ...] | None = None
         self.writes: set[asyncio.Future[WriteResult]] = set()
-        self.in_flight = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
 
     async def read(self) -> None:
         try:
@@ -73,7 +72,8 @@ class MuxPeer:
         if isinstance(event, HelloReceived):
             await self._hello(event)
         elif isinstance(event, UpdateReceived):
-            await self.in_flight.acquire()
+            if len(self.writes) >= MAX_WRITES_IN_FLIGHT:
+                await asyncio.wait(self.writes, return_when=asyncio.FIRST_COMPLETED)
             origin = Origin(self.connection.client_id or self.connection.principal.name)
             write = self.hub.engine.write_nowait(event.doc, event.update, origin=origin,
                                                  sender=self.connection.subscriber)
@@ -117,7 +117,6 @@ class MuxPeer:
     def _written(self, event: UpdateReceived, write: asyncio.Future[WriteResult]) -> None:
         """Ack once committed (queued behind the fan-out of the same commit), or say why not."""
         self.writes.discard(write)
-        self.in_flight.release()
         if write.cancelled():
             return
         exc = write.exception()

@@ -92,13 +92,11 @@ def _encode_update(item: object) -> list[bytes]:
 
 
 async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> None:
-    in_flight = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
     writes: set[asyncio.Future[WriteResult]] = set()
     origin = Origin(connection.principal.name)
 
     def written(write: asyncio.Future[WriteResult]) -> None:
         writes.discard(write)
-        in_flight.release()
         _answer(connection, write)
 
     try:
@@ -109,7 +107,8 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
                 connection.put_nowait(encode_sync_step2(diff))
             elif isinstance(message, YjsSyncStep2 | YjsUpdate):
                 # Writes run concurrently so they share group commits; they start in order.
-                await in_flight.acquire()
+                if len(writes) >= MAX_WRITES_IN_FLIGHT:
+                    await asyncio.wait(writes, return_when=asyncio.FIRST_COMPLETED)
                 write = hub.engine.write_nowait(
                     doc_id, message.update, origin=origin, sender=connection.subscriber
                 )
