@@ -177,12 +177,12 @@ class Engine:
         if record is None:
             return asyncio.ensure_future(self.write(doc_id, update, origin=origin, sender=sender))
         try:
-            future = self._start_write(doc_id, record, update, origin, sender)
+            return self._start_write(doc_id, record, update, origin, sender, release=True)
         except Exception as exc:
+            self.live.release(doc_id)
             future = self._loop().create_future()
             future.set_exception(exc)
-        future.add_done_callback(lambda _: self.live.release(doc_id))
-        return future
+            return future
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         """The engine's loop, asked once: asyncio.get_running_loop() costs a getpid() call."""
@@ -197,11 +197,14 @@ class Engine:
         update: bytes,
         origin: Origin,
         sender: Subscriber | None,
+        *,
+        release: bool = False,
     ) -> asyncio.Future[WriteResult]:
         """Check and apply `update` now, queue it for commit now; the future resolves after.
 
         No await between the check and the queueing: writes to one record are checked in
         the order they started, each against all before it, and committed in that order.
+        With `release`, the record is released once the write is done (not if this raises).
         """
         done: asyncio.Future[WriteResult] = self._loop().create_future()
         try:
@@ -213,12 +216,16 @@ class Engine:
             checked = record.apply(update, max_document_bytes=self.limits.max_document_bytes)
             if checked.is_noop:
                 done.set_result(_result(doc_id, None, checked))
+                if release:
+                    self.live.release(doc_id)
                 return done
             committed = self._submit(doc_id, update, checked, origin, sender)
         except Exception as exc:
             self.counters[f"refused:{type(exc).__name__}"] += 1
             raise
-        committed.add_done_callback(lambda f: self._finish_write(f, done, doc_id, update, checked))
+        committed.add_done_callback(
+            lambda f: self._finish_write(f, done, doc_id, update, checked, release)
+        )
         return done
 
     def _finish_write(
@@ -228,8 +235,11 @@ class Engine:
         doc_id: DocId,
         update: bytes,
         checked: CheckedUpdate,
+        release: bool,
     ) -> None:
         self._senders.pop((doc_id, update), None)
+        if release:
+            self.live.release(doc_id)
         if done.cancelled():
             return
         exc = committed.exception() if not committed.cancelled() else StoreError(

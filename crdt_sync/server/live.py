@@ -123,6 +123,39 @@ class Connection:
             pass  # the peer is gone or stuck: there is nobody left to tell
 
 
+class WritesInFlight:
+    """A connection's writes started and not yet answered: at most `limit` at once.
+
+    Writes run concurrently so they share group commits; the bound keeps a peer that
+    pipelines from holding unbounded memory in the server.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending: set[asyncio.Future[Any]] = set()
+        self._room: asyncio.Future[None] | None = None
+
+    async def wait_for_room(self) -> None:
+        while len(self.pending) >= self.limit:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    def add(self, write: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]) -> None:
+        """Track `write`; `answer(write)` is called once it is done."""
+        self.pending.add(write)
+        write.add_done_callback(lambda done: self._done(done, answer))
+
+    async def wait_all(self) -> None:
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+
+    def _done(self, write: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]) -> None:
+        self.pending.discard(write)
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+        answer(write)
+
+
 class Hub:
     """The server's live state: engine, connections, admission control, revocation sweep."""
 

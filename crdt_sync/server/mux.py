@@ -37,7 +37,7 @@ from ..protocol import (
     Welcome,
 )
 from ..store.base import Committed
-from .live import Connection, Hub
+from .live import Connection, Hub, WritesInFlight
 
 CATCH_UP_PAGE = 500
 MAX_WRITES_IN_FLIGHT = 64
@@ -55,7 +55,7 @@ class MuxPeer:
         self.hello: HelloReceived
         self.caught_up_to = 0
         self.collections: tuple[str, ...] | None = None
-        self.writes: set[asyncio.Future[WriteResult]] = set()
+        self.writes = WritesInFlight(MAX_WRITES_IN_FLIGHT)
 
     async def read(self) -> None:
         try:
@@ -65,20 +65,17 @@ class MuxPeer:
                     await self._handle(event)
                 self._flush_to_queue()
         finally:
-            if self.writes:
-                await asyncio.gather(*self.writes, return_exceptions=True)
+            await self.writes.wait_all()
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, HelloReceived):
             await self._hello(event)
         elif isinstance(event, UpdateReceived):
-            if len(self.writes) >= MAX_WRITES_IN_FLIGHT:
-                await asyncio.wait(self.writes, return_when=asyncio.FIRST_COMPLETED)
+            await self.writes.wait_for_room()
             origin = Origin(self.connection.client_id or self.connection.principal.name)
             write = self.hub.engine.write_nowait(event.doc, event.update, origin=origin,
                                                  sender=self.connection.subscriber)
-            self.writes.add(write)
-            write.add_done_callback(functools.partial(self._written, event))
+            self.writes.add(write, functools.partial(self._written, event))
         elif isinstance(event, SyncStep1Received):
             diff = await self.hub.engine.committed_diff(event.doc, event.state_vector)
             self.connection.put_nowait(SyncStep2(event.doc, diff))
@@ -116,7 +113,6 @@ class MuxPeer:
 
     def _written(self, event: UpdateReceived, write: asyncio.Future[WriteResult]) -> None:
         """Ack once committed (queued behind the fan-out of the same commit), or say why not."""
-        self.writes.discard(write)
         if write.cancelled():
             return
         exc = write.exception()

@@ -9,6 +9,7 @@ included; query-awareness answered; a refused write answered with permission-den
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from fastapi import WebSocket
 from pycrdt import get_state
@@ -32,7 +33,7 @@ from ..protocol.ysync import (
     encode_sync_step2,
     encode_sync_update,
 )
-from .live import Connection, Hub
+from .live import Connection, Hub, WritesInFlight
 
 MAX_WRITES_IN_FLIGHT = 64
 
@@ -92,12 +93,9 @@ def _encode_update(item: object) -> list[bytes]:
 
 
 async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> None:
-    writes: set[asyncio.Future[WriteResult]] = set()
+    writes = WritesInFlight(MAX_WRITES_IN_FLIGHT)
     origin = Origin(connection.principal.name)
-
-    def written(write: asyncio.Future[WriteResult]) -> None:
-        writes.discard(write)
-        _answer(connection, write)
+    answer = functools.partial(_answer, connection)
 
     try:
         while True:
@@ -107,13 +105,11 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
                 connection.put_nowait(encode_sync_step2(diff))
             elif isinstance(message, YjsSyncStep2 | YjsUpdate):
                 # Writes run concurrently so they share group commits; they start in order.
-                if len(writes) >= MAX_WRITES_IN_FLIGHT:
-                    await asyncio.wait(writes, return_when=asyncio.FIRST_COMPLETED)
+                await writes.wait_for_room()
                 write = hub.engine.write_nowait(
                     doc_id, message.update, origin=origin, sender=connection.subscriber
                 )
-                writes.add(write)
-                write.add_done_callback(written)
+                writes.add(write, answer)
             elif isinstance(message, YjsAwareness):
                 room.awareness[connection] = message.payload
                 frame = encode_awareness(message.payload)
@@ -125,8 +121,7 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
             elif isinstance(message, YjsPermissionDenied):
                 pass  # only servers send it; a client echoing one changes nothing
     finally:
-        if writes:
-            await asyncio.gather(*writes, return_exceptions=True)
+        await writes.wait_all()
 
 
 def _answer(connection: Connection, write: asyncio.Future[WriteResult]) -> None:
