@@ -356,11 +356,7 @@ class LiveRecord:
         changes.clear()
         try:
             try:
-                # One transaction; the observers see its changes when it commits, at the end.
-                with document.transaction() as transaction:
-                    document.apply_update(update)
-                    state_vector = document.get_state()
-                    roots = _root_count(document, transaction)
+                state_vector, roots = _apply_in_one_transaction(document, update)
                 # What the update holds beyond the new state: structs left pending (unseen
                 # dependencies), then its delete set (EMPTY_UPDATE: nothing at all).
                 rest = get_update(update, state_vector)
@@ -468,6 +464,20 @@ class LiveRecord:
         return after, deleted
 
 
-def _root_count(document: Doc, transaction: Any) -> int:
-    """How many root types `document` has, without wrapping each (as `Doc.keys()` does)."""
-    return len(document._doc.roots(transaction._txn))
+def _apply_in_one_transaction(document: Doc, update: bytes) -> tuple[bytes, int]:
+    """Apply `update` in one transaction: the state vector and the number of roots after it.
+
+    Straight on pycrdt's binding of yrs (`Doc._doc`, typed in `pycrdt/_pycrdt.pyi`): on a
+    record, its Python wrappers cost as much as the work. The observers fire on commit,
+    before this returns; like pycrdt's own transactions, it commits even when apply fails.
+    """
+    binding = document._doc
+    transaction = binding.create_transaction()
+    try:
+        binding.apply_update(transaction, update)
+        return binding.get_state(transaction), len(binding.roots(transaction))
+    finally:
+        transaction.commit()
+        transaction.drop()
+
+
