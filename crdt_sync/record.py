@@ -263,23 +263,24 @@ class _Changes:
     and must not keep it alive.
     """
 
-    __slots__ = ("values", "read_back", "meta", "nested")
+    __slots__ = ("changed", "values", "read_back", "meta", "nested")
 
     def __init__(self) -> None:
+        self.changed = False  # yrs reports only transactions that changed the document
         self.values: dict[str, Any] = {}  # field -> new plain value, or _REMOVED
         self.read_back: set[str] = set()
         self.meta: dict[str, Any] = {}  # meta key -> new value, or _REMOVED
         self.nested = False  # a change inside a value of a field: no valid record has one
 
     def clear(self) -> None:
+        self.changed = False
         self.values.clear()
         self.read_back.clear()
         self.meta.clear()
         self.nested = False
 
-    @property
-    def any(self) -> bool:
-        return bool(self.values or self.read_back or self.meta or self.nested)
+    def on_transaction(self, event: Any) -> None:
+        self.changed = True
 
     def on_fields(self, events: list[Any]) -> None:
         for event in events:
@@ -315,8 +316,8 @@ class LiveRecord:
     """
 
     __slots__ = ("doc_id", "collection", "record_id", "document", "_fields", "_meta",
-                 "_subscriptions", "_changes", "_snapshot", "_since", "_since_bytes",
-                 "_state_vector", "_view", "_is_deleted", "_size")
+                 "_subscriptions", "_changes", "_snapshot", "_since", "_since_bytes", "_view",
+                 "_is_deleted", "_size")
 
     def __init__(self, doc_id: DocId, collection: Collection, record_id: str, state: bytes | None):
         self.doc_id = doc_id
@@ -357,14 +358,14 @@ class LiveRecord:
         try:
             try:
                 state_vector, roots = _apply_in_one_transaction(document, update)
-                # What the update holds beyond the new state: structs left pending (unseen
-                # dependencies), then its delete set (EMPTY_UPDATE: nothing at all).
+                # Structs the update holds beyond the new state were left pending: they
+                # depend on changes not seen here.
                 rest = get_update(update, state_vector)
             except ValueError as exc:
                 raise InvalidUpdate(self.doc_id, f"not a Yjs update: {exc}") from None
             if rest[:1] != b"\x00":
                 raise InvalidUpdate(self.doc_id, _UNSEEN_DEPENDENCIES)
-            if not changes.any and state_vector == self._state_vector and rest == EMPTY_UPDATE:
+            if not changes.changed:  # everything in it was here already (a re-sent step 2, say)
                 return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
             if changes.nested or roots > len(_ROOTS):
                 _check_document(document, self.collection, self.doc_id, self._view)  # says what
@@ -384,7 +385,7 @@ class LiveRecord:
         finally:
             changes.clear()
         before, self._view, self._is_deleted = self._view, after, deleted
-        self._size, self._state_vector = size, state_vector
+        self._size = size
         self._accepted(update)
         changed = tuple(name for name in self.collection.fields
                         if name in touched and after[name] != before[name])
@@ -393,7 +394,6 @@ class LiveRecord:
     def adopt(self, update: bytes) -> None:
         """Follow an update already made on `document` (a local patch or delete)."""
         self._changes.clear()
-        self._state_vector = self.document.get_state()
         self._view = view(self.document, self.collection, self.record_id)
         self._is_deleted = is_deleted(self.document)
         self._size += len(update)
@@ -411,10 +411,10 @@ class LiveRecord:
         self._fields, self._meta = document.get(RECORD_ROOT, type=Map), document.get(META_ROOT, type=Map)
         changes = self._changes
         self._subscriptions = [
+            document._doc.observe(changes.on_transaction),  # yrs' event, not pycrdt's wrapper
             self._fields.integrated.observe_deep(changes.on_fields),
             self._meta.integrated.observe(changes.on_meta),
         ]
-        self._state_vector = document.get_state()
 
     def _accepted(self, update: bytes) -> None:
         self._since.append(update)
