@@ -11,7 +11,6 @@ items *and* bytes, and a consumer that stops reading overflows it on one or the 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from pycrdt import merge_updates
@@ -74,7 +73,7 @@ class Outbox:
     def __init__(self, max_items: int, max_bytes: int) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self._items: deque[tuple[object, int]] = deque()
+        self._items: list[tuple[object, int]] = []  # a deque costs ~600 bytes even when empty
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,7 +118,7 @@ class Outbox:
             finally:
                 self._waiter = None
         items = [item for item, _ in self._items]
-        self._items.clear()
+        self._items = []
         self._bytes = 0
         return items
 
@@ -128,13 +127,36 @@ class Outbox:
             self._waiter.set_result(None)
 
 
+class Flag:
+    """Set once, never cleared; `on_set` (if any) is called when it is set.
+
+    What `Subscriber.overflowed` needs of an asyncio.Event, without the deque of waiters an
+    Event holds for each of thousands of subscribers: the transport is called back instead.
+    """
+
+    __slots__ = ("_is_set", "on_set")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self.on_set: Callable[[], None] | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        if not self._is_set:
+            self._is_set = True
+            if self.on_set is not None:
+                self.on_set()
+
+
 class Subscriber:
     """A consumer of committed updates with a bounded outbox: a slow one overflows alone.
 
     Give `doc_id` for one record (a y-websocket peer, sent `PendingUpdates`) or `collections`
     (None = all) for a multiplexed peer (sent each `Committed`, for its seq). After an
-    overflow it gets nothing more and `overflowed` is set: its transport closes it, and the
-    peer catches up from its cursor on reconnect.
+    overflow it gets nothing more and `overflowed` is set (its `on_set` tells the transport,
+    which closes the connection), and the peer catches up from its cursor on reconnect.
     """
 
     def __init__(
@@ -152,7 +174,7 @@ class Subscriber:
         self.collections = frozenset(collections) if collections is not None else None
         self.echo_own = echo_own
         self.queue = Outbox(max_queue, max_queue_bytes)
-        self.overflowed = asyncio.Event()
+        self.overflowed = Flag()
 
     def wants(self, committed: Committed) -> bool:
         if self.doc_id is not None:

@@ -45,6 +45,12 @@ class Connection:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
+    def __post_init__(self) -> None:
+        # A stuck peer blocks its writer inside send(): the overflow is acted on from outside.
+        self.subscriber.overflowed.on_set = lambda: self.request_close(
+            CloseCode.SLOW_CONSUMER, "slow consumer: outgoing queue overflowed; reconnect with your cursor"
+        )
+
     def request_close(self, code: int, reason: str) -> None:
         if not self._close.done():
             self._close.set_result((code, reason))
@@ -67,8 +73,8 @@ class Connection:
         """The writer: drain the subscriber's outbox, in order, a batch at a time, until cancelled.
 
         What arrives while a batch is being sent waits in the outbox, where updates to one
-        record merge: under load, fewer and larger frames. An overflow is watched by `run`,
-        which cancels this task even while it is blocked inside send().
+        record merge: under load, fewer and larger frames. An overflow requests the close,
+        and `run` cancels this task even while it is blocked inside send().
         """
         outbox = self.subscriber.queue
         send = self.websocket.send_bytes
@@ -83,19 +89,22 @@ class Connection:
 
     async def run(self, *jobs: Coroutine[Any, Any, None]) -> None:
         """Run reader and writer until one ends or a close is requested; then close."""
+        stop = self._close.get_loop().create_future()
+
+        def stop_soon(_: object) -> None:
+            if not stop.done():
+                stop.set_result(None)
+
         tasks = [asyncio.ensure_future(job) for job in jobs]
-        # A stuck peer blocks its writer inside send(): watch the overflow from outside too.
-        overflow = asyncio.ensure_future(self.subscriber.overflowed.wait())
+        for waited in (*tasks, self._close):
+            waited.add_done_callback(stop_soon)
         try:
-            await asyncio.wait([*tasks, self._close, overflow], return_when=asyncio.FIRST_COMPLETED)
+            await stop
         finally:
-            overflow.cancel()
+            self._close.remove_done_callback(stop_soon)
             for task in tasks:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
-        if self.subscriber.overflowed.is_set():
-            self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: outgoing queue overflowed; "
-                               "reconnect with your cursor")
         code, reason = self._outcome(results)
         if code is not None:
             await self.close(code, reason)
@@ -186,6 +195,7 @@ class Hub:
         return connection
 
     def disconnect(self, connection: Connection) -> None:
+        connection.subscriber.overflowed.on_set = None  # no cycle left for the collector
         if connection in self.connections:
             self.connections.discard(connection)
             self.engine.unsubscribe(connection.subscriber)

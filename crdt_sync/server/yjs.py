@@ -18,6 +18,7 @@ from ..engine import WriteResult
 from ..fanout import PendingUpdates, Subscriber
 from ..errors import CrdtSyncError, DocumentError, StoreError
 from ..ids import DocId, Origin, make_doc_id
+from ..record import EMPTY_UPDATE
 from ..protocol.close import CloseCode
 from ..protocol.ysync import (
     YjsAwareness,
@@ -104,6 +105,8 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
                 diff = await hub.engine.committed_diff(doc_id, message.state_vector)
                 connection.put_nowait(encode_sync_step2(diff))
             elif isinstance(message, YjsSyncStep2 | YjsUpdate):
+                if message.update == EMPTY_UPDATE:
+                    continue  # a fresh client's step 2: nothing to write, no record to load
                 # Writes run concurrently so they share group commits; they start in order.
                 await writes.wait_for_room()
                 write = hub.engine.write_nowait(
