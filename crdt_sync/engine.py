@@ -41,6 +41,9 @@ class WriteResult:
     changed_fields: tuple[str, ...]
 
 
+_Waiting = tuple[bytes, Origin, "Subscriber | None", "asyncio.Future[WriteResult]"]
+
+
 class LiveDocuments:
     """A bounded LRU of live records; a record in use is never evicted."""
 
@@ -73,6 +76,10 @@ class LiveDocuments:
         self._documents.move_to_end(doc_id)
         self._users[doc_id] += 1
         return record
+
+    def hold(self, doc_id: DocId) -> None:
+        """Hold a record once more (it is cached and held already): release it once more."""
+        self._users[doc_id] += 1
 
     def release(self, doc_id: DocId) -> None:
         """Let go of a record held by `acquire_nowait` (or `using`)."""
@@ -149,6 +156,8 @@ class Engine:
         self._senders: dict[tuple[DocId, bytes], Subscriber] = {}
         self.counters: Counter[str] = Counter()
         self._running_loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[DocId, list[_Waiting]] = {}  # writes that wait for a record to load
+        self._loaders: set[asyncio.Task[None]] = set()
         store.add_commit_listener(self._fan_out)
 
     async def write(
@@ -169,20 +178,59 @@ class Engine:
         """`write`, started now: for a connection's reader, which must not wait for commits.
 
         If the record is live, the update is checked, applied and queued for commit before
-        this returns, without a task of its own (the hot path); otherwise the future is a
-        task running `write`. Either way writes started in order are checked in order. The
-        future gives what `write` returns, or raises what it raises.
+        this returns, without a task of its own (the hot path). Otherwise it waits, with
+        every other write that comes meanwhile, for one task to load the record. Either way
+        writes started in order are checked in order. The future gives what `write` returns,
+        or raises what it raises.
         """
-        record = self.live.acquire_nowait(doc_id)
-        if record is None:
-            return asyncio.ensure_future(self.write(doc_id, update, origin=origin, sender=sender))
+        waiting = self._waiting.get(doc_id)
+        if waiting is None:
+            record = self.live.acquire_nowait(doc_id)
+            if record is not None:
+                return self._write_held(doc_id, record, update, origin, sender)
+            waiting = self._waiting[doc_id] = []
+            loader = asyncio.ensure_future(self._write_when_loaded(doc_id, waiting))
+            self._loaders.add(loader)
+            loader.add_done_callback(self._loaders.discard)
+        done: asyncio.Future[WriteResult] = self._loop().create_future()
+        waiting.append((update, origin, sender, done))
+        return done
+
+    def _write_held(
+        self,
+        doc_id: DocId,
+        record: LiveRecord,
+        update: bytes,
+        origin: Origin,
+        sender: Subscriber | None,
+        done: asyncio.Future[WriteResult] | None = None,
+    ) -> asyncio.Future[WriteResult]:
+        """Start a write on a record held for it (released once the write is done)."""
         try:
-            return self._start_write(doc_id, record, update, origin, sender, release=True)
+            return self._start_write(doc_id, record, update, origin, sender, release=True, done=done)
         except Exception as exc:
             self.live.release(doc_id)
-            future = self._loop().create_future()
-            future.set_exception(exc)
-            return future
+            failed = done if done is not None else self._loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
+    async def _write_when_loaded(self, doc_id: DocId, waiting: list[_Waiting]) -> None:
+        """Load a record for the writes that came while it was not live; start them in order."""
+        try:
+            async with self.live.using(doc_id) as record:
+                del self._waiting[doc_id]  # from here on, new writes find the record live
+                for update, origin, sender, done in waiting:
+                    self.live.hold(doc_id)
+                    self._write_held(doc_id, record, update, origin, sender, done)
+        except BaseException as exc:  # the load failed: so does every write that waited for it
+            if self._waiting.get(doc_id) is waiting:
+                del self._waiting[doc_id]
+            for *_, done in waiting:
+                if not done.done():
+                    done.set_exception(exc if isinstance(exc, Exception) else StoreError(
+                        f"{doc_id}: the server is stopping; nothing stored"))
+            if not isinstance(exc, Exception):
+                raise
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         """The engine's loop, asked once: asyncio.get_running_loop() costs a getpid() call."""
@@ -199,14 +247,17 @@ class Engine:
         sender: Subscriber | None,
         *,
         release: bool = False,
+        done: asyncio.Future[WriteResult] | None = None,
     ) -> asyncio.Future[WriteResult]:
         """Check and apply `update` now, queue it for commit now; the future resolves after.
 
         No await between the check and the queueing: writes to one record are checked in
         the order they started, each against all before it, and committed in that order.
         With `release`, the record is released once the write is done (not if this raises).
+        The outcome goes to `done` if given (a future made when the write was queued).
         """
-        done: asyncio.Future[WriteResult] = self._loop().create_future()
+        if done is None:
+            done = self._loop().create_future()
         try:
             if len(update) > self.limits.max_update_bytes:
                 raise LimitExceeded(
