@@ -24,7 +24,7 @@ MESSAGE_BYTES = 64  # what an ack, an error or another small message counts for 
 class Published:
     """The updates one commit made to one record, as one update; frames cached per encoder."""
 
-    __slots__ = ("doc_id", "entries", "nbytes", "_update", "_frames")
+    __slots__ = ("doc_id", "entries", "nbytes", "_update", "_frames", "_runs")
 
     def __init__(self, doc_id: DocId, entries: Sequence[Committed]) -> None:
         self.doc_id = doc_id
@@ -32,6 +32,9 @@ class Published:
         self.nbytes = sum(len(entry.update) for entry in entries)
         self._update: bytes | None = None
         self._frames: dict[Callable[[bytes], bytes], bytes] = {}
+        # Frames of runs of updates starting with this one, merged for one lagging peer and
+        # found again by its fellow peers, which lag the same way (the same run, by identity).
+        self._runs: dict[tuple[Callable[[bytes], bytes], tuple[Published, ...]], bytes] | None = None
 
     @property
     def update(self) -> bytes:
@@ -58,9 +61,16 @@ class PendingUpdates:
         self.parts = [first]
 
     def frame(self, encode: Callable[[bytes], bytes]) -> bytes:
+        first = self.parts[0]
         if len(self.parts) == 1:
-            return self.parts[0].frame(encode)  # shared with every other peer of this commit
-        return encode(merge_updates(*(part.update for part in self.parts)))
+            return first.frame(encode)  # shared with every other peer of this commit
+        if first._runs is None:
+            first._runs = {}
+        key = (encode, tuple(self.parts))
+        frame = first._runs.get(key)
+        if frame is None:
+            frame = first._runs[key] = encode(merge_updates(*(part.update for part in self.parts)))
+        return frame
 
 
 class Outbox:
