@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 
-from .errors import LimitExceeded, ProtocolError, RecordNotFound, StoreError
+from .errors import DocumentError, LimitExceeded, ProtocolError, RecordNotFound, StoreError
 from .fanout import Published, Subscriber, group_by_document
 from .ids import DocId, Origin, Seq, split_doc_id
 from .record import EMPTY_UPDATE, CheckedUpdate, LiveRecord, Records, View, document_from_state
@@ -196,6 +196,36 @@ class Engine:
         waiting.append((update, origin, sender, done))
         return done
 
+    def write_merged_nowait(
+        self,
+        doc_id: DocId,
+        updates: Sequence[bytes],
+        *,
+        origin: Origin,
+        sender: Subscriber | None = None,
+    ) -> list[asyncio.Future[WriteResult]]:
+        """Updates one peer pipelined to one record, started now, as one write if possible.
+
+        When the record is live they are merged and written as one update: one check, one
+        log entry, one fan-out (a stock client sends each keystroke as an update of its own).
+        If the merged update is refused, it left nothing behind, and each is written on its
+        own, in order, so that only the refused ones fail. Returns one future per write made;
+        each gives what `write` returns, or raises what it raises.
+        """
+        if len(updates) > 1 and doc_id not in self._waiting:
+            record = self.live.acquire_nowait(doc_id)
+            if record is not None:
+                try:
+                    merged = merge_updates(*updates)
+                    return [self._start_write(doc_id, record, merged, origin, sender, release=True,
+                                              counted=False)]
+                except (ValueError, DocumentError, LimitExceeded):
+                    self.live.release(doc_id)  # refused as a whole: write them one by one
+                except BaseException:
+                    self.live.release(doc_id)
+                    raise
+        return [self.write_nowait(doc_id, u, origin=origin, sender=sender) for u in updates]
+
     def _write_held(
         self,
         doc_id: DocId,
@@ -248,6 +278,7 @@ class Engine:
         *,
         release: bool = False,
         done: asyncio.Future[WriteResult] | None = None,
+        counted: bool = True,
     ) -> asyncio.Future[WriteResult]:
         """Check and apply `update` now, queue it for commit now; the future resolves after.
 
@@ -272,7 +303,8 @@ class Engine:
                 return done
             committed = self._submit(doc_id, update, checked, origin, sender)
         except Exception as exc:
-            self.counters[f"refused:{type(exc).__name__}"] += 1
+            if counted:
+                self.counters[f"refused:{type(exc).__name__}"] += 1
             raise
         committed.add_done_callback(
             lambda f: self._finish_write(f, done, doc_id, update, checked, release)

@@ -37,6 +37,7 @@ from ..protocol.ysync import (
 from .live import Connection, Hub, WritesInFlight
 
 MAX_WRITES_IN_FLIGHT = 64
+MAX_MERGED_UPDATES = 256  # updates of one peer written as one, at most
 
 
 class Room:
@@ -97,6 +98,20 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
     writes = WritesInFlight(MAX_WRITES_IN_FLIGHT)
     origin = Origin(connection.principal.name)
     answer = functools.partial(_answer, connection)
+    # Updates read back to back (a pipelining client: the frames of one TCP read) are
+    # written as one once the reader has to wait for more: see Engine.write_merged_nowait.
+    pending: list[bytes] = []
+    flush_soon: asyncio.Handle | None = None
+
+    def flush() -> None:
+        nonlocal flush_soon
+        flush_soon = None
+        updates = pending.copy()
+        pending.clear()
+        for write in hub.engine.write_merged_nowait(
+            doc_id, updates, origin=origin, sender=connection.subscriber
+        ):
+            writes.add(write, answer)
 
     try:
         while True:
@@ -108,11 +123,15 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
                 if message.update == EMPTY_UPDATE:
                     continue  # a fresh client's step 2: nothing to write, no record to load
                 # Writes run concurrently so they share group commits; they start in order.
-                await writes.wait_for_room()
-                write = hub.engine.write_nowait(
-                    doc_id, message.update, origin=origin, sender=connection.subscriber
-                )
-                writes.add(write, answer)
+                if not pending:
+                    await writes.wait_for_room()
+                pending.append(message.update)
+                if len(pending) >= MAX_MERGED_UPDATES:
+                    if flush_soon is not None:
+                        flush_soon.cancel()
+                    flush()
+                elif flush_soon is None:
+                    flush_soon = asyncio.get_running_loop().call_soon(flush)
             elif isinstance(message, YjsAwareness):
                 room.awareness[connection] = message.payload
                 frame = encode_awareness(message.payload)
@@ -124,6 +143,9 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
             elif isinstance(message, YjsPermissionDenied):
                 pass  # only servers send it; a client echoing one changes nothing
     finally:
+        if flush_soon is not None:  # what was read is written, even if the peer left
+            flush_soon.cancel()
+            flush()
         await writes.wait_all()
 
 
