@@ -238,7 +238,7 @@ class Engine:
         """Start a write on a record held for it (released once the write is done)."""
         try:
             return self._start_write(doc_id, record, update, origin, sender, release=True, done=done)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (delivered to the one caller, who raises it)
             self.live.release(doc_id)
             failed = done if done is not None else self._loop().create_future()
             failed.set_exception(exc)

@@ -24,7 +24,7 @@ MESSAGE_BYTES = 64  # what an ack, an error or another small message counts for 
 class Published:
     """The updates one commit made to one record, as one update; frames cached per encoder."""
 
-    __slots__ = ("doc_id", "entries", "nbytes", "_update", "_frames", "_runs")
+    __slots__ = ("_frames", "_runs", "_update", "doc_id", "entries", "nbytes")
 
     def __init__(self, doc_id: DocId, entries: Sequence[Committed]) -> None:
         self.doc_id = doc_id

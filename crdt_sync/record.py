@@ -263,7 +263,7 @@ class _Changes:
     and must not keep it alive.
     """
 
-    __slots__ = ("changed", "values", "read_back", "meta", "nested")
+    __slots__ = ("changed", "meta", "nested", "read_back", "values")
 
     def __init__(self) -> None:
         self.changed = False  # yrs reports only transactions that changed the document
@@ -315,9 +315,22 @@ class LiveRecord:
     held by the document and would otherwise keep it alive.
     """
 
-    __slots__ = ("doc_id", "collection", "record_id", "document", "_fields", "_meta",
-                 "_subscriptions", "_changes", "_snapshot", "_since", "_since_bytes", "_view",
-                 "_is_deleted", "_size")
+    __slots__ = (
+        "_changes",
+        "_fields",
+        "_is_deleted",
+        "_meta",
+        "_since",
+        "_since_bytes",
+        "_size",
+        "_snapshot",
+        "_subscriptions",
+        "_view",
+        "collection",
+        "doc_id",
+        "document",
+        "record_id",
+    )
 
     def __init__(self, doc_id: DocId, collection: Collection, record_id: str, state: bytes | None):
         self.doc_id = doc_id

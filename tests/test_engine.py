@@ -85,7 +85,7 @@ async def test_pipelined_updates_are_written_as_one_log_entry(engine: Engine) ->
 
 async def test_a_refused_update_among_merged_ones_fails_alone(engine: Engine) -> None:
     doc_id = DocId("contacts/m2")
-    client, updates = client_edits(6)
+    _, updates = client_edits(6)
     await engine.write(doc_id, updates[0], origin=ORIGIN)
     intruder = document_from_state(await engine.store.load(doc_id))
     before = intruder.get_state()

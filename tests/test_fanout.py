@@ -38,7 +38,7 @@ def replay(frames: list[bytes]) -> Doc:
 
 
 def test_a_commit_is_published_as_one_update_per_record_encoded_once() -> None:
-    source, updates = edits(5)
+    _, updates = edits(5)
     groups = group_by_document(committed(CONTACT, updates[:3]) + committed(DEAL, updates[3:], 4))
     assert [len(g) for g in groups.values()] == [3, 2]
     published = Published(CONTACT, groups[CONTACT])

@@ -322,8 +322,9 @@ def test_a_live_record_accepts_and_refuses_exactly_what_the_full_check_does(
             records.patch(CONTACT, replica, arg)  # type: ignore[arg-type]
             update = replica.get_update(reference.get_state())
         elif action == "text":
-            update = client_update(replica, lambda d, f, m: f["notes"].insert(0, arg) if "notes" in f
-                                   else f.update({"notes": Text(str(arg))}))
+            text = str(arg)
+            update = client_update(replica, lambda d, f, m, t=text: f["notes"].insert(0, t)
+                                   if "notes" in f else f.update({"notes": Text(t)}))
         elif action == "bad":
             update = client_update(replica, BAD_BUILDS[arg])  # type: ignore[index]
         else:

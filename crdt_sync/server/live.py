@@ -16,8 +16,9 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ..engine import Engine, Subscriber
+from ..engine import Engine
 from ..errors import AuthError, CrdtSyncError, LimitExceeded, ProtocolError
+from ..fanout import Subscriber
 from ..protocol.close import CloseCode
 from ..store.base import Store
 from .admission import Admission
@@ -96,8 +97,9 @@ class Connection:
                 stop.set_result(None)
 
         tasks = [asyncio.ensure_future(job) for job in jobs]
-        for waited in (*tasks, self._close):
-            waited.add_done_callback(stop_soon)
+        waited: list[asyncio.Future[Any]] = [*tasks, self._close]
+        for future in waited:
+            future.add_done_callback(stop_soon)
         try:
             await stop
         finally:

@@ -14,8 +14,8 @@ import time
 from fastapi import WebSocket
 
 from ..engine import WriteResult
-from ..fanout import Subscriber
 from ..errors import CrdtSyncError, DocumentError, StoreError, UnknownCollection
+from ..fanout import Subscriber
 from ..ids import DocId, Origin, Seq
 from ..protocol import (
     Ack,

@@ -15,10 +15,9 @@ from fastapi import WebSocket
 from pycrdt import get_state
 
 from ..engine import WriteResult
-from ..fanout import PendingUpdates, Subscriber
 from ..errors import CrdtSyncError, DocumentError, StoreError
+from ..fanout import PendingUpdates, Subscriber
 from ..ids import DocId, Origin, make_doc_id
-from ..record import EMPTY_UPDATE
 from ..protocol.close import CloseCode
 from ..protocol.ysync import (
     YjsAwareness,
@@ -34,6 +33,7 @@ from ..protocol.ysync import (
     encode_sync_step2,
     encode_sync_update,
 )
+from ..record import EMPTY_UPDATE
 from .live import Connection, Hub, WritesInFlight
 
 MAX_WRITES_IN_FLIGHT = 64
