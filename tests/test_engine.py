@@ -118,3 +118,15 @@ async def test_a_record_peer_gets_one_update_per_commit_not_one_per_write(engine
     for part in item.parts:
         received.apply_update(part.update)
     assert received.get_state() == client.get_state()
+
+
+async def test_garbage_among_merged_updates_is_refused_alone(engine: Engine) -> None:
+    doc_id = DocId("contacts/m3")
+    _, updates = client_edits(3)
+    await engine.write(doc_id, updates[0], origin=ORIGIN)
+    writes = engine.write_merged_nowait(doc_id, [updates[1], b"\x01\x05garbage", updates[2]],
+                                        origin=ORIGIN)
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    assert [type(o).__name__ for o in outcomes] == ["WriteResult", "InvalidUpdate", "WriteResult"]
+    view, _ = await engine.view(doc_id)
+    assert view["company"] == "company 2"
