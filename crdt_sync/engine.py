@@ -15,14 +15,21 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 
-from .errors import CrdtSyncError, DocumentError, LimitExceeded, RecordNotFound, StoreError
+from .errors import (
+    CrdtSyncError,
+    DocumentError,
+    LimitExceeded,
+    ProtocolError,
+    RecordNotFound,
+    StoreError,
+)
+from .fanout import Published, Subscriber, group_by_document
 from .ids import DocId, Origin, Seq, split_doc_id
-from .record import EMPTY_UPDATE, CheckedUpdate, Records, View, document_from_state, is_deleted
+from .record import EMPTY_UPDATE, CheckedUpdate, LiveRecord, Records, View, document_from_state
 from .schema import Schema
 from .store.base import Append, Committed, Store
-
 
 LOG = logging.getLogger(__name__)
 VIEW_REPAIR = Origin("view-repair")  # the origin of the empty updates that rewrite a view
@@ -32,7 +39,8 @@ VIEW_REPAIR = Origin("view-repair")  # the origin of the empty updates that rewr
 class Limits:
     max_update_bytes: int = 1 << 20
     max_document_bytes: int = 8 << 20
-    subscriber_queue: int = 2048
+    subscriber_queue: int = 2048  # items in a subscriber's outbox ...
+    subscriber_queue_bytes: int = 8 << 20  # ... and bytes: whichever overflows first closes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,110 +52,106 @@ class WriteResult:
     changed_fields: tuple[str, ...]
 
 
-class Subscriber:
-    """A consumer of committed updates with a bounded queue: a slow one overflows alone.
-
-    Give `doc_id` for one record (a y-websocket peer) or `collections` (None = all) for a
-    multiplexed peer. After an overflow it gets nothing more and `overflowed` is set: its
-    transport closes it, and the peer catches up from its cursor on reconnect.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        doc_id: DocId | None = None,
-        collections: Sequence[str] | None = None,
-        echo_own: bool = False,
-        max_queue: int = 2048,
-    ) -> None:
-        self.name = name
-        self.doc_id = doc_id
-        self.collections = frozenset(collections) if collections is not None else None
-        self.echo_own = echo_own
-        # Committed updates from the fan-out, or frames a transport queued for this peer.
-        self.queue: asyncio.Queue[object] = asyncio.Queue(max_queue)
-        self.overflowed = asyncio.Event()
-
-    def wants(self, committed: Committed) -> bool:
-        if self.doc_id is not None:
-            return committed.doc_id == self.doc_id
-        return self.collections is None or committed.doc_id.partition("/")[0] in self.collections
-
-    def offer(self, committed: Committed) -> None:
-        self.offer_frame(committed)
-
-    def offer_frame(self, item: object) -> None:
-        if self.overflowed.is_set():
-            return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.overflowed.set()
+_Waiting = tuple[bytes, Origin, "Subscriber | None", "asyncio.Future[WriteResult]"]
 
 
 class LiveDocuments:
-    """A bounded LRU of live record documents; a document in use is never evicted."""
+    """A bounded LRU of live records; a record in use is never evicted."""
 
-    def __init__(self, store: Store, capacity: int) -> None:
+    def __init__(self, store: Store, records: Records, capacity: int) -> None:
         self._store = store
+        self._records = records
         self._capacity = capacity
-        self._documents: OrderedDict[DocId, Doc] = OrderedDict()
+        self._documents: OrderedDict[DocId, LiveRecord] = OrderedDict()
         self._users: Counter[DocId] = Counter()
-        self._loading: dict[DocId, asyncio.Future[Doc]] = {}
+        self._gates: dict[DocId, asyncio.Lock] = {}  # records being loaded, and their queue
+        self._gate_users: Counter[DocId] = Counter()
+        self._discarded: dict[DocId, list[LiveRecord]] = {}
 
     def __len__(self) -> int:
         return len(self._documents)
 
     @asynccontextmanager
-    async def using(self, doc_id: DocId) -> AsyncIterator[Doc]:
+    async def using(self, doc_id: DocId) -> AsyncIterator[LiveRecord]:
         self._users[doc_id] += 1
         try:
             yield await self._get(doc_id)
         finally:
-            self._users[doc_id] -= 1
-            if not self._users[doc_id]:
-                del self._users[doc_id]
-            self._evict()
+            self.release(doc_id)
+
+    def acquire_nowait(self, doc_id: DocId) -> LiveRecord | None:
+        """The record, held until `release(doc_id)`, if it is cached and nobody queues for it."""
+        record = self._documents.get(doc_id)
+        if record is None or doc_id in self._gates:
+            return None
+        self._documents.move_to_end(doc_id)
+        self._users[doc_id] += 1
+        return record
+
+    def hold(self, doc_id: DocId) -> None:
+        """Hold a record once more (it is cached and held already): release it once more."""
+        self._users[doc_id] += 1
+
+    def release(self, doc_id: DocId) -> None:
+        """Let go of a record held by `acquire_nowait` (or `using`)."""
+        self._users[doc_id] -= 1
+        if not self._users[doc_id]:
+            del self._users[doc_id]
+            for record in self._discarded.pop(doc_id, ()):
+                record.close()  # discarded while in use: its last user lets it go
+        self._evict()
 
     def discard(self, doc_id: DocId) -> None:
-        """Forget a document whose live state may be ahead of the store (a failed commit)."""
-        self._documents.pop(doc_id, None)
+        """Forget a record whose live state may be ahead of the store (a failed commit)."""
+        record = self._documents.pop(doc_id, None)
+        if record is None:
+            return
+        if doc_id in self._users:
+            self._discarded.setdefault(doc_id, []).append(record)
+        else:
+            record.close()
 
-    def peek(self, doc_id: DocId) -> Doc | None:
-        """The live document if it is cached, without loading it or counting as a use."""
-        return self._documents.get(doc_id)
+    def peek(self, doc_id: DocId) -> LiveRecord | None:
+        """The live record if it is cached and loaded, without loading it or counting a use."""
+        return None if doc_id in self._gates else self._documents.get(doc_id)
 
-    async def _get(self, doc_id: DocId) -> Doc:
-        document = self._documents.get(doc_id)
-        if document is not None:
+    async def _get(self, doc_id: DocId) -> LiveRecord:
+        """The cached record, or load it. Callers get it in the order they asked for it.
+
+        Writes to one record are checked and applied in arrival order, each one synchronously
+        after `_get` returns. So while a record loads, later callers queue behind a FIFO lock
+        instead of finding it cached a moment later and overtaking the ones woken before
+        them (an overtaking update would look like one depending on changes not seen).
+        """
+        record = self._documents.get(doc_id)
+        if record is not None and doc_id not in self._gates:
             self._documents.move_to_end(doc_id)
-            return document
-        loading = self._loading.get(doc_id)
-        if loading is not None:  # another writer is loading it: share, never load twice
-            return await asyncio.shield(loading)
-        future: asyncio.Future[Doc] = asyncio.get_running_loop().create_future()
-        self._loading[doc_id] = future
+            return record
+        gate = self._gates.get(doc_id)
+        if gate is None:
+            gate = self._gates[doc_id] = asyncio.Lock()
+        self._gate_users[doc_id] += 1
         try:
-            document = document_from_state(await self._store.load(doc_id))
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here; waiters get it through shield
-            raise
+            async with gate:
+                record = self._documents.get(doc_id)
+                if record is None:
+                    record = self._records.live_record(doc_id, await self._store.load(doc_id))
+                    self._documents[doc_id] = record
+                self._documents.move_to_end(doc_id)
+                return record
         finally:
-            del self._loading[doc_id]
-        self._documents[doc_id] = document
-        future.set_result(document)
-        return document
+            self._gate_users[doc_id] -= 1
+            if not self._gate_users[doc_id]:
+                del self._gate_users[doc_id], self._gates[doc_id]
 
     def _evict(self) -> None:
         while len(self._documents) > self._capacity:
             for doc_id in self._documents:
                 if doc_id not in self._users:
-                    del self._documents[doc_id]
+                    self._documents.pop(doc_id).close()
                     break
             else:
-                return  # every cached document is in use: over capacity until released
+                return  # every cached record is in use: over capacity until released
 
 
 class Engine:
@@ -160,12 +164,16 @@ class Engine:
         self.records = Records(schema)
         self.schema = schema
         self.limits = limits
-        self.live = LiveDocuments(store, cache_size)
+        self.live = LiveDocuments(store, self.records, cache_size)
         self._subscribers: set[Subscriber] = set()
         self._by_doc: dict[DocId, set[Subscriber]] = {}
+        self._by_collections: set[Subscriber] = set()  # multiplexed peers: every doc_id is None
         self._senders: dict[tuple[DocId, bytes], Subscriber] = {}
         self.counters: Counter[str] = Counter()
-        self._repairs: set[asyncio.Task[None]] = set()
+        self._running_loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[DocId, list[_Waiting]] = {}  # writes that wait for a record to load
+        self._loaders: set[asyncio.Task[None]] = set()
+        self._repairs: set[asyncio.Task[None]] = set()  # view repairs after foreign commits
         store.add_commit_listener(self._fan_out)
 
     async def write(
@@ -177,23 +185,173 @@ class Engine:
         InvalidUpdate / SchemaViolation / UnknownCollection (nothing stored), LimitExceeded,
         StoreError (the commit failed: nothing acknowledged).
         """
+        async with self.live.using(doc_id) as record:
+            return await self._start_write(doc_id, record, update, origin, sender)
+
+    def write_nowait(
+        self, doc_id: DocId, update: bytes, *, origin: Origin, sender: Subscriber | None = None
+    ) -> asyncio.Future[WriteResult]:
+        """`write`, started now: for a connection's reader, which must not wait for commits.
+
+        If the record is live, the update is checked, applied and queued for commit before
+        this returns, without a task of its own (the hot path). Otherwise it waits, with
+        every other write that comes meanwhile, for one task to load the record. Either way
+        writes started in order are checked in order. The future gives what `write` returns,
+        or raises what it raises.
+        """
+        waiting = self._waiting.get(doc_id)
+        if waiting is None:
+            record = self.live.acquire_nowait(doc_id)
+            if record is not None:
+                return self._write_held(doc_id, record, update, origin, sender)
+            waiting = self._waiting[doc_id] = []
+            loader = asyncio.ensure_future(self._write_when_loaded(doc_id, waiting))
+            self._loaders.add(loader)
+            loader.add_done_callback(self._loaders.discard)
+        done: asyncio.Future[WriteResult] = self._loop().create_future()
+        waiting.append((update, origin, sender, done))
+        return done
+
+    def write_merged_nowait(
+        self,
+        doc_id: DocId,
+        updates: Sequence[bytes],
+        *,
+        origin: Origin,
+        sender: Subscriber | None = None,
+    ) -> list[asyncio.Future[WriteResult]]:
+        """Updates one peer pipelined to one record, started now, as one write if possible.
+
+        When the record is live they are merged and written as one update: one check, one
+        log entry, one fan-out (a stock client sends each keystroke as an update of its own).
+        If the merged update is refused, it left nothing behind, and each is written on its
+        own, in order, so that only the refused ones fail. Returns one future per write made;
+        each gives what `write` returns, or raises what it raises.
+        """
+        if len(updates) > 1 and doc_id not in self._waiting:
+            record = self.live.acquire_nowait(doc_id)
+            if record is not None:
+                try:
+                    merged = merge_updates(*updates)
+                    return [self._start_write(doc_id, record, merged, origin, sender, release=True,
+                                              counted=False)]
+                except (ValueError, DocumentError, LimitExceeded):
+                    self.live.release(doc_id)  # refused as a whole: write them one by one
+                except BaseException:
+                    self.live.release(doc_id)
+                    raise
+        return [self.write_nowait(doc_id, u, origin=origin, sender=sender) for u in updates]
+
+    def _write_held(
+        self,
+        doc_id: DocId,
+        record: LiveRecord,
+        update: bytes,
+        origin: Origin,
+        sender: Subscriber | None,
+        done: asyncio.Future[WriteResult] | None = None,
+    ) -> asyncio.Future[WriteResult]:
+        """Start a write on a record held for it (released once the write is done)."""
+        try:
+            return self._start_write(doc_id, record, update, origin, sender, release=True, done=done)
+        except Exception as exc:  # noqa: BLE001  (delivered to the one caller, who raises it)
+            self.live.release(doc_id)
+            failed = done if done is not None else self._loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
+    async def _write_when_loaded(self, doc_id: DocId, waiting: list[_Waiting]) -> None:
+        """Load a record for the writes that came while it was not live; start them in order."""
+        try:
+            async with self.live.using(doc_id) as record:
+                del self._waiting[doc_id]  # from here on, new writes find the record live
+                for update, origin, sender, done in waiting:
+                    self.live.hold(doc_id)
+                    self._write_held(doc_id, record, update, origin, sender, done)
+        except BaseException as exc:  # the load failed: so does every write that waited for it
+            if self._waiting.get(doc_id) is waiting:
+                del self._waiting[doc_id]
+            for *_, done in waiting:
+                if not done.done():
+                    done.set_exception(exc if isinstance(exc, Exception) else StoreError(
+                        f"{doc_id}: the server is stopping; nothing stored"))
+            if not isinstance(exc, Exception):
+                raise
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The engine's loop, asked once: asyncio.get_running_loop() costs a getpid() call."""
+        if self._running_loop is None:
+            self._running_loop = asyncio.get_running_loop()
+        return self._running_loop
+
+    def _start_write(
+        self,
+        doc_id: DocId,
+        record: LiveRecord,
+        update: bytes,
+        origin: Origin,
+        sender: Subscriber | None,
+        *,
+        release: bool = False,
+        done: asyncio.Future[WriteResult] | None = None,
+        counted: bool = True,
+    ) -> asyncio.Future[WriteResult]:
+        """Check and apply `update` now, queue it for commit now; the future resolves after.
+
+        No await between the check and the queueing: writes to one record are checked in
+        the order they started, each against all before it, and committed in that order.
+        With `release`, the record is released once the write is done (not if this raises).
+        The outcome goes to `done` if given (a future made when the write was queued).
+        """
+        if done is None:
+            done = self._loop().create_future()
         try:
             if len(update) > self.limits.max_update_bytes:
                 raise LimitExceeded(
                     f"{doc_id}: update of {len(update)} bytes is over the limit of "
                     f"{self.limits.max_update_bytes}"
                 )
-            async with self.live.using(doc_id) as document:
-                checked = self.records.check_update(doc_id, document, update)
-                if checked.is_noop:
-                    return _result(doc_id, None, checked)
-                self._check_size(doc_id, checked)
-                document.apply_update(update)
-                return _result(doc_id, await self._append(doc_id, update, checked, origin, sender),
-                               checked)
+            checked = record.apply(update, max_document_bytes=self.limits.max_document_bytes)
+            if checked.is_noop:
+                done.set_result(_result(doc_id, None, checked))
+                if release:
+                    self.live.release(doc_id)
+                return done
+            committed = self._submit(doc_id, update, checked, origin, sender)
         except Exception as exc:
-            self.counters[f"refused:{type(exc).__name__}"] += 1
+            if counted:
+                self.counters[f"refused:{type(exc).__name__}"] += 1
             raise
+        committed.add_done_callback(
+            lambda f: self._finish_write(f, done, doc_id, update, checked, release)
+        )
+        return done
+
+    def _finish_write(
+        self,
+        committed: asyncio.Future[list[Seq]],
+        done: asyncio.Future[WriteResult],
+        doc_id: DocId,
+        update: bytes,
+        checked: CheckedUpdate,
+        release: bool,
+    ) -> None:
+        self._senders.pop((doc_id, update), None)
+        if release:
+            self.live.release(doc_id)
+        if done.cancelled():
+            return
+        exc = committed.exception() if not committed.cancelled() else StoreError(
+            f"{doc_id}: the commit was cancelled; the outcome is unknown")
+        if exc is not None:
+            if isinstance(exc, StoreError):
+                # The live document already holds an update the store does not: reload next time.
+                self.live.discard(doc_id)
+            self.counters[f"refused:{type(exc).__name__}"] += 1
+            done.set_exception(exc)
+        else:
+            self.counters["writes"] += 1
+            done.set_result(_result(doc_id, committed.result()[0], checked))
 
     async def patch(
         self,
@@ -209,33 +367,53 @@ class Engine:
         Raises SchemaViolation / UnknownCollection before anything changes; RecordNotFound
         for a deleted record.
         """
-        async with self.live.using(doc_id) as document:
-            if is_deleted(document):
+        async with self.live.using(doc_id) as record:
+            if record.is_deleted:
                 raise RecordNotFound(doc_id, "record is deleted")
-            update = self.records.patch(doc_id, document, patch, creating=creating)
-            return await self._commit_local(doc_id, document, update, tuple(patch), origin, sender)
+            update = self.records.patch(doc_id, record.document, patch, creating=creating)
+            return await self._commit_local(doc_id, record, update, tuple(patch), origin, sender)
 
     async def delete(self, doc_id: DocId, *, origin: Origin) -> WriteResult:
-        async with self.live.using(doc_id) as document:
-            update = self.records.delete(doc_id, document)
-            return await self._commit_local(doc_id, document, update, (), origin, None)
+        async with self.live.using(doc_id) as record:
+            update = self.records.delete(doc_id, record.document)
+            return await self._commit_local(doc_id, record, update, (), origin, None)
 
     async def committed_state(self, doc_id: DocId) -> Doc:
         """The document as the store holds it: what a joining peer may be shown."""
         split_doc_id(doc_id)
         return document_from_state(await self.store.load(doc_id))
 
+    async def committed_update(self, doc_id: DocId) -> bytes:
+        """The document as the store holds it, as one update (empty-effect if none): what a
+        joining peer may be shown, without building a document."""
+        split_doc_id(doc_id)
+        return await self.store.load(doc_id) or EMPTY_UPDATE
+
+    async def committed_diff(self, doc_id: DocId, state_vector: bytes) -> bytes:
+        """What the store holds that a peer with `state_vector` lacks (the answer to its step 1).
+
+        Raises ProtocolError for a state vector that does not decode.
+        """
+        document = await self.committed_state(doc_id)  # dropped on return, garbage collected
+        try:
+            return document.get_update(state_vector)
+        except ValueError as exc:
+            raise ProtocolError(f"{doc_id}: sync step 1 holds no state vector: {exc}") from None
+
     async def view(self, doc_id: DocId) -> tuple[View, bool]:
-        async with self.live.using(doc_id) as document:
-            return self.records.view(doc_id, document), is_deleted(document)
+        async with self.live.using(doc_id) as record:
+            return record.view, record.is_deleted
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.add(subscriber)
         if subscriber.doc_id is not None:
             self._by_doc.setdefault(subscriber.doc_id, set()).add(subscriber)
+        else:
+            self._by_collections.add(subscriber)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
+        self._by_collections.discard(subscriber)
         if subscriber.doc_id is not None:
             peers = self._by_doc.get(subscriber.doc_id)
             if peers is not None:
@@ -253,17 +431,17 @@ class Engine:
     async def _commit_local(
         self,
         doc_id: DocId,
-        document: Doc,
+        record: LiveRecord,
         update: bytes,
         changed: tuple[str, ...],
         origin: Origin,
         sender: Subscriber | None,
     ) -> WriteResult:
         """Append an update already applied to the live document by a local patch."""
-        view = self.records.view(doc_id, document)
         if update == EMPTY_UPDATE:
-            return WriteResult(doc_id, None, view, is_deleted(document), ())
-        checked = CheckedUpdate(view, is_deleted(document), changed, False, len(update))
+            return WriteResult(doc_id, None, record.view, record.is_deleted, ())
+        record.adopt(update)
+        checked = CheckedUpdate(record.view, record.is_deleted, changed, False, len(update))
         return _result(doc_id, await self._append(doc_id, update, checked, origin, sender), checked)
 
     async def _append(
@@ -274,12 +452,8 @@ class Engine:
         origin: Origin,
         sender: Subscriber | None,
     ) -> Seq:
-        if sender is not None and not sender.echo_own:
-            self._senders[(doc_id, update)] = sender
         try:
-            seq = await self.store.append(
-                doc_id, update, view=checked.view, is_deleted=checked.is_deleted, origin=origin
-            )
+            (seq,) = await self._submit(doc_id, update, checked, origin, sender)
         except StoreError:
             # The live document already holds an update the store does not: reload next time.
             self.live.discard(doc_id)
@@ -289,12 +463,21 @@ class Engine:
         self.counters["writes"] += 1
         return seq
 
-    def _check_size(self, doc_id: DocId, checked: CheckedUpdate) -> None:
-        if checked.state_bytes > self.limits.max_document_bytes:
-            raise LimitExceeded(
-                f"{doc_id}: document would grow to {checked.state_bytes} bytes, over the limit "
-                f"of {self.limits.max_document_bytes}"
-            )
+    def _submit(
+        self,
+        doc_id: DocId,
+        update: bytes,
+        checked: CheckedUpdate,
+        origin: Origin,
+        sender: Subscriber | None,
+    ) -> asyncio.Future[list[Seq]]:
+        """Queue the append; the sender is noted so the fan-out can skip its own update."""
+        committed = self.store.append_nowait(
+            doc_id, update, view=checked.view, is_deleted=checked.is_deleted, origin=origin
+        )
+        if sender is not None and not sender.echo_own:
+            self._senders[(doc_id, update)] = sender
+        return committed
 
     async def settle(self) -> None:
         """Wait for the view repairs that foreign commits started (before closing the store)."""
@@ -302,7 +485,7 @@ class Engine:
             await asyncio.gather(*self._repairs, return_exceptions=True)
 
     def _follow_foreign(self, batch: Sequence[Committed]) -> None:
-        """Updates another process committed: bring the live copies that lack them up to date.
+        """Updates another process committed: bring the live records that lack them up to date.
 
         A record not in the cache loads them from the store when next used. One that is may
         have had views computed without them (writes in flight, or in this very commit), so
@@ -312,44 +495,65 @@ class Engine:
         for committed in batch:
             if not committed.foreign:
                 continue
-            document = self.live.peek(committed.doc_id)
-            if document is None:
+            record = self.live.peek(committed.doc_id)
+            if record is None:
                 continue
-            before = document.get_state()
-            document.apply_update(committed.update)
-            # Only news makes views stale: not an update loaded with the document already, nor
+            try:
+                checked = record.apply(committed.update, max_document_bytes=1 << 62)
+            except CrdtSyncError:  # its schema differs from ours: start again from the store
+                self.live.discard(committed.doc_id)
+                stale.add(committed.doc_id)
+                continue
+            # Only news makes views stale: not an update loaded with the record already, nor
             # another process's view repair (empty), which would otherwise repair back forever.
-            if document.get_state() != before:
+            if not checked.is_noop:
                 stale.add(committed.doc_id)
         for doc_id in stale:
-            task = asyncio.get_running_loop().create_task(self._repair_view(doc_id))
+            task = self._loop().create_task(self._repair_view(doc_id))
             self._repairs.add(task)
             task.add_done_callback(self._repairs.discard)
 
     async def _repair_view(self, doc_id: DocId) -> None:
         try:
-            async with self.live.using(doc_id) as document:
-                # No await between reading the view and queuing the append: it lands behind
-                # every write already applied to this document, so it is the last word.
-                await self.store.append(
-                    doc_id, EMPTY_UPDATE, view=self.records.view(doc_id, document),
-                    is_deleted=is_deleted(document), origin=VIEW_REPAIR,
+            async with self.live.using(doc_id) as record:
+                # Queued at once from the record's view: it lands behind every write already
+                # applied to this record, so it is the record's last word.
+                await self.store.append_nowait(
+                    doc_id, EMPTY_UPDATE, view=record.view, is_deleted=record.is_deleted,
+                    origin=VIEW_REPAIR,
                 )
         except CrdtSyncError:  # the next write of the record writes its view again
             LOG.exception("%s: could not repair its view after another process wrote it", doc_id)
 
     def _fan_out(self, batch: Sequence[Committed]) -> None:
-        """Called by the store after each commit, in seq order: only committed updates go out."""
+        """Called by the store after each commit, in seq order: only committed updates go out.
+
+        A record's peers get one `Published` per commit (merged and encoded once for all of
+        them); multiplexed peers get each update with its seq, in seq order.
+        """
         if batch and batch[0].foreign:  # a commit's foreign updates come first
             self._follow_foreign(batch)
-        for committed in batch:
-            skip = self._senders.get((committed.doc_id, committed.update))
-            for subscriber in self._by_doc.get(committed.doc_id, ()):
-                if subscriber is not skip:
+        senders = self._senders
+        for doc_id, entries in group_by_document(batch).items():
+            peers = self._by_doc.get(doc_id)
+            if not peers:
+                continue
+            published = Published(doc_id, entries)
+            skipped = {senders.get((doc_id, entry.update)) for entry in entries} if senders else ()
+            for subscriber in peers:
+                if subscriber in skipped:  # only peers that asked not to get their own echo
+                    others = [e for e in entries if senders.get((doc_id, e.update)) is not subscriber]
+                    if others:
+                        subscriber.offer_published(Published(doc_id, others))
+                else:
+                    subscriber.offer_published(published)
+        for subscriber in self._by_collections:
+            for committed in batch:
+                if subscriber.wants(committed) and senders.get(
+                    (committed.doc_id, committed.update)
+                ) is not subscriber:
                     subscriber.offer(committed)
-            for subscriber in self._subscribers:
-                if subscriber.doc_id is None and subscriber is not skip and subscriber.wants(committed):
-                    subscriber.offer(committed)
+
 
     async def write_many(
         self,
@@ -370,7 +574,7 @@ class Engine:
             StoreError: the commit failed or the key was already used; nothing was stored.
         """
         async with AsyncExitStack() as stack:
-            documents: dict[DocId, Doc] = {}
+            documents: dict[DocId, LiveRecord] = {}
             refused: dict[int, CrdtSyncError] = {}
             for index, write in enumerate(writes):
                 try:
@@ -391,44 +595,43 @@ class Engine:
             ]
             return await self._commit_many(writes, prepared, origin, idempotency_key, answer)
 
-    def _prepare(self, write: BatchWrite, document: Doc) -> _Prepared | CrdtSyncError:
-        """The update one write makes, applied to the live document; or why it is refused."""
+    def _prepare(self, write: BatchWrite, record: LiveRecord) -> _Prepared | CrdtSyncError:
+        """The update one write makes, applied to the live record; or why it is refused."""
         doc_id = write.doc_id
         try:
-            is_new = document.get_state() == EMPTY_STATE_VECTOR
+            is_new = record.document.get_state() == EMPTY_STATE_VECTOR
             if write.update is not None:
-                return self._prepare_update(write, document, is_new)
-            if is_deleted(document):
-                return _Prepared(None, self.records.view(doc_id, document), True, (), is_new)
-            before = self.records.view(doc_id, document)
+                return self._prepare_update(write, record, is_new)
+            if record.is_deleted:
+                return _Prepared(None, record.view, True, (), is_new)
+            before = record.view
             if write.is_delete:
                 if is_new:
                     return _Prepared(None, before, False, (), is_new)  # nothing to delete
-                update = self.records.delete(doc_id, document)
+                update = self.records.delete(doc_id, record.document)
             else:
                 patch = write.patch or {}
-                update = self.records.patch(doc_id, document, patch, creating=write.creating)
-            after = self.records.view(doc_id, document)
-            changed = tuple(name for name in after if after[name] != before.get(name))
+                update = self.records.patch(doc_id, record.document, patch, creating=write.creating)
             if update == EMPTY_UPDATE:
-                return _Prepared(None, after, is_deleted(document), (), is_new)
-            return _Prepared(update, after, is_deleted(document), changed, is_new)
+                return _Prepared(None, before, record.is_deleted, (), is_new)
+            record.adopt(update)
+            after = record.view
+            changed = tuple(name for name in after if after[name] != before.get(name))
+            return _Prepared(update, after, record.is_deleted, changed, is_new)
         except CrdtSyncError as exc:
             self.counters[f"refused:{type(exc).__name__}"] += 1
             return exc
 
-    def _prepare_update(self, write: BatchWrite, document: Doc, is_new: bool) -> _Prepared:
+    def _prepare_update(self, write: BatchWrite, record: LiveRecord, is_new: bool) -> _Prepared:
         update = write.update or b""
         if len(update) > self.limits.max_update_bytes:
             raise LimitExceeded(
                 f"{write.doc_id}: update of {len(update)} bytes is over the limit of "
                 f"{self.limits.max_update_bytes}"
             )
-        checked = self.records.check_update(write.doc_id, document, update)
+        checked = record.apply(update, max_document_bytes=self.limits.max_document_bytes)
         if checked.is_noop:
             return _Prepared(None, checked.view, checked.is_deleted, (), is_new)
-        self._check_size(write.doc_id, checked)
-        document.apply_update(update)
         return _Prepared(update, checked.view, checked.is_deleted, checked.changed_fields, is_new)
 
     async def _commit_many(

@@ -2,8 +2,10 @@
 
 A record document has two root maps: `record` holds the fields (text fields as Y.Text) and
 `meta` holds the tombstone (`deleted: true`). Every write is one transaction whose update is
-returned as bytes; every incoming update is checked on a scratch copy *before* it touches the
-live document, so a refused update leaves no trace anywhere.
+returned as bytes; every incoming update is checked on a copy *before* it touches the live
+document, so a refused update leaves no trace anywhere. `LiveRecord` keeps that copy beside
+the live document for as long as the record is live, so a check costs what the update
+changes, not what the whole document holds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, get_update
 
-from .errors import InvalidUpdate, SchemaViolation
+from .errors import InvalidUpdate, LimitExceeded, SchemaViolation
 from .ids import DocId, split_doc_id
 from .schema import Collection, Field, FieldKind, Schema
 
@@ -87,6 +89,11 @@ class Records:
         collection, record_id = self.collection_of(doc_id)
         return view(document, collection, record_id)
 
+    def live_record(self, doc_id: DocId, state: bytes | None) -> LiveRecord:
+        """The live form of a record holding `state`; raises as `collection_of` does."""
+        collection, record_id = self.collection_of(doc_id)
+        return LiveRecord(doc_id, collection, record_id, state)
+
     def patch(
         self, doc_id: DocId, document: Doc, patch: Mapping[str, Any], *, creating: bool = False
     ) -> bytes:
@@ -157,11 +164,13 @@ def _check_dependencies(doc_id: str, update: bytes, document_state: bytes) -> No
     after applying the update is what stayed pending: an update with no structs starts 0x00.
     """
     if get_update(update, document_state)[:1] != b"\x00":
-        raise InvalidUpdate(
-            doc_id,
-            "update depends on changes this document has not seen; "
-            "send the diff against the document's state vector (sync step 2) first",
-        )
+        raise InvalidUpdate(doc_id, _UNSEEN_DEPENDENCIES)
+
+
+_UNSEEN_DEPENDENCIES = (
+    "update depends on changes this document has not seen; "
+    "send the diff against the document's state vector (sync step 2) first"
+)
 
 
 def _has_content(document: Doc) -> bool:
@@ -238,3 +247,250 @@ def _check_stored_value(spec: Field, value: Any, doc_id: str) -> None:
     # A datetime is stored normalised; a different spelling would read differently elsewhere.
     if spec.kind is FieldKind.DATETIME and stored != value:
         raise SchemaViolation(doc_id, f"{spec.name} must be stored as UTC like {stored!r}")
+
+
+_REMOVED = object()  # a field deleted by an update
+_PLAIN = (str, float, int, bool, type(None))  # values an event carries as they are stored
+
+
+class _Changes:
+    """What one update changed, as the observers of a live document saw it.
+
+    The callbacks get yrs' own events (not pycrdt's wrappers, which convert much more) and
+    keep the new plain values of the fields; a field whose value is a shared type (a text)
+    or whose text was edited in place is only named, to be read back from the document.
+    They hold no reference to the document: a callback is held by the document (in Rust)
+    and must not keep it alive.
+    """
+
+    __slots__ = ("changed", "meta", "nested", "read_back", "values")
+
+    def __init__(self) -> None:
+        self.changed = False  # yrs reports only transactions that changed the document
+        self.values: dict[str, Any] = {}  # field -> new plain value, or _REMOVED
+        self.read_back: set[str] = set()
+        self.meta: dict[str, Any] = {}  # meta key -> new value, or _REMOVED
+        self.nested = False  # a change inside a value of a field: no valid record has one
+
+    def clear(self) -> None:
+        self.changed = False
+        self.values.clear()
+        self.read_back.clear()
+        self.meta.clear()
+        self.nested = False
+
+    def on_transaction(self, event: Any) -> None:
+        self.changed = True
+
+    def on_fields(self, events: list[Any]) -> None:
+        for event in events:
+            path = event.path
+            if not path:
+                for name, change in event.keys.items():
+                    if change["action"] == "delete":
+                        self.values[name] = _REMOVED
+                    elif type(value := change["newValue"]) in _PLAIN:
+                        self.values[name] = value
+                    else:
+                        self.values.pop(name, None)
+                        self.read_back.add(name)
+            elif len(path) == 1 and type(event).__name__ == "TextEvent":
+                self.read_back.add(str(path[0]))
+            else:
+                self.nested = True
+
+    def on_meta(self, event: Any) -> None:
+        for key, change in event.keys.items():
+            self.meta[key] = _REMOVED if change["action"] == "delete" else change["newValue"]
+
+
+class LiveRecord:
+    """A record's live document, checked update by update at the cost of the update.
+
+    `apply` applies an update to `document` and checks what changed (the fields and meta
+    keys its observers saw touched, read back from the document). A refused update is
+    undone by rebuilding the document from a recent snapshot and the updates accepted
+    since, the one costly path, so it leaves no trace. The JSON view is kept up to date
+    field by field. Call `close()` when the record leaves the cache: the observers are
+    held by the document and would otherwise keep it alive.
+    """
+
+    __slots__ = (
+        "_changes",
+        "_fields",
+        "_is_deleted",
+        "_meta",
+        "_since",
+        "_since_bytes",
+        "_size",
+        "_snapshot",
+        "_subscriptions",
+        "_view",
+        "collection",
+        "doc_id",
+        "document",
+        "record_id",
+    )
+
+    def __init__(self, doc_id: DocId, collection: Collection, record_id: str, state: bytes | None):
+        self.doc_id = doc_id
+        self.collection = collection
+        self.record_id = record_id
+        self._changes = _Changes()
+        self._subscriptions: list[Any] = []
+        # What `document` holds, to rebuild it from: a snapshot and the updates accepted since.
+        self._snapshot = state or b""
+        self._since: list[bytes] = []
+        self._since_bytes = 0
+        self._size = len(self._snapshot)  # an upper bound of the encoded state; exact when checked
+        self._open(document_from_state(state))
+        self._view = view(self.document, collection, record_id)
+        self._is_deleted = is_deleted(self.document)
+
+    @property
+    def view(self) -> View:
+        return dict(self._view)
+
+    @property
+    def is_deleted(self) -> bool:
+        return self._is_deleted
+
+    def apply(self, update: bytes, *, max_document_bytes: int) -> CheckedUpdate:
+        """Apply `update` to the live document if the result passes every check.
+
+        Raises (and then the document holds none of it):
+            InvalidUpdate: not a Yjs update, or one depending on changes not seen here.
+            SchemaViolation: the result breaks the schema (see `Records.check_update`).
+            LimitExceeded: the document would grow past `max_document_bytes`.
+        """
+        if not isinstance(update, bytes | bytearray) or len(update) < 2:
+            raise InvalidUpdate(self.doc_id, "an update is at least 2 bytes of Yjs update encoding")
+        update = bytes(update)
+        document, changes = self.document, self._changes
+        changes.clear()
+        try:
+            try:
+                state_vector, roots = _apply_in_one_transaction(document, update)
+                # Structs the update holds beyond the new state were left pending: they
+                # depend on changes not seen here.
+                rest = get_update(update, state_vector)
+            except ValueError as exc:
+                raise InvalidUpdate(self.doc_id, f"not a Yjs update: {exc}") from None
+            if rest[:1] != b"\x00":
+                raise InvalidUpdate(self.doc_id, _UNSEEN_DEPENDENCIES)
+            if not changes.changed:  # everything in it was here already (a re-sent step 2, say)
+                return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
+            if changes.nested or roots > len(_ROOTS):
+                _check_document(document, self.collection, self.doc_id, self._view)  # says what
+            after, deleted = self._check_changes(changes)
+            touched = changes.values.keys() | changes.read_back
+            size = self._size + len(update)
+            if size > max_document_bytes:
+                size = len(document.get_update())
+                if size > max_document_bytes:
+                    raise LimitExceeded(
+                        f"{self.doc_id}: document would grow to {size} bytes, over the limit "
+                        f"of {max_document_bytes}"
+                    )
+        except BaseException:
+            self._rebuild()
+            raise
+        finally:
+            changes.clear()
+        before, self._view, self._is_deleted = self._view, after, deleted
+        self._size = size
+        self._accepted(update)
+        changed = tuple(name for name in self.collection.fields
+                        if name in touched and after[name] != before[name])
+        return CheckedUpdate(dict(after), deleted, changed, False, size)
+
+    def adopt(self, update: bytes) -> None:
+        """Follow an update already made on `document` (a local patch or delete)."""
+        self._changes.clear()
+        self._view = view(self.document, self.collection, self.record_id)
+        self._is_deleted = is_deleted(self.document)
+        self._size += len(update)
+        self._accepted(update)
+
+    def close(self) -> None:
+        """Drop the observers; the record must not be used afterwards."""
+        for subscription in self._subscriptions:
+            subscription.drop()
+        self._subscriptions.clear()
+        self._changes.clear()
+
+    def _open(self, document: Doc) -> None:
+        self.document = document
+        self._fields, self._meta = document.get(RECORD_ROOT, type=Map), document.get(META_ROOT, type=Map)
+        changes = self._changes
+        self._subscriptions = [
+            document._doc.observe(changes.on_transaction),  # yrs' event, not pycrdt's wrapper
+            self._fields.integrated.observe_deep(changes.on_fields),
+            self._meta.integrated.observe(changes.on_meta),
+        ]
+
+    def _accepted(self, update: bytes) -> None:
+        self._since.append(update)
+        self._since_bytes += len(update)
+        if self._since_bytes > max(4096, len(self._snapshot)):  # amortised: O(1) per byte
+            self._snapshot = self.document.get_update()
+            self._since.clear()
+            self._since_bytes = 0
+
+    def _rebuild(self) -> None:
+        """The document as it was before the refused update: snapshot, then what came since."""
+        self.close()
+        document = document_from_state(self._snapshot)
+        for update in self._since:
+            document.apply_update(update)
+        self._open(document)
+
+    def _check_changes(self, changes: _Changes) -> tuple[View, bool]:
+        """The view after the changes, or SchemaViolation."""
+        doc_id, collection = self.doc_id, self.collection
+        after = dict(self._view)
+        for name, value in changes.values.items():
+            spec = collection.field(name, doc_id)
+            if value is _REMOVED:
+                if spec.required and after[name] is not None:
+                    raise SchemaViolation(doc_id, f"{name} is required and cannot be removed")
+                after[name] = None
+            else:
+                _check_stored_value(spec, value, doc_id)
+                after[name] = _json_value(value)
+        if changes.read_back:
+            fields = self._fields
+            with self.document.transaction():
+                for name in changes.read_back:
+                    spec = collection.field(name, doc_id)
+                    value = fields.get(name)
+                    _check_stored_value(spec, value, doc_id)
+                    after[name] = _json_value(value)
+        deleted = self._is_deleted
+        for key, value in changes.meta.items():
+            if key != DELETED_KEY or value is not True:
+                shown = None if value is _REMOVED else value
+                raise SchemaViolation(
+                    doc_id, f"meta may only hold deleted=true (a delete is final), got {key}={shown!r}"
+                )
+            deleted = True
+        return after, deleted
+
+
+def _apply_in_one_transaction(document: Doc, update: bytes) -> tuple[bytes, int]:
+    """Apply `update` in one transaction: the state vector and the number of roots after it.
+
+    Straight on pycrdt's binding of yrs (`Doc._doc`, typed in `pycrdt/_pycrdt.pyi`): on a
+    record, its Python wrappers cost as much as the work. The observers fire on commit,
+    before this returns; like pycrdt's own transactions, it commits even when apply fails.
+    """
+    binding = document._doc
+    transaction = binding.create_transaction()
+    try:
+        binding.apply_update(transaction, update)
+        return binding.get_state(transaction), len(binding.roots(transaction))
+    finally:
+        transaction.commit()
+        transaction.drop()
+
+

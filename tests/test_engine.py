@@ -1,59 +1,132 @@
-"""The engine with another process writing the same store (`crdt-sync import` beside a server).
-
-Two engines on two SQLiteStores of one file stand for the two processes: nothing is shared
-between them but the file.
-"""
+"""The engine over a real SQLite store: write order while records load, merged writes, fan-out."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from crdt_sync.engine import VIEW_REPAIR, Engine, Subscriber
+import pytest
+from pycrdt import Doc, Map
+
+from crdt_sync.engine import Engine
+from crdt_sync.errors import SchemaViolation
+from crdt_sync.fanout import PendingUpdates, Subscriber
 from crdt_sync.ids import DocId, Origin
+from crdt_sync.record import Records, document_from_state
 from crdt_sync.schema import DEFAULT_SCHEMA
 from crdt_sync.store import SQLiteStore
 
-ADA = DocId("contacts/ada")
+records = Records(DEFAULT_SCHEMA)
+ORIGIN = Origin("test")
 
 
-async def test_a_view_written_before_a_foreign_commit_was_seen_is_repaired(tmp_path: Path) -> None:
-    path = tmp_path / "crm.db"
-    async with SQLiteStore(path) as server_store, SQLiteStore(path) as import_store:
-        server = Engine(server_store, DEFAULT_SCHEMA)
-        importer = Engine(import_store, DEFAULT_SCHEMA)
-        await server.patch(ADA, {"name": "Ada"}, origin=Origin("admin"), creating=True)
-        await importer.patch(ADA, {"email": "ada@archive.example"}, origin=Origin("import"))
-
-        # The server has not looked yet: this write is checked and viewed without the email,
-        # and its commit is the first to read the import's update back.
-        result = await server.patch(ADA, {"phone": "+44 20"}, origin=Origin("admin"))
-        assert result.view["email"] is None
-        await server.settle()
-
-        row = await server_store.get_record(ADA)
-        assert row is not None
-        assert (row.view["name"], row.view["email"], row.view["phone"]) == (
-            "Ada", "ada@archive.example", "+44 20")
-        assert (await server_store.history(ADA))[-1].origin == VIEW_REPAIR
-        assert (await server.view(ADA))[0]["email"] == "ada@archive.example"  # the live copy too
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    async with SQLiteStore(tmp_path / "engine.db") as store:
+        yield Engine(store, DEFAULT_SCHEMA)
 
 
-async def test_foreign_updates_reach_subscribers_once_the_server_looks(tmp_path: Path) -> None:
-    path = tmp_path / "crm.db"
-    async with SQLiteStore(path) as server_store, SQLiteStore(path) as import_store:
-        server = Engine(server_store, DEFAULT_SCHEMA)
-        importer = Engine(import_store, DEFAULT_SCHEMA)
-        await server.patch(ADA, {"name": "Ada"}, origin=Origin("admin"), creating=True)
-        watcher = Subscriber("peer", doc_id=ADA)
-        server.subscribe(watcher)
-        imported = await importer.patch(ADA, {"email": "a@x.example"}, origin=Origin("import"))
+def client_edits(count: int, doc: Doc | None = None) -> tuple[Doc, list[bytes]]:
+    """A stock client's edits, each depending on the one before (one client, growing clock)."""
+    doc = doc if doc is not None else Doc()
+    updates = []
+    for i in range(count):
+        before = doc.get_state()
+        fields = doc.get("record", type=Map)
+        with doc.transaction():
+            if i == 0:
+                fields["name"] = "Ann"
+            fields["company"] = f"company {i}"
+        updates.append(doc.get_update(before))
+    return doc, updates
 
-        assert watcher.queue.qsize() == 0
-        assert await server_store.follow() == 1
-        assert watcher.queue.qsize() == 1
-        committed = watcher.queue.get_nowait()
-        assert getattr(committed, "seq", None) == imported.seq
-        await server.settle()
-        assert (await server.view(ADA))[0]["email"] == "a@x.example"
-        # A record the server did not hold live needs no repair: it loads from the store.
-        assert [e.origin for e in await server_store.history(ADA)].count(VIEW_REPAIR) == 1
+
+@pytest.mark.parametrize("start", ["write_nowait", "task"])
+async def test_writes_started_while_their_records_load_apply_in_the_order_they_started(
+    engine: Engine, start: str
+) -> None:
+    """A write must never overtake an earlier one to its record: each depends on the one
+    before, so an overtaking write would be refused as depending on changes not seen."""
+    ids = [DocId(f"contacts/o{n}") for n in range(8)]
+    edits = {doc_id: client_edits(40)[1] for doc_id in ids}
+    writes = []
+    for i in range(40):
+        for n, doc_id in enumerate(ids):
+            if start == "task":
+                writes.append(asyncio.ensure_future(
+                    engine.write(doc_id, edits[doc_id][i], origin=ORIGIN)))
+            else:
+                writes.append(engine.write_nowait(doc_id, edits[doc_id][i], origin=ORIGIN))
+            for _ in range((i + n) % 3):  # writes keep coming while loads finish, as they do
+                await asyncio.sleep(0)
+        if i % 7 == 0:
+            await engine.view(ids[i % len(ids)])  # another user of the records meanwhile
+    results = await asyncio.gather(*writes)
+    assert all(result.seq is not None for result in results)
+    for doc_id in ids:
+        view, _ = await engine.view(doc_id)
+        assert view["company"] == "company 39"
+        assert len(await engine.store.history(doc_id)) == 40
+
+
+async def test_pipelined_updates_are_written_as_one_log_entry(engine: Engine) -> None:
+    doc_id = DocId("contacts/m1")
+    client, updates = client_edits(12)
+    await engine.write(doc_id, updates[0], origin=ORIGIN)  # the record is live from here on
+    (merged,) = engine.write_merged_nowait(doc_id, updates[1:], origin=ORIGIN)
+    result = await merged
+    assert result.view["company"] == "company 11"
+    history = await engine.store.history(doc_id)
+    assert len(history) == 2
+    stored = document_from_state(await engine.store.load(doc_id))
+    assert stored.get_state() == client.get_state()
+
+
+async def test_a_refused_update_among_merged_ones_fails_alone(engine: Engine) -> None:
+    doc_id = DocId("contacts/m2")
+    _, updates = client_edits(6)
+    await engine.write(doc_id, updates[0], origin=ORIGIN)
+    intruder = document_from_state(await engine.store.load(doc_id))
+    before = intruder.get_state()
+    intruder.get("record", type=Map)["amount"] = 3  # contacts have no amount
+    bad = intruder.get_update(before)
+    writes = engine.write_merged_nowait(doc_id, [*updates[1:3], bad, *updates[3:]], origin=ORIGIN)
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(writes) == 6 and len(refused) == 1
+    assert isinstance(refused[0], SchemaViolation) and "unknown field 'amount'" in refused[0].message
+    view, _ = await engine.view(doc_id)
+    assert view["company"] == "company 5" and "amount" not in view
+    assert len(await engine.store.history(doc_id)) == 6
+
+
+async def test_a_record_peer_gets_one_update_per_commit_not_one_per_write(engine: Engine) -> None:
+    doc_id = DocId("contacts/f1")
+    subscriber = Subscriber("peer", doc_id=doc_id, echo_own=True)
+    engine.subscribe(subscriber)
+    client, updates = client_edits(20)
+    await engine.write(doc_id, updates[0], origin=ORIGIN)
+    await asyncio.gather(*(engine.write_nowait(doc_id, u, origin=ORIGIN) for u in updates[1:]))
+    batch = await subscriber.queue.get_batch()
+    assert all(isinstance(item, PendingUpdates) for item in batch)
+    assert len(batch) == 1  # back to back in the outbox: merged into one item
+    (item,) = batch
+    assert sum(len(part.entries) for part in item.parts) == 20
+    assert len(item.parts) < 20  # group commits: fewer published updates than writes
+    received = Doc()
+    for part in item.parts:
+        received.apply_update(part.update)
+    assert received.get_state() == client.get_state()
+
+
+async def test_garbage_among_merged_updates_is_refused_alone(engine: Engine) -> None:
+    doc_id = DocId("contacts/m3")
+    _, updates = client_edits(3)
+    await engine.write(doc_id, updates[0], origin=ORIGIN)
+    writes = engine.write_merged_nowait(doc_id, [updates[1], b"\x01\x05garbage", updates[2]],
+                                        origin=ORIGIN)
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    assert [type(o).__name__ for o in outcomes] == ["WriteResult", "InvalidUpdate", "WriteResult"]
+    view, _ = await engine.view(doc_id)
+    assert view["company"] == "company 2"

@@ -13,11 +13,16 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 import websockets
-from pycrdt import Map, Text
+from pycrdt import Doc, Map, Text
 
 from crdt_sync.engine import Limits
 from crdt_sync.protocol import CloseCode, Hello, PeerSession, Role
-from crdt_sync.protocol.ysync import YjsPermissionDenied, decode_yjs_message, encode_sync_update
+from crdt_sync.protocol.ysync import (
+    YjsPermissionDenied,
+    YjsUpdate,
+    decode_yjs_message,
+    encode_sync_update,
+)
 
 from .conftest import RunningServer, wait_for
 from .peers import mux_peer, record_of, yjs_peer
@@ -170,3 +175,36 @@ async def test_a_revoked_token_closes_its_open_connections(server: RunningServer
     async with websockets.connect(server.ws("/ws")) as again:
         code, _ = await closed_with(again)
         assert code == CloseCode.UNAUTHORIZED
+
+
+async def test_a_burst_on_one_record_does_not_drop_peers_that_keep_reading(
+    server_factory: ServerFactory,
+) -> None:
+    """Outboxes bound frames, but a record's updates queued back to back merge into one:
+    a pipelined burst far longer than the bound reaches every reading peer, nobody closed."""
+    server = await server_factory(limits=Limits(subscriber_queue=8))
+    url = server.ws("/yjs/contacts/burst")
+    async with yjs_peer(url) as first, yjs_peer(url) as second, websockets.connect(url) as writer:
+        await writer.recv()  # the server's step 1
+        doc = Doc()
+        fields = doc.get("record", type=Map)
+        frames = []
+        for i in range(400):
+            before = doc.get_state()
+            with doc.transaction():
+                if i == 0:
+                    fields["name"] = "Burst"
+                fields["company"] = f"company {i}"
+            frames.append(encode_sync_update(doc.get_update(before)))
+        for frame in frames:
+            await writer.send(frame)
+        for peer in (first, second):
+            await wait_for(lambda p=peer: record_of(p).get("company") == "company 399", timeout=30)
+        echoed = Doc()
+        while echoed.get_state() != doc.get_state():  # the writer's own echoes, after commit
+            message = decode_yjs_message(await asyncio.wait_for(writer.recv(), 10))
+            if isinstance(message, YjsUpdate):
+                echoed.apply_update(message.update)
+        hub = server.app.state.hub  # type: ignore[attr-defined]
+        assert len(hub.connections) == 3
+        assert not any(c.subscriber.overflowed.is_set() for c in hub.connections)

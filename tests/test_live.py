@@ -14,8 +14,11 @@ from crdt_sync.protocol import CloseCode
 from crdt_sync.protocol.ysync import (
     YjsPermissionDenied,
     YjsSyncStep1,
+    YjsSyncStep2,
     YjsUpdate,
     decode_yjs_message,
+    encode_sync_step1,
+    encode_sync_step2,
     encode_sync_update,
 )
 from crdt_sync.record import Records, document_from_state
@@ -186,3 +189,39 @@ async def test_status_lists_connected_clients(server: RunningServer) -> None:
         assert status["clients"][0]["device"] == "phone"
     async with httpx.AsyncClient(base_url=server.http) as anonymous:
         assert (await anonymous.get("/api/sync/status")).status_code == 401
+
+
+async def test_a_step_1_without_a_state_vector_closes_only_its_sender(server: RunningServer) -> None:
+    url = server.ws("/yjs/contacts/6")
+    async with yjs_peer(url) as bystander:
+        async with websockets.connect(url) as rude:
+            await rude.recv()
+            await rude.send(b"\x00\x00\x03\xff\xff\xff")  # step 1 whose state vector is garbage
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await rude.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == CloseCode.BAD_REQUEST
+            assert "state vector" in closed.value.rcvd.reason
+        bystander.get("record", type=Map)["name"] = "still here"
+        await wait_for(lambda: _view_is(server, "contacts/6", {"name": "still here"}))
+
+
+async def test_peers_that_only_join_and_read_load_no_live_record(server: RunningServer) -> None:
+    """A join is served from the store; a fresh client's empty step 2 writes nothing. (The
+    stock JS client joins like this; pycrdt's Provider also echoes what it receives.)"""
+    engine = server.app.state.hub.engine  # type: ignore[attr-defined]
+    async with yjs_peer(server.ws("/yjs/contacts/7")) as writer:
+        writer.get("record", type=Map)["name"] = "Ann"
+        await wait_for(lambda: _view_is(server, "contacts/7", {"name": "Ann"}))
+    engine.live.discard(DocId("contacts/7"))
+    for doc_id in ["contacts/7"] * 3 + ["contacts/empty1", "contacts/empty2"]:
+        async with websockets.connect(server.ws(f"/yjs/{doc_id}")) as reader:
+            assert isinstance(decode_yjs_message(await reader.recv()), YjsSyncStep1)
+            doc = Doc()
+            await reader.send(encode_sync_step1(doc.get_state()))
+            await reader.send(encode_sync_step2(doc.get_update()))  # empty: [0, 0]
+            step2 = decode_yjs_message(await asyncio.wait_for(reader.recv(), 10))
+            assert isinstance(step2, YjsSyncStep2)
+            doc.apply_update(step2.update)
+            assert record_of(doc) == ({"name": "Ann"} if doc_id == "contacts/7" else {})
+    assert len(engine.live) == 0

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text
 
-from crdt_sync.errors import InvalidUpdate, SchemaViolation, UnknownCollection
+from crdt_sync.errors import InvalidUpdate, LimitExceeded, SchemaViolation, UnknownCollection
 from crdt_sync.ids import DocId
-from crdt_sync.record import Records, document_from_state
+from crdt_sync.record import EMPTY_UPDATE, LiveRecord, Records, document_from_state
 from crdt_sync.schema import DEFAULT_SCHEMA
 
 records = Records(DEFAULT_SCHEMA)
@@ -264,3 +266,131 @@ def test_garbage_bytes_are_an_invalid_update_and_change_nothing(garbage: bytes) 
 def test_an_update_already_held_is_a_noop() -> None:
     alice, bob = replica_pair(CONTACT, {"name": "Ann"})
     assert records.check_update(CONTACT, bob, alice.get_update()).is_noop
+
+
+# LiveRecord: the live form of a record, checked at the cost of each update.
+
+BAD_BUILDS = [
+    lambda d, f, m: f.update({"name": "Ann", "amount": 3}),
+    lambda d, f, m: f.update({"name": 42}),
+    lambda d, f, m: f.update({"notes": "plain"}),
+    lambda d, f, m: f.update({"name": Text("A")}),
+    lambda d, f, m: f.update({"email": Map({"a": 1})}),
+    lambda d, f, m: m.update({"deleted": False}),
+    lambda d, f, m: d.__setitem__("extra", Text("x")),
+    lambda d, f, m: f.pop("name"),
+]
+
+
+def live_record(start: dict[str, object]) -> tuple[LiveRecord, Doc]:
+    """A live record created by a patch, and a client replica holding the same state."""
+    origin = document_from_state(None)
+    state = records.patch(CONTACT, origin, start, creating=True)
+    return records.live_record(CONTACT, state), document_from_state(state)
+
+
+def client_update(replica: Doc, build: object) -> bytes:
+    before = replica.get_state()
+    with replica.transaction():
+        build(replica, replica.get("record", type=Map), replica.get("meta", type=Map))  # type: ignore[operator]
+    return replica.get_update(before)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("patch"), patches),
+            st.tuples(st.just("text"), st.text(alphabet="xy\u00e9", min_size=1, max_size=4)),
+            st.tuples(st.just("bad"), st.integers(0, len(BAD_BUILDS) - 1)),
+            st.tuples(st.just("delete"), st.none()),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_live_record_accepts_and_refuses_exactly_what_the_full_check_does(
+    steps: list[tuple[str, object]],
+) -> None:
+    """Each update goes to a LiveRecord and to the reference (check on a copy, then apply)."""
+    live, _ = live_record({"name": "Start", "notes": "ab"})
+    reference = document_from_state(live.document.get_update())
+    for action, arg in steps:
+        # A client in sync with the server makes the update, as a stock Yjs client would.
+        replica = document_from_state(reference.get_update())
+        if action == "patch":
+            records.patch(CONTACT, replica, arg)  # type: ignore[arg-type]
+            update = replica.get_update(reference.get_state())
+        elif action == "text":
+            text = str(arg)
+            update = client_update(replica, lambda d, f, m, t=text: f["notes"].insert(0, t)
+                                   if "notes" in f else f.update({"notes": Text(t)}))
+        elif action == "bad":
+            update = client_update(replica, BAD_BUILDS[arg])  # type: ignore[index]
+        else:
+            update = records.delete(CONTACT, replica) or EMPTY_UPDATE
+        try:
+            expected = records.check_update(CONTACT, reference, update)
+        except (SchemaViolation, InvalidUpdate) as refused:
+            with pytest.raises(type(refused), match=re.escape(refused.message)):
+                live.apply(update, max_document_bytes=1 << 20)
+        else:
+            reference.apply_update(update)
+            checked = live.apply(update, max_document_bytes=1 << 20)
+            assert (checked.view, checked.is_deleted, checked.is_noop) == (
+                expected.view, expected.is_deleted, expected.is_noop)
+            assert checked.changed_fields == expected.changed_fields
+        assert live.view == records.view(CONTACT, reference)
+        assert live.document.get_state() == reference.get_state()
+        assert live.document.get_update() == reference.get_update()
+    live.close()
+
+
+def test_a_refused_update_leaves_no_trace_and_the_next_good_one_applies() -> None:
+    live, replica = live_record({"name": "Ann"})
+    records.patch(CONTACT, replica, {"company": "Acme"})
+    good = replica.get_update(live.document.get_state())
+    live.apply(good, max_document_bytes=1 << 20)
+    state = live.document.get_update()
+    bad = client_update(replica, lambda d, f, m: f.update({"amount": 3}))
+    with pytest.raises(SchemaViolation, match="unknown field 'amount'"):
+        live.apply(bad, max_document_bytes=1 << 20)
+    assert live.document.get_update() == state
+    assert live.view["company"] == "Acme"
+    fresh = document_from_state(state)
+    records.patch(CONTACT, fresh, {"email": "ann@example.com"})
+    checked = live.apply(fresh.get_update(live.document.get_state()), max_document_bytes=1 << 20)
+    assert checked.changed_fields == ("email",)
+    assert live.view["email"] == "ann@example.com" and "amount" not in live.document.get("record", type=Map)
+
+
+def test_a_live_record_refuses_an_update_with_unseen_dependencies_and_keeps_nothing() -> None:
+    live, replica = live_record({"name": "Ann"})
+    before = replica.get_state()
+    records.patch(CONTACT, replica, {"company": "Acme"})
+    middle = replica.get_state()
+    records.patch(CONTACT, replica, {"company": "Globex"})
+    state = live.document.get_update()
+    with pytest.raises(InvalidUpdate, match="depends on changes this document has not seen"):
+        live.apply(replica.get_update(middle), max_document_bytes=1 << 20)
+    assert live.document.get_update() == state
+    assert live.apply(replica.get_update(before), max_document_bytes=1 << 20).view["company"] == "Globex"
+
+
+def test_a_live_record_over_the_size_limit_is_refused_and_unchanged() -> None:
+    live, replica = live_record({"name": "Ann"})
+    records.patch(CONTACT, replica, {"notes": "x" * 5000})
+    state = live.document.get_update()
+    with pytest.raises(LimitExceeded, match=r"^contacts/42: document would grow to \d+ bytes"):
+        live.apply(replica.get_update(live.document.get_state()), max_document_bytes=4096)
+    assert live.document.get_update() == state
+
+
+def test_overwriting_a_field_many_times_stays_under_a_limit_the_live_state_respects() -> None:
+    """The size is estimated from the updates, and measured before anything is refused."""
+    live, replica = live_record({"name": "Ann"})
+    for i in range(300):
+        records.patch(CONTACT, replica, {"company": f"company number {i}"})
+        live.apply(replica.get_update(live.document.get_state()), max_document_bytes=4096)
+    assert live.view["company"] == "company number 299"
+    assert len(live.document.get_update()) < 4096

@@ -66,6 +66,7 @@ class YjsSyncMessageType(IntEnum):
     UPDATE = 2
 
 
+_UPDATE_TYPES = (1, 2)  # YjsSyncMessageType.STEP2, .UPDATE
 AUTH_PERMISSION_DENIED = 0  # y-protocols auth.js: messagePermissionDenied
 MAX_SAFE_INTEGER = 2**53 - 1  # lib0 decoding.readVarUint refuses anything larger
 
@@ -170,6 +171,14 @@ def decode_yjs_message(frame: bytes | str) -> YjsMessage:
     """
     if isinstance(frame, str):
         raise ProtocolError("y-websocket message: a text frame (y-websocket frames are binary)")
+    # Most frames are a step 2 or an update of under 16 KiB: read those without a _Reader.
+    if len(frame) > 3 and frame[0] == YjsMessageType.SYNC and frame[1] in _UPDATE_TYPES:
+        length, start = frame[2], 3
+        if length & 0x80:
+            length, start = (length & 0x7F) | (frame[3] << 7), 4
+        if length < 0x4000 and start + length == len(frame):
+            update = bytes(frame[start:])
+            return YjsUpdate(update) if frame[1] == YjsSyncMessageType.UPDATE else YjsSyncStep2(update)
     reader = _Reader(frame, "y-websocket message")
     if not frame:
         raise reader.error("empty frame")

@@ -16,8 +16,9 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ..engine import Engine, Subscriber
+from ..engine import Engine
 from ..errors import AuthError, CrdtSyncError, LimitExceeded, ProtocolError
+from ..fanout import Subscriber
 from ..protocol.close import CloseCode
 from ..store.base import Store
 from .admission import Admission
@@ -26,7 +27,6 @@ from .errors import close_code, close_reason
 
 log = logging.getLogger("crdt_sync.server")
 CLOSE_TIMEOUT = 10.0
-
 
 
 class Disconnected(Exception):
@@ -46,9 +46,20 @@ class Connection:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
+    def __post_init__(self) -> None:
+        # A stuck peer blocks its writer inside send(): the overflow is acted on from outside.
+        self.subscriber.overflowed.on_set = lambda: self.request_close(
+            CloseCode.SLOW_CONSUMER, "slow consumer: outgoing queue overflowed; reconnect with your cursor"
+        )
+
     def request_close(self, code: int, reason: str) -> None:
         if not self._close.done():
             self._close.set_result((code, reason))
+
+    def fail(self, exc: BaseException) -> None:
+        """A bug surfaced in work done for this connection: log it, close with 1011."""
+        log.error("connection %s failed", self.principal.name, exc_info=exc)
+        self.request_close(CloseCode.INTERNAL_ERROR, "internal server error")
 
     async def receive_bytes(self) -> bytes:
         message = await self.websocket.receive()
@@ -60,16 +71,18 @@ class Connection:
         return bytes(data)
 
     async def send_outgoing(self, encode: Callable[[object], list[bytes]]) -> None:
-        """The writer: drain the subscriber queue, in order, until cancelled.
+        """The writer: drain the subscriber's outbox, in order, a batch at a time, until cancelled.
 
-        An overflow is watched by `run`, which cancels this task even while it is blocked
-        inside send(); so this loop needs no second wait per frame (that cost more than
-        the sends themselves in the fan-out benchmark).
+        What arrives while a batch is being sent waits in the outbox, where updates to one
+        record merge: under load, fewer and larger frames. An overflow requests the close,
+        and `run` cancels this task even while it is blocked inside send().
         """
-        queue = self.subscriber.queue
+        outbox = self.subscriber.queue
+        send = self.websocket.send_bytes
         while True:
-            for frame in encode(await queue.get()):
-                await self.websocket.send_bytes(frame)
+            for item in await outbox.get_batch():
+                for frame in encode(item):
+                    await send(frame)
 
     def put_nowait(self, item: object) -> None:
         """Queue a frame or message for the writer; a peer that does not read overflows."""
@@ -77,19 +90,23 @@ class Connection:
 
     async def run(self, *jobs: Coroutine[Any, Any, None]) -> None:
         """Run reader and writer until one ends or a close is requested; then close."""
+        stop = self._close.get_loop().create_future()
+
+        def stop_soon(_: object) -> None:
+            if not stop.done():
+                stop.set_result(None)
+
         tasks = [asyncio.ensure_future(job) for job in jobs]
-        # A stuck peer blocks its writer inside send(): watch the overflow from outside too.
-        overflow = asyncio.ensure_future(self.subscriber.overflowed.wait())
+        waited: list[asyncio.Future[Any]] = [*tasks, self._close]
+        for future in waited:
+            future.add_done_callback(stop_soon)
         try:
-            await asyncio.wait([*tasks, self._close, overflow], return_when=asyncio.FIRST_COMPLETED)
+            await stop
         finally:
-            overflow.cancel()
+            self._close.remove_done_callback(stop_soon)
             for task in tasks:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
-        if self.subscriber.overflowed.is_set():
-            self.request_close(CloseCode.SLOW_CONSUMER, "slow consumer: outgoing queue overflowed; "
-                               "reconnect with your cursor")
         code, reason = self._outcome(results)
         if code is not None:
             await self.close(code, reason)
@@ -115,6 +132,39 @@ class Connection:
             await asyncio.wait_for(self.websocket.close(code, close_reason(reason)), CLOSE_TIMEOUT)
         except (RuntimeError, OSError, WebSocketDisconnect, TimeoutError):
             pass  # the peer is gone or stuck: there is nobody left to tell
+
+
+class WritesInFlight:
+    """A connection's writes started and not yet answered: at most `limit` at once.
+
+    Writes run concurrently so they share group commits; the bound keeps a peer that
+    pipelines from holding unbounded memory in the server.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending: set[asyncio.Future[Any]] = set()
+        self._room: asyncio.Future[None] | None = None
+
+    async def wait_for_room(self) -> None:
+        while len(self.pending) >= self.limit:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    def add(self, write: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]) -> None:
+        """Track `write`; `answer(write)` is called once it is done."""
+        self.pending.add(write)
+        write.add_done_callback(lambda done: self._done(done, answer))
+
+    async def wait_all(self) -> None:
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+
+    def _done(self, write: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]) -> None:
+        self.pending.discard(write)
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+        answer(write)
 
 
 class Hub:
@@ -147,6 +197,7 @@ class Hub:
         return connection
 
     def disconnect(self, connection: Connection) -> None:
+        connection.subscriber.overflowed.on_set = None  # no cycle left for the collector
         if connection in self.connections:
             self.connections.discard(connection)
             self.engine.unsubscribe(connection.subscriber)

@@ -8,12 +8,14 @@ everything that goes out: catch-up, then the queue (live updates, acks, errors, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 from fastapi import WebSocket
 
-from ..engine import Subscriber
+from ..engine import WriteResult
 from ..errors import CrdtSyncError, DocumentError, StoreError, UnknownCollection
+from ..fanout import Subscriber
 from ..ids import DocId, Origin, Seq
 from ..protocol import (
     Ack,
@@ -35,7 +37,7 @@ from ..protocol import (
     Welcome,
 )
 from ..store.base import Committed
-from .live import Connection, Hub
+from .live import Connection, Hub, WritesInFlight
 
 CATCH_UP_PAGE = 500
 MAX_WRITES_IN_FLIGHT = 64
@@ -53,8 +55,7 @@ class MuxPeer:
         self.hello: HelloReceived
         self.caught_up_to = 0
         self.collections: tuple[str, ...] | None = None
-        self.writes: set[asyncio.Task[None]] = set()
-        self.in_flight = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
+        self.writes = WritesInFlight(MAX_WRITES_IN_FLIGHT)
 
     async def read(self) -> None:
         try:
@@ -64,20 +65,20 @@ class MuxPeer:
                     await self._handle(event)
                 self._flush_to_queue()
         finally:
-            if self.writes:
-                await asyncio.gather(*self.writes, return_exceptions=True)
+            await self.writes.wait_all()
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, HelloReceived):
             await self._hello(event)
         elif isinstance(event, UpdateReceived):
-            await self.in_flight.acquire()
-            task = asyncio.create_task(self._write(event))
-            self.writes.add(task)
-            task.add_done_callback(self._write_done)
+            await self.writes.wait_for_room()
+            origin = Origin(self.connection.client_id or self.connection.principal.name)
+            write = self.hub.engine.write_nowait(event.doc, event.update, origin=origin,
+                                                 sender=self.connection.subscriber)
+            self.writes.add(write, functools.partial(self._written, event))
         elif isinstance(event, SyncStep1Received):
-            state = await self.hub.engine.committed_state(event.doc)
-            self.connection.put_nowait(SyncStep2(event.doc, state.get_update(event.state_vector)))
+            diff = await self.hub.engine.committed_diff(event.doc, event.state_vector)
+            self.connection.put_nowait(SyncStep2(event.doc, diff))
         elif isinstance(event, DocumentRefused):
             self.connection.put_nowait(Error.for_document(event.error, doc=event.doc,
                                                                   cseq=event.cseq))
@@ -110,24 +111,22 @@ class MuxPeer:
             self.session.send(Error(None, None, error.code, error.message))
         await self._send_frames()
 
-    async def _write(self, event: UpdateReceived) -> None:
-        origin = Origin(self.connection.client_id or self.connection.principal.name)
-        try:
-            result = await self.hub.engine.write(event.doc, event.update, origin=origin,
-                                                 sender=self.connection.subscriber)
-        except DocumentError as exc:
+    def _written(self, event: UpdateReceived, write: asyncio.Future[WriteResult]) -> None:
+        """Ack once committed (queued behind the fan-out of the same commit), or say why not."""
+        if write.cancelled():
+            return
+        exc = write.exception()
+        if exc is None:
+            self.connection.put_nowait(Ack(event.doc, event.cseq, write.result().seq or 0))
+        elif isinstance(exc, DocumentError):
             self.connection.put_nowait(Error.for_document(exc, doc=event.doc, cseq=event.cseq))
-        except StoreError as exc:
+        elif isinstance(exc, StoreError):
             # Not acknowledged: the client keeps it queued and sends it again after reconnect.
             self.connection.request_close(CloseCode.TRY_AGAIN_LATER, exc.message)
-        except CrdtSyncError as exc:
+        elif isinstance(exc, CrdtSyncError):
             self.connection.put_nowait(Error(event.doc, event.cseq, exc.code, exc.message))
         else:
-            self.connection.put_nowait(Ack(event.doc, event.cseq, result.seq or 0))
-
-    def _write_done(self, task: asyncio.Task[None]) -> None:
-        self.writes.discard(task)
-        self.in_flight.release()
+            self.connection.fail(exc)
 
     def _flush_to_queue(self) -> None:
         for frame in self.session.frames_to_send():
@@ -179,7 +178,8 @@ async def serve_mux(websocket: WebSocket, hub: Hub) -> None:
         websocket,
         "ws",
         lambda principal: Subscriber(principal.name, collections=(),
-                                     max_queue=hub.engine.limits.subscriber_queue),
+                                     max_queue=hub.engine.limits.subscriber_queue,
+                                     max_queue_bytes=hub.engine.limits.subscriber_queue_bytes),
     )
     if connection is None:
         return

@@ -9,11 +9,14 @@ included; query-awareness answered; a refused write answered with permission-den
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from fastapi import WebSocket
+from pycrdt import get_state
 
-from ..engine import Subscriber
+from ..engine import WriteResult
 from ..errors import CrdtSyncError, DocumentError, StoreError
+from ..fanout import PendingUpdates, Subscriber
 from ..ids import DocId, Origin, make_doc_id
 from ..protocol.close import CloseCode
 from ..protocol.ysync import (
@@ -30,10 +33,11 @@ from ..protocol.ysync import (
     encode_sync_step2,
     encode_sync_update,
 )
-from ..store.base import Committed
-from .live import Connection, Hub
+from ..record import EMPTY_UPDATE
+from .live import Connection, Hub, WritesInFlight
 
 MAX_WRITES_IN_FLIGHT = 64
+MAX_MERGED_UPDATES = 256  # updates of one peer written as one, at most
 
 
 class Room:
@@ -56,7 +60,11 @@ async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], do
         websocket,
         "yjs",
         lambda principal: Subscriber(
-            principal.name, doc_id=doc_id, echo_own=True, max_queue=hub.engine.limits.subscriber_queue
+            principal.name,
+            doc_id=doc_id,
+            echo_own=True,
+            max_queue=hub.engine.limits.subscriber_queue,
+            max_queue_bytes=hub.engine.limits.subscriber_queue_bytes,
         ),
     )
     if connection is None:
@@ -64,8 +72,8 @@ async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], do
     room = rooms.setdefault(doc_id, Room())
     try:
         # Subscribed before reading the state: nothing committed in between can be missed.
-        state = await hub.engine.committed_state(doc_id)
-        connection.put_nowait(encode_sync_step1(state.get_state()))
+        # Only its state vector is kept: no document stays in memory per connection.
+        connection.put_nowait(encode_sync_step1(get_state(await hub.engine.committed_update(doc_id))))
         # As the reference server does: a late joiner sees who is here without waiting for
         # the others to renew their presence (stock clients never send query-awareness).
         for payload in room.awareness.values():
@@ -81,27 +89,49 @@ async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], do
 
 
 def _encode_update(item: object) -> list[bytes]:
-    if isinstance(item, Committed):
-        return [encode_sync_update(item.update)]
+    if isinstance(item, PendingUpdates):
+        return [item.frame(encode_sync_update)]
     return [item] if isinstance(item, bytes) else []
 
 
 async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> None:
-    in_flight = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
-    writes: set[asyncio.Task[None]] = set()
+    writes = WritesInFlight(MAX_WRITES_IN_FLIGHT)
     origin = Origin(connection.principal.name)
+    answer = functools.partial(_answer, connection)
+    # Updates read back to back (a pipelining client: the frames of one TCP read) are
+    # written as one once the reader has to wait for more: see Engine.write_merged_nowait.
+    pending: list[bytes] = []
+    flush_soon: asyncio.Handle | None = None
+
+    def flush() -> None:
+        nonlocal flush_soon
+        flush_soon = None
+        updates = pending.copy()
+        pending.clear()
+        for write in hub.engine.write_merged_nowait(
+            doc_id, updates, origin=origin, sender=connection.subscriber
+        ):
+            writes.add(write, answer)
+
     try:
         while True:
             message = decode_yjs_message(await connection.receive_bytes())
             if isinstance(message, YjsSyncStep1):
-                state = await hub.engine.committed_state(doc_id)
-                connection.put_nowait(encode_sync_step2(state.get_update(message.state_vector)))
+                diff = await hub.engine.committed_diff(doc_id, message.state_vector)
+                connection.put_nowait(encode_sync_step2(diff))
             elif isinstance(message, YjsSyncStep2 | YjsUpdate):
+                if message.update == EMPTY_UPDATE:
+                    continue  # a fresh client's step 2: nothing to write, no record to load
                 # Writes run concurrently so they share group commits; they start in order.
-                await in_flight.acquire()
-                task = asyncio.create_task(_write(connection, hub, doc_id, message.update, origin))
-                writes.add(task)
-                task.add_done_callback(lambda t: (writes.discard(t), in_flight.release()))
+                if not pending:
+                    await writes.wait_for_room()
+                pending.append(message.update)
+                if len(pending) >= MAX_MERGED_UPDATES:
+                    if flush_soon is not None:
+                        flush_soon.cancel()
+                    flush()
+                elif flush_soon is None:
+                    flush_soon = asyncio.get_running_loop().call_soon(flush)
             elif isinstance(message, YjsAwareness):
                 room.awareness[connection] = message.payload
                 frame = encode_awareness(message.payload)
@@ -113,17 +143,23 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
             elif isinstance(message, YjsPermissionDenied):
                 pass  # only servers send it; a client echoing one changes nothing
     finally:
-        if writes:
-            await asyncio.gather(*writes, return_exceptions=True)
+        if flush_soon is not None:  # what was read is written, even if the peer left
+            flush_soon.cancel()
+            flush()
+        await writes.wait_all()
 
 
-async def _write(connection: Connection, hub: Hub, doc_id: DocId, update: bytes, origin: Origin) -> None:
-    try:
-        await hub.engine.write(doc_id, update, origin=origin, sender=connection.subscriber)
-    except StoreError as exc:
+def _answer(connection: Connection, write: asyncio.Future[WriteResult]) -> None:
+    """A write's outcome for its sender; its echo (after commit) is the fan-out's."""
+    if write.cancelled():
+        return
+    exc = write.exception()
+    if isinstance(exc, StoreError):
         # Nothing was stored: the client must sync again once the store is back.
         connection.request_close(CloseCode.TRY_AGAIN_LATER, exc.message)
-    except CrdtSyncError as exc:
+    elif isinstance(exc, CrdtSyncError):
         # The client stays connected; its local document keeps the refused change, which
         # the server will refuse again: the reason tells the user why.
         connection.put_nowait(encode_permission_denied(exc.message))
+    elif exc is not None:
+        connection.fail(exc)

@@ -6,6 +6,7 @@ updates together with the JSON view they produce, and it keeps both in one trans
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -130,6 +131,12 @@ class Store(Protocol):
     async def append(
         self, doc_id: DocId, update: bytes, *, view: JSONObject, is_deleted: bool, origin: Origin
     ) -> Seq: ...
+
+    def append_nowait(
+        self, doc_id: DocId, update: bytes, *, view: JSONObject, is_deleted: bool, origin: Origin
+    ) -> asyncio.Future[list[Seq]]:
+        """`append` without awaiting: queued at once; the future gives `[seq]` after commit."""
+        ...
 
     async def append_many(
         self,
