@@ -254,7 +254,7 @@ class Engine:
         """Start a write on a record held for it (released once the write is done)."""
         try:
             return self._start_write(doc_id, record, update, origin, sender, release=True, done=done)
-        except Exception as exc:  # noqa: BLE001  (delivered to the one caller, who raises it)
+        except Exception as exc:
             self.live.release(doc_id)
             failed = done if done is not None else self._loop().create_future()
             failed.set_exception(exc)
@@ -378,7 +378,7 @@ class Engine:
             update = self.records.delete(doc_id, record.document)
             return await self._commit_local(doc_id, record, update, (), origin, None)
 
-    async def committed_state(self, doc_id: DocId) -> Doc:
+    async def committed_state(self, doc_id: DocId) -> Doc[Any]:
         """The document as the store holds it: what a joining peer may be shown."""
         split_doc_id(doc_id)
         return document_from_state(await self.store.load(doc_id))

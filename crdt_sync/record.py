@@ -42,9 +42,9 @@ class CheckedUpdate:
     state_bytes: int  # size of the whole document state after the update
 
 
-def document_from_state(state: bytes | None) -> Doc:
+def document_from_state(state: bytes | None) -> Doc[Any]:
     """A document holding `state` (a whole-document update from the store), or an empty one."""
-    document: Doc = Doc()
+    document: Doc[Any] = Doc()
     if state:
         try:
             document.apply_update(state)
@@ -53,7 +53,7 @@ def document_from_state(state: bytes | None) -> Doc:
     return document
 
 
-def is_deleted(document: Doc) -> bool:
+def is_deleted(document: Doc[Any]) -> bool:
     return document.get(META_ROOT, type=Map).get(DELETED_KEY) is True
 
 
@@ -65,7 +65,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def view(document: Doc, collection: Collection, record_id: str) -> View:
+def view(document: Doc[Any], collection: Collection, record_id: str) -> View:
     """The flat JSON view: `{"id": .., field: value}`, every field present, unset ones None."""
     fields = document.get(RECORD_ROOT, type=Map)
     out: View = {"id": record_id}
@@ -85,7 +85,7 @@ class Records:
         collection_name, record_id = split_doc_id(doc_id)
         return self.schema.collection(collection_name, doc_id), record_id
 
-    def view(self, doc_id: DocId, document: Doc) -> View:
+    def view(self, doc_id: DocId, document: Doc[Any]) -> View:
         collection, record_id = self.collection_of(doc_id)
         return view(document, collection, record_id)
 
@@ -95,7 +95,7 @@ class Records:
         return LiveRecord(doc_id, collection, record_id, state)
 
     def patch(
-        self, doc_id: DocId, document: Doc, patch: Mapping[str, Any], *, creating: bool = False
+        self, doc_id: DocId, document: Doc[Any], patch: Mapping[str, Any], *, creating: bool = False
     ) -> bytes:
         """Apply a field patch as one transaction and return its update.
 
@@ -118,7 +118,7 @@ class Records:
                 _write_field(fields, collection.fields[name], value)
         return document.get_update(before)
 
-    def delete(self, doc_id: DocId, document: Doc) -> bytes:
+    def delete(self, doc_id: DocId, document: Doc[Any]) -> bytes:
         """Tombstone the record; returns the update (empty-effect if already deleted)."""
         self.collection_of(doc_id)
         before = document.get_state()
@@ -126,7 +126,7 @@ class Records:
             document.get(META_ROOT, type=Map)[DELETED_KEY] = True
         return document.get_update(before)
 
-    def check_update(self, doc_id: DocId, document: Doc, update: bytes) -> CheckedUpdate:
+    def check_update(self, doc_id: DocId, document: Doc[Any], update: bytes) -> CheckedUpdate:
         """Work out `update` against a scratch copy of `document`; the document is not touched.
 
         Raises:
@@ -138,7 +138,7 @@ class Records:
         if not isinstance(update, bytes | bytearray) or len(update) < 2:
             raise InvalidUpdate(doc_id, "an update is at least 2 bytes of Yjs update encoding")
         state = document.get_update()
-        scratch: Doc = Doc()
+        scratch: Doc[Any] = Doc()
         scratch.apply_update(state)
         before = view(scratch, collection, record_id)
         try:
@@ -173,11 +173,11 @@ _UNSEEN_DEPENDENCIES = (
 )
 
 
-def _has_content(document: Doc) -> bool:
+def _has_content(document: Doc[Any]) -> bool:
     return len(document.get(RECORD_ROOT, type=Map)) > 0
 
 
-def _write_field(fields: Map, spec: Field, value: str | float | bool | None) -> None:
+def _write_field(fields: Map[Any], spec: Field, value: str | float | bool | None) -> None:
     current = fields.get(spec.name)
     if spec.is_text:
         if isinstance(current, Text):
@@ -214,7 +214,7 @@ def _replace_text(text: Text, new: str) -> None:
         text.insert(start, inserted)
 
 
-def _check_document(document: Doc, collection: Collection, doc_id: str, before: View) -> None:
+def _check_document(document: Doc[Any], collection: Collection, doc_id: str, before: View) -> None:
     for root in document.keys():
         if root not in _ROOTS:
             raise SchemaViolation(doc_id, f"unknown root {root!r} (a record has 'record' and 'meta')")
@@ -419,7 +419,7 @@ class LiveRecord:
         self._subscriptions.clear()
         self._changes.clear()
 
-    def _open(self, document: Doc) -> None:
+    def _open(self, document: Doc[Any]) -> None:
         self.document = document
         self._fields, self._meta = document.get(RECORD_ROOT, type=Map), document.get(META_ROOT, type=Map)
         changes = self._changes
@@ -477,7 +477,7 @@ class LiveRecord:
         return after, deleted
 
 
-def _apply_in_one_transaction(document: Doc, update: bytes) -> tuple[bytes, int]:
+def _apply_in_one_transaction(document: Doc[Any], update: bytes) -> tuple[bytes, int]:
     """Apply `update` in one transaction: the state vector and the number of roots after it.
 
     Straight on pycrdt's binding of yrs (`Doc._doc`, typed in `pycrdt/_pycrdt.pyi`): on a

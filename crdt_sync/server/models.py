@@ -146,7 +146,7 @@ class PushBody(BaseModel):
     """WatermelonDB's push body, or CRDT updates, or both."""
 
     changes: dict[str, TableChanges] | None = None
-    lastPulledAt: float | None = None  # noqa: N815 - WatermelonDB's spelling
+    lastPulledAt: float | None = None
     updates: list[CrdtUpdate] | None = None
     batch_id: str | None = Field(default=None, description="like the Idempotency-Key header")
 
@@ -167,7 +167,7 @@ class Applied(BaseModel):
 
 
 class PushAnswer(BaseModel):
-    experimentalRejectedIds: dict[str, list[str]]  # noqa: N815 - WatermelonDB's spelling
+    experimentalRejectedIds: dict[str, list[str]]
     rejected: list[Rejection]
     applied: list[Applied]
     cursor: int = Field(description="the log cursor after this batch")

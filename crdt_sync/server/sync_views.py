@@ -14,7 +14,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..errors import UnknownCollection
 from ..ids import DocId, Seq
 from ..schema import Schema
 from ..store.base import RecordRow, Store

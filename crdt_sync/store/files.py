@@ -6,7 +6,6 @@ and wrong for a command that only looks: a typo in `--db` must not leave an empt
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 

@@ -177,7 +177,7 @@ def _write_with_key(
         answer = job.answer(seqs) if job.answer is not None else b""
     except sqlite3.Error:
         raise  # not this job's fault: the whole batch fails
-    except Exception as exc:  # noqa: BLE001  (answer() raised: that caller's bug and error)
+    except Exception as exc:
         _undo(db)
         return exc
     try:

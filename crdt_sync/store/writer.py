@@ -138,7 +138,7 @@ class CommitWriter:
     async def _commit_exclusive(self, job: ExclusiveJob) -> None:
         try:
             result = await self._connection.run(run_exclusive, job.work)
-        except Exception as exc:  # noqa: BLE001  (delivered to the one caller, who raises it)
+        except Exception as exc:
             _fail(job.future, exc)
         else:
             if not job.future.done():
@@ -147,7 +147,7 @@ class CommitWriter:
     async def _follow(self, job: FollowJob) -> None:
         try:
             foreign = await self._connection.run(read_foreign, self._known)
-        except Exception as exc:  # noqa: BLE001  (delivered to the one caller, who raises it)
+        except Exception as exc:
             _fail(job.future, exc)
             return
         self._notify(self._record_foreign(foreign))
@@ -178,7 +178,7 @@ class CommitWriter:
                 error.__cause__ = exc.__cause__
                 _fail(job.future, error)
             return
-        except Exception as exc:  # noqa: BLE001  (a bug: every caller of the batch sees it)
+        except Exception as exc:
             for job in batch:
                 _fail(job.future, exc)
             return
