@@ -9,6 +9,7 @@ import httpx
 import pytest
 from pycrdt import Doc
 
+from crdt_sync.errors import StoreError
 from crdt_sync.ids import DocId, Origin, split_doc_id
 from crdt_sync.record import view
 from crdt_sync.schema import DEFAULT_SCHEMA
@@ -182,6 +183,45 @@ async def test_a_compacted_record_comes_as_one_entry_that_makes_the_same_record(
         entries, _, _ = await pull_all(http, 1)
     assert [doc for doc, _, _ in entries].count("contacts/c1") == 1
     assert replay(entries) == await stored_views(server)
+
+
+async def test_a_store_failure_mid_answer_breaks_it_off_rather_than_end_it_early(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client must never take a cut answer for a whole one (and its cursor with it)."""
+    await seed(server)
+    store: Store = server.app.state.store  # type: ignore[attr-defined]
+    read = store.log_since
+    calls = 0
+
+    async def failing_second_page(*args: Any, **options: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StoreError("disk trouble")
+        return await read(*args, **options)
+
+    monkeypatch.setattr(sync_updates, "STORE_PAGE", 3)
+    monkeypatch.setattr(store, "log_since", failing_second_page)
+    async with server.client(server.device_token) as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get("/api/sync/updates", params={"since": 1})
+        monkeypatch.setattr(store, "log_since", read)
+        assert len((await pull(http, since=1))["updates"]) == len(await log(server))
+
+
+async def test_a_store_that_cannot_be_read_is_answered_503(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store: Store = server.app.state.store  # type: ignore[attr-defined]
+
+    async def failing(*args: Any, **options: Any) -> Any:
+        raise StoreError("disk trouble")
+
+    monkeypatch.setattr(store, "log_since", failing)
+    async with server.client(server.device_token) as http:
+        response = await http.get("/api/sync/updates", params={"since": 1})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "store_error"
 
 
 async def test_the_pull_is_noted_in_the_sync_status(server: RunningServer) -> None:
