@@ -52,7 +52,7 @@ async def seed(db_path: Path, records: int) -> str:
                 doc_id = DocId(f"contacts/c{i}")
                 fields = {"name": f"Contact {i}", "email": f"c{i}@example.com",
                           "company": f"Company {i % 97}", "notes": f"met at event {i % 13}"}
-                document = Doc()
+                document: Doc[Any] = Doc()
                 update = helper.patch(doc_id, document, fields, creating=True)
                 batch.append(Append(doc_id, update, helper.view(doc_id, document), False,
                                     Origin("bench")))
