@@ -1,7 +1,7 @@
 """Client replica benchmark: first sync, reconnect after offline edits, over /ws and REST.
 
-    python benchmarks/client_bench.py                  # 100k records over /ws, 5k over REST
-    python benchmarks/client_bench.py --records 20000 --rest-records 2000 --runs 1
+    python benchmarks/client_bench.py                  # 100k records over /ws and over REST
+    python benchmarks/client_bench.py --records 20000 --rest-records 20000 --runs 1
 
 The server is `crdt-sync` in its own process (uvicorn, WAL, synchronous=FULL), seeded straight
 through the store; the replicas run in this process. Prints figures, asserts nothing.
@@ -10,7 +10,10 @@ through the store; the replicas run in this process. Prints figures, asserts not
 2. reconnect: replica A makes N offline edits (N records, one each), then `sync()`; measured
    until A's queue is empty and replica B, live on the same server, has every one of them;
 3. the same two over the REST fallback (the server refuses websocket upgrades, as behind a
-   proxy that passes only HTTP). REST pulls fetch one document diff per changed record.
+   proxy that passes only HTTP). REST pulls take the update log from `/api/sync/updates`;
+4. for comparison, a first sync over REST from a server without `/api/sync/updates` (it
+   answers 404 there, as an older server does), where the replica fetches one document diff
+   per changed record (`--legacy-records`, 0 to skip).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ async def seed(db_path: Path, records: int) -> str:
                 doc_id = DocId(f"contacts/c{i}")
                 fields = {"name": f"Contact {i}", "email": f"c{i}@example.com",
                           "company": f"Company {i % 97}", "notes": f"met at event {i % 13}"}
-                document = Doc()
+                document: Doc[Any] = Doc()
                 update = helper.patch(doc_id, document, fields, creating=True)
                 batch.append(Append(doc_id, update, helper.view(doc_id, document), False,
                                     Origin("bench")))
@@ -64,13 +67,15 @@ def free_port() -> int:
 
 
 class Server:
-    """The server in its own process; `websockets=False` refuses upgrades (REST only)."""
+    """The server in its own process; `websockets=False` refuses upgrades (REST only),
+    `bulk=False` answers 404 on /api/sync/updates (a server from before it)."""
 
-    def __init__(self, db_path: Path, *, websockets: bool) -> None:
+    def __init__(self, db_path: Path, *, websockets: bool, bulk: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, __file__, "--serve", str(db_path), str(self.port)]
-        self.process = subprocess.Popen(args + ([] if websockets else ["--no-websockets"]))
+        args += ([] if websockets else ["--no-websockets"]) + ([] if bulk else ["--no-bulk"])
+        self.process = subprocess.Popen(args)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -85,20 +90,22 @@ class Server:
         self.process.wait(30)
 
 
-def serve(db_path: str, port: int, websockets: bool) -> None:
+def serve(db_path: str, port: int, websockets: bool, bulk: bool) -> None:
     import uvicorn
 
     from crdt_sync.server.app import Settings, create_app
 
-    app: Any = create_app(Settings(db_path=Path(db_path)))
-    if not websockets:
-        inner = app
+    inner: Any = create_app(Settings(db_path=Path(db_path)))
 
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})  # HTTP 403
-                return
-            await inner(scope, receive, send)
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and not websockets:
+            await send({"type": "websocket.close", "code": 1008})  # HTTP 403
+            return
+        if scope["type"] == "http" and not bulk and scope["path"] == "/api/sync/updates":
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await inner(scope, receive, send)
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=16 << 20)
 
@@ -182,6 +189,18 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             server.stop()
 
+        if args.legacy_records:
+            legacy_db = workdir / "legacy.db"
+            legacy_token = await seed(legacy_db, args.legacy_records)
+            server = Server(legacy_db, websockets=False, bulk=False)
+            try:
+                print(f"first sync of {args.legacy_records:,} records over REST, one document "
+                      f"at a time (a server without /api/sync/updates; median of {args.runs}):")
+                results["legacy first"] = await median(
+                    args.runs, lambda: _first(workdir, server, legacy_token, "rest, per document"))
+            finally:
+                server.stop()
+
         print("\nsummary (medians)")
         print(f"  {'':<32}{'/ws':>12}{'REST':>12}")
         ws_rate = args.records / results["ws first"]
@@ -191,6 +210,11 @@ async def main(args: argparse.Namespace) -> None:
         rest_reconnect = results.get("rest reconnect")
         print(f"  {f'reconnect, {args.edits} edits, s':<32}{results['ws reconnect']:>12.2f}"
               f"{'' if rest_reconnect is None else f'{rest_reconnect:.2f}':>12}")
+        if "legacy first" in results:
+            legacy_rate = args.legacy_records / results["legacy first"]
+            print(f"  REST first sync one document at a time: {legacy_rate:,.0f} records/s"
+                  + ("" if rest_rate is None else f" ({rest_rate / legacy_rate:.1f}x slower "
+                                                  "than the update log)"))
 
 
 async def _first(workdir: Path, server: Server, token: str, label: str) -> float:
@@ -201,14 +225,18 @@ async def _first(workdir: Path, server: Server, token: str, label: str) -> float
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--rest-records", type=int, default=5_000)
+    parser.add_argument("--rest-records", type=int, default=100_000)
+    parser.add_argument("--legacy-records", type=int, default=2_000,
+                        help="records for the per-document REST comparison (0: skip)")
     parser.add_argument("--edits", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--serve", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--no-websockets", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-bulk", action="store_true", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.serve:
-        serve(parsed.serve[0], int(parsed.serve[1]), websockets=not parsed.no_websockets)
+        serve(parsed.serve[0], int(parsed.serve[1]), websockets=not parsed.no_websockets,
+              bulk=not parsed.no_bulk)
     else:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         asyncio.run(main(parsed))

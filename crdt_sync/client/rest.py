@@ -2,10 +2,13 @@
 
 A pass pulls, then pushes, with the guarantees of `/ws`:
 
-- **Pull.** `GET /api/sync/incremental?since=` (the replica's log cursor + 1: REST timestamps are
-  the position *after* what they cover) names the records changed since the cursor, a page at a
-  time; for each, `GET /api/docs/{collection}/{id}/update?sv=` is the diff against the state
-  vector held here. A page's diffs and the cursor it covers are written in one transaction.
+- **Pull.** `GET /api/sync/updates?since=` (the replica's log cursor + 1: REST timestamps are
+  the position *after* what they cover) answers the log entries after the cursor, in seq order,
+  as CBOR: what `/ws` catch-up sends, a page per answer. Each page's updates and the cursor it
+  covers are applied in one transaction, through the code `/ws` catch-up uses. A server too old
+  for that endpoint (403/404 there) is pulled the slow way instead: `GET /api/sync/incremental`
+  names the records changed since the cursor, and `GET /api/docs/{collection}/{id}/update?sv=`
+  fetches each one's diff against the state vector held here.
 - **Push.** `POST /api/sync/outgoing` with `{"updates": [{"doc", "update": base64}]}`: every
   pending document's changes merged into one update, as on `/ws`. The `Idempotency-Key` is
   derived from the queue entries the batch carries, so a retry after a lost answer replays the
@@ -24,6 +27,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import cbor2
 import httpx
 
 from ..errors import AuthError, ConnectionFailed, DocumentError, Forbidden, ProtocolError
@@ -32,10 +36,15 @@ from .context import SyncContext
 from .local import Outgoing
 from .status import SyncState, Transport
 
-PULL_PAGE = 1000  # records named per incremental answer
+UPDATES_PAGE = 2000  # log entries per bulk answer (as many as /ws applies in one transaction)
+PULL_PAGE = 1000  # records named per incremental answer (servers without /api/sync/updates)
 PUSH_BATCH = 500  # documents per push
 FETCHES_IN_FLIGHT = 16  # document diffs fetched at once
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# What a server without /api/sync/updates answers there: 404 (no such route, or "unknown
+# collection 'sync'" to an admin token), 403 (its admin-only catch-all, to a device token).
+# The endpoint itself never answers 403 to a token the other sync views take.
+_NO_ENDPOINT = (403, 404, 405)
 
 
 class RestLink:
@@ -64,6 +73,7 @@ class RestLink:
         self.until = until
         self.reached_live = False
         self.singles: set[DocId] = set()
+        self.has_bulk_pull = True  # until the server shows it lacks /api/sync/updates
 
     async def run(self) -> None:
         board = self.context.board
@@ -92,6 +102,33 @@ class RestLink:
     # -- pull -----------------------------------------------------------------------------------
 
     async def _pull(self, http: httpx.AsyncClient) -> None:
+        if self.has_bulk_pull and await self._pull_updates(http):
+            return
+        self.has_bulk_pull = False
+        await self._pull_documents(http)
+
+    async def _pull_updates(self, http: httpx.AsyncClient) -> bool:
+        """The log after the cursor, a page at a time; False if the server lacks the endpoint."""
+        path = "/api/sync/updates"
+        local = self.context.local
+        while True:
+            since = await self.context.cursor() + 1
+            response = await _send(http, "GET", path, params={
+                "since": since, "collections": ",".join(self.context.collections),
+                "limit": UPDATES_PAGE})
+            if response.status_code in _NO_ENDPOINT:
+                return False
+            if _is_behind(response, since):
+                await local.reset_cursor()  # the server's log was replaced: start over, as /ws does
+                continue
+            _check(response, "GET", path)
+            updates, cursor, more = _log_page(response.content, since)
+            await local.apply_remote(updates, cursor)
+            await self.context.refresh()
+            if not more:
+                return True
+
+    async def _pull_documents(self, http: httpx.AsyncClient) -> None:
         collections = ",".join(self.context.collections)
         while True:
             since = await self.context.cursor() + 1
@@ -172,10 +209,18 @@ async def _json(http: httpx.AsyncClient, method: str, path: str, **options: Any)
 
 
 async def _request(http: httpx.AsyncClient, method: str, path: str, **options: Any) -> httpx.Response:
+    return _check(await _send(http, method, path, **options), method, path)
+
+
+async def _send(http: httpx.AsyncClient, method: str, path: str, **options: Any) -> httpx.Response:
     try:
-        response = await http.request(method, path, **options)
+        return await http.request(method, path, **options)
     except httpx.TransportError as exc:
         raise ConnectionFailed(f"{http.base_url}{path}: {exc or type(exc).__name__}") from None
+
+
+def _check(response: httpx.Response, method: str, path: str) -> httpx.Response:
+    """The response if it succeeded; else the error its status means to the replica."""
     if response.is_success:
         return response
     said = f"{method} {path}: HTTP {response.status_code}: {_error_message(response)}"
@@ -194,6 +239,45 @@ def _error_message(response: httpx.Response) -> str:
         return f"{error['code']}: {error['message']}"
     except (ValueError, KeyError, TypeError):
         return response.text[:200] or response.reason_phrase
+
+
+def _is_behind(response: httpx.Response, since: int) -> bool:
+    """A 400 saying the server's current timestamp is before `since`: its log was replaced."""
+    if response.status_code != 400:
+        return False
+    try:
+        timestamp = response.json()["error"]["details"]["timestamp"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return type(timestamp) is int and timestamp < since
+
+
+def _log_page(content: bytes, since: int) -> tuple[list[tuple[DocId, bytes]], int, bool]:
+    """The updates of a `/api/sync/updates` answer, the cursor they cover, and whether more follow.
+
+    Raises ProtocolError unless it is the promised CBOR map, its seqs rising from `since`.
+    """
+    try:
+        answer = cbor2.loads(content)
+        cursor, more, entries = answer["cursor"], answer["more"], answer["updates"]
+        if type(cursor) is not int or type(more) is not bool or not isinstance(entries, list):
+            raise TypeError
+        updates: list[tuple[DocId, bytes]] = []
+        last = since - 1
+        for entry in entries:
+            doc_id, update, seq = entry["doc"], entry["update"], entry["seq"]
+            if type(seq) is not int or not last < seq <= cursor or not isinstance(update, bytes):
+                raise TypeError
+            split_doc_id(doc_id)
+            updates.append((DocId(doc_id), update))
+            last = seq
+        if cursor < since - 1:
+            raise TypeError
+    except (KeyError, TypeError, ValueError) as exc:  # cbor2's decode errors are ValueErrors
+        raise ProtocolError(f"an update log answer of the wrong shape ({len(content)} bytes)") from exc
+    except DocumentError as exc:
+        raise ProtocolError(f"an update log answer names a bad document: {exc}") from exc
+    return updates, cursor, more
 
 
 def _changed_documents(answer: Any) -> tuple[list[DocId], int, bool]:

@@ -22,7 +22,9 @@ def timestamp_of(cursor: Seq) -> int:
     return int(cursor) + 1
 
 
-def parse_since(raw: str | None, current: Seq) -> Seq:
+def parse_since(
+    raw: str | None, current: Seq, *, start_over: str = "pull /api/sync/initial to start over"
+) -> Seq:
     """The log cursor a `since` timestamp stands for; BadRequest unless this server issued it.
 
     A timestamp this server issued is a whole number from 1 to its current timestamp. Anything
@@ -41,7 +43,7 @@ def parse_since(raw: str | None, current: Seq) -> Seq:
     if not 1 <= value <= timestamp_of(current):
         raise BadRequest(
             f"since={value} is not a timestamp this server issued (its timestamps run from 1 to "
-            f"{timestamp_of(current)}); pull /api/sync/initial to start over"
+            f"{timestamp_of(current)}); {start_over}"
         )
     return Seq(value - 1)
 

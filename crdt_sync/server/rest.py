@@ -1,6 +1,7 @@
 """REST routes over the merged state (server layer); every route needs a token.
 
     sync_views.py   GET  /api/sync/initial, /api/sync/incremental   (WatermelonDB pull)
+    sync_updates.py GET  /api/sync/updates                         (CRDT pull: the log, CBOR)
     sync_push.py    POST /api/sync/outgoing                        (WatermelonDB push, CRDT updates)
     metrics.py      GET  /api/sync/status, /metrics
     docs_views.py   /api/docs/{collection}/{id}[/state-vector|/update]
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import docs_views, metrics, sync_push, sync_views
+from . import docs_views, metrics, sync_push, sync_updates, sync_views
 from .access import Authenticated, principal
 from .crud import crud_router
 from .errors import handle_http_exception, handle_validation_error
@@ -35,6 +36,7 @@ __all__ = ["Authenticated", "install", "principal", "router"]
 
 router = APIRouter()
 router.include_router(sync_views.router)
+router.include_router(sync_updates.router)
 router.include_router(sync_push.router)
 router.include_router(metrics.router)
 router.include_router(docs_views.router)
