@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from pycrdt import Doc, merge_updates
 
+from .batches import EMPTY_STATE_VECTOR, BatchOutcome, BatchWrite, PreparedWrite
 from .errors import (
     CrdtSyncError,
     DocumentError,
@@ -27,6 +28,7 @@ from .errors import (
 )
 from .fanout import Published, Subscriber, group_by_document
 from .ids import DocId, Origin, Seq, split_doc_id
+from .live_records import LiveDocuments
 from .record import EMPTY_UPDATE, CheckedUpdate, LiveRecord, Records, View, document_from_state
 from .schema import Schema
 from .store.base import Append, Committed, Store
@@ -53,105 +55,6 @@ class WriteResult:
 
 
 _Waiting = tuple[bytes, Origin, "Subscriber | None", "asyncio.Future[WriteResult]"]
-
-
-class LiveDocuments:
-    """A bounded LRU of live records; a record in use is never evicted."""
-
-    def __init__(self, store: Store, records: Records, capacity: int) -> None:
-        self._store = store
-        self._records = records
-        self._capacity = capacity
-        self._documents: OrderedDict[DocId, LiveRecord] = OrderedDict()
-        self._users: Counter[DocId] = Counter()
-        self._gates: dict[DocId, asyncio.Lock] = {}  # records being loaded, and their queue
-        self._gate_users: Counter[DocId] = Counter()
-        self._discarded: dict[DocId, list[LiveRecord]] = {}
-
-    def __len__(self) -> int:
-        return len(self._documents)
-
-    @asynccontextmanager
-    async def using(self, doc_id: DocId) -> AsyncIterator[LiveRecord]:
-        self._users[doc_id] += 1
-        try:
-            yield await self._get(doc_id)
-        finally:
-            self.release(doc_id)
-
-    def acquire_nowait(self, doc_id: DocId) -> LiveRecord | None:
-        """The record, held until `release(doc_id)`, if it is cached and nobody queues for it."""
-        record = self._documents.get(doc_id)
-        if record is None or doc_id in self._gates:
-            return None
-        self._documents.move_to_end(doc_id)
-        self._users[doc_id] += 1
-        return record
-
-    def hold(self, doc_id: DocId) -> None:
-        """Hold a record once more (it is cached and held already): release it once more."""
-        self._users[doc_id] += 1
-
-    def release(self, doc_id: DocId) -> None:
-        """Let go of a record held by `acquire_nowait` (or `using`)."""
-        self._users[doc_id] -= 1
-        if not self._users[doc_id]:
-            del self._users[doc_id]
-            for record in self._discarded.pop(doc_id, ()):
-                record.close()  # discarded while in use: its last user lets it go
-        self._evict()
-
-    def discard(self, doc_id: DocId) -> None:
-        """Forget a record whose live state may be ahead of the store (a failed commit)."""
-        record = self._documents.pop(doc_id, None)
-        if record is None:
-            return
-        if doc_id in self._users:
-            self._discarded.setdefault(doc_id, []).append(record)
-        else:
-            record.close()
-
-    def peek(self, doc_id: DocId) -> LiveRecord | None:
-        """The live record if it is cached and loaded, without loading it or counting a use."""
-        return None if doc_id in self._gates else self._documents.get(doc_id)
-
-    async def _get(self, doc_id: DocId) -> LiveRecord:
-        """The cached record, or load it. Callers get it in the order they asked for it.
-
-        Writes to one record are checked and applied in arrival order, each one synchronously
-        after `_get` returns. So while a record loads, later callers queue behind a FIFO lock
-        instead of finding it cached a moment later and overtaking the ones woken before
-        them (an overtaking update would look like one depending on changes not seen).
-        """
-        record = self._documents.get(doc_id)
-        if record is not None and doc_id not in self._gates:
-            self._documents.move_to_end(doc_id)
-            return record
-        gate = self._gates.get(doc_id)
-        if gate is None:
-            gate = self._gates[doc_id] = asyncio.Lock()
-        self._gate_users[doc_id] += 1
-        try:
-            async with gate:
-                record = self._documents.get(doc_id)
-                if record is None:
-                    record = self._records.live_record(doc_id, await self._store.load(doc_id))
-                    self._documents[doc_id] = record
-                self._documents.move_to_end(doc_id)
-                return record
-        finally:
-            self._gate_users[doc_id] -= 1
-            if not self._gate_users[doc_id]:
-                del self._gate_users[doc_id], self._gates[doc_id]
-
-    def _evict(self) -> None:
-        while len(self._documents) > self._capacity:
-            for doc_id in self._documents:
-                if doc_id not in self._users:
-                    self._documents.pop(doc_id).close()
-                    break
-            else:
-                return  # every cached record is in use: over capacity until released
 
 
 class Engine:
@@ -595,7 +498,7 @@ class Engine:
             ]
             return await self._commit_many(writes, prepared, origin, idempotency_key, answer)
 
-    def _prepare(self, write: BatchWrite, record: LiveRecord) -> _Prepared | CrdtSyncError:
+    def _prepare(self, write: BatchWrite, record: LiveRecord) -> PreparedWrite | CrdtSyncError:
         """The update one write makes, applied to the live record; or why it is refused."""
         doc_id = write.doc_id
         try:
@@ -603,26 +506,26 @@ class Engine:
             if write.update is not None:
                 return self._prepare_update(write, record, is_new)
             if record.is_deleted:
-                return _Prepared(None, record.view, True, (), is_new)
+                return PreparedWrite(None, record.view, True, (), is_new)
             before = record.view
             if write.is_delete:
                 if is_new:
-                    return _Prepared(None, before, False, (), is_new)  # nothing to delete
+                    return PreparedWrite(None, before, False, (), is_new)  # nothing to delete
                 update = self.records.delete(doc_id, record.document)
             else:
                 patch = write.patch or {}
                 update = self.records.patch(doc_id, record.document, patch, creating=write.creating)
             if update == EMPTY_UPDATE:
-                return _Prepared(None, before, record.is_deleted, (), is_new)
+                return PreparedWrite(None, before, record.is_deleted, (), is_new)
             record.adopt(update)
             after = record.view
             changed = tuple(name for name in after if after[name] != before.get(name))
-            return _Prepared(update, after, record.is_deleted, changed, is_new)
+            return PreparedWrite(update, after, record.is_deleted, changed, is_new)
         except CrdtSyncError as exc:
             self.counters[f"refused:{type(exc).__name__}"] += 1
             return exc
 
-    def _prepare_update(self, write: BatchWrite, record: LiveRecord, is_new: bool) -> _Prepared:
+    def _prepare_update(self, write: BatchWrite, record: LiveRecord, is_new: bool) -> PreparedWrite:
         update = write.update or b""
         if len(update) > self.limits.max_update_bytes:
             raise LimitExceeded(
@@ -631,13 +534,13 @@ class Engine:
             )
         checked = record.apply(update, max_document_bytes=self.limits.max_document_bytes)
         if checked.is_noop:
-            return _Prepared(None, checked.view, checked.is_deleted, (), is_new)
-        return _Prepared(update, checked.view, checked.is_deleted, checked.changed_fields, is_new)
+            return PreparedWrite(None, checked.view, checked.is_deleted, (), is_new)
+        return PreparedWrite(update, checked.view, checked.is_deleted, checked.changed_fields, is_new)
 
     async def _commit_many(
         self,
         writes: Sequence[BatchWrite],
-        prepared: list[_Prepared | CrdtSyncError],
+        prepared: list[PreparedWrite | CrdtSyncError],
         origin: Origin,
         idempotency_key: str | None,
         answer: Callable[[list[BatchOutcome]], bytes] | None,
@@ -645,7 +548,7 @@ class Engine:
         appends = [
             Append(write.doc_id, p.update, p.view, p.is_deleted, origin)
             for write, p in zip(writes, prepared)
-            if isinstance(p, _Prepared) and p.update is not None
+            if isinstance(p, PreparedWrite) and p.update is not None
         ]
 
         def outcomes_at(seqs: Sequence[Seq]) -> list[BatchOutcome]:
@@ -675,56 +578,3 @@ class Engine:
 
 def _result(doc_id: DocId, seq: Seq | None, checked: CheckedUpdate) -> WriteResult:
     return WriteResult(doc_id, seq, checked.view, checked.is_deleted, checked.changed_fields)
-
-
-EMPTY_STATE_VECTOR = b"\x00"  # the state vector of a document that has never been written
-
-
-@dataclass(frozen=True, slots=True)
-class BatchWrite:
-    """One write of `Engine.write_many`: a field patch, a CRDT update, or a delete."""
-
-    doc_id: DocId
-    patch: Mapping[str, Any] | None = None
-    update: bytes | None = None
-    is_delete: bool = False
-    creating: bool = False  # the record's required fields must be set after the patch
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """What one accepted write of a batch did."""
-
-    seq: Seq | None  # None: it changed nothing, so nothing was stored
-    view: View
-    is_deleted: bool
-    changed_fields: tuple[str, ...]
-    is_new: bool  # the record had never been written before this batch
-    is_ignored: bool  # a change to a deleted record: the delete is final, so it is dropped
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOutcome:
-    write: BatchWrite
-    result: BatchResult | None  # None when refused
-    error: CrdtSyncError | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    update: bytes | None  # None: nothing to store
-    view: View
-    is_deleted: bool
-    changed_fields: tuple[str, ...]
-    is_new: bool
-
-    def result(self, seq: Seq | None) -> BatchResult:
-        is_ignored = self.update is None and self.is_deleted and not self.is_new
-        return BatchResult(
-            seq,
-            self.view,
-            self.is_deleted,
-            self.changed_fields,
-            self.is_new,
-            is_ignored,
-        )

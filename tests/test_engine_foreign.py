@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crdt_sync.engine import VIEW_REPAIR, Engine, Subscriber
-from crdt_sync.fanout import PendingUpdates
+from crdt_sync.engine import VIEW_REPAIR, Engine
+from crdt_sync.fanout import PendingUpdates, Subscriber
 from crdt_sync.ids import DocId, Origin
 from crdt_sync.schema import DEFAULT_SCHEMA
 from crdt_sync.store import SQLiteStore

@@ -18,7 +18,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 
-from ..engine import BatchOutcome, BatchWrite, Engine
+from ..batches import BatchOutcome, BatchWrite
+from ..engine import Engine
 from ..ids import DocId, Seq
 from .access import Authenticated, BadRequest, device_origin
 from .bodies import body_limit, decode_base64, parse_cbor_map, parse_json_object, read_body
