@@ -392,14 +392,18 @@ class Engine:
 
         A record not in the cache loads them from the store when next used. One that is may
         have had views computed without them (writes in flight, or in this very commit), so
-        its view is repaired by an empty update queued behind those writes.
+        its view is repaired by an empty update queued behind those writes. One that is being
+        loaded may have been read before them: it gets them once loaded.
         """
         stale: set[DocId] = set()
+        late: dict[DocId, list[bytes]] = {}
         for committed in batch:
             if not committed.foreign:
                 continue
             record = self.live.peek(committed.doc_id)
             if record is None:
+                if self.live.is_loading(committed.doc_id):
+                    late.setdefault(committed.doc_id, []).append(committed.update)
                 continue
             try:
                 checked = record.apply(committed.update, max_document_bytes=1 << 62)
@@ -411,14 +415,17 @@ class Engine:
             # another process's view repair (empty), which would otherwise repair back forever.
             if not checked.is_noop:
                 stale.add(committed.doc_id)
-        for doc_id in stale:
-            task = self._loop().create_task(self._repair_view(doc_id))
+        for doc_id in stale | late.keys():
+            task = self._loop().create_task(self._repair_view(doc_id, late.get(doc_id, [])))
             self._repairs.add(task)
             task.add_done_callback(self._repairs.discard)
 
-    async def _repair_view(self, doc_id: DocId) -> None:
+    async def _repair_view(self, doc_id: DocId, late: list[bytes]) -> None:
         try:
             async with self.live.using(doc_id) as record:
+                applied = [record.apply(update, max_document_bytes=1 << 62) for update in late]
+                if applied and all(checked.is_noop for checked in applied):
+                    return  # it was loaded with them: nothing was viewed without them
                 # Queued at once from the record's view: it lands behind every write already
                 # applied to this record, so it is the record's last word.
                 await self.store.append_nowait(

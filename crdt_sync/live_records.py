@@ -76,6 +76,9 @@ class LiveDocuments:
         """The live record if it is cached and loaded, without loading it or counting a use."""
         return None if doc_id in self._gates else self._documents.get(doc_id)
 
+    def is_loading(self, doc_id: DocId) -> bool:
+        return doc_id in self._gates
+
     async def _get(self, doc_id: DocId) -> LiveRecord:
         """The cached record, or load it. Callers get it in the order they asked for it.
 

@@ -6,6 +6,7 @@ between them but the file.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from crdt_sync.engine import VIEW_REPAIR, Engine
@@ -13,6 +14,8 @@ from crdt_sync.fanout import PendingUpdates, Subscriber
 from crdt_sync.ids import DocId, Origin
 from crdt_sync.schema import DEFAULT_SCHEMA
 from crdt_sync.store import SQLiteStore
+
+from .conftest import wait_for
 
 ADA = DocId("contacts/ada")
 
@@ -61,3 +64,41 @@ async def test_foreign_updates_reach_subscribers_once_the_server_looks(tmp_path:
         assert (await server.view(ADA))[0]["email"] == "a@x.example"
         # A record the server did not hold live needs no repair: it loads from the store.
         assert [e.origin for e in await server_store.history(ADA)].count(VIEW_REPAIR) == 1
+
+
+class GatedLoads(SQLiteStore):
+    """The real store, whose loads hold their (already read) state until `gate` opens."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+
+    async def load(self, doc_id: DocId) -> bytes | None:
+        state = await super().load(doc_id)
+        await self.gate.wait()
+        return state
+
+
+async def test_a_record_read_before_a_foreign_commit_and_loaded_after_it_gets_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "crm.db"
+    async with GatedLoads(path) as server_store, SQLiteStore(path) as import_store:
+        server = Engine(server_store, DEFAULT_SCHEMA)
+        importer = Engine(import_store, DEFAULT_SCHEMA)
+        server_store.gate.set()
+        await server.patch(ADA, {"name": "Ada"}, origin=Origin("admin"), creating=True)
+        server.live.discard(ADA)
+        server_store.gate.clear()
+
+        loading = asyncio.create_task(server.view(ADA))  # reads the record, then waits
+        await wait_for(lambda: server.live.is_loading(ADA))
+        await importer.patch(ADA, {"email": "a@x.example"}, origin=Origin("import"))
+        assert await server_store.follow() == 1  # seen while the record is still loading
+        server_store.gate.set()
+        await loading
+        await server.settle()
+
+        assert (await server.view(ADA))[0]["email"] == "a@x.example"
+        row = await server_store.get_record(ADA)
+        assert row is not None and row.view["email"] == "a@x.example"
