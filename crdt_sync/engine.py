@@ -209,12 +209,7 @@ class Engine:
         if done is None:
             done = self._loop().create_future()
         try:
-            if len(update) > self.limits.max_update_bytes:
-                raise LimitExceeded(
-                    f"{doc_id}: update of {len(update)} bytes is over the limit of "
-                    f"{self.limits.max_update_bytes}"
-                )
-            checked = record.apply(update, max_document_bytes=self.limits.max_document_bytes)
+            checked = self._apply_within_limits(doc_id, record, update)
             if checked.is_noop:
                 done.set_result(_result(doc_id, None, checked))
                 if release:
@@ -532,14 +527,20 @@ class Engine:
             self.counters[f"refused:{type(exc).__name__}"] += 1
             return exc
 
-    def _prepare_update(self, write: BatchWrite, record: LiveRecord, is_new: bool) -> PreparedWrite:
-        update = write.update or b""
+    def _apply_within_limits(
+        self, doc_id: DocId, record: LiveRecord, update: bytes
+    ) -> CheckedUpdate:
+        """`record.apply` for an update from outside; LimitExceeded for one over the size limits."""
         if len(update) > self.limits.max_update_bytes:
             raise LimitExceeded(
-                f"{write.doc_id}: update of {len(update)} bytes is over the limit of "
+                f"{doc_id}: update of {len(update)} bytes is over the limit of "
                 f"{self.limits.max_update_bytes}"
             )
-        checked = record.apply(update, max_document_bytes=self.limits.max_document_bytes)
+        return record.apply(update, max_document_bytes=self.limits.max_document_bytes)
+
+    def _prepare_update(self, write: BatchWrite, record: LiveRecord, is_new: bool) -> PreparedWrite:
+        update = write.update or b""
+        checked = self._apply_within_limits(write.doc_id, record, update)
         if checked.is_noop:
             return PreparedWrite(None, checked.view, checked.is_deleted, (), is_new)
         return PreparedWrite(update, checked.view, checked.is_deleted, checked.changed_fields, is_new)
