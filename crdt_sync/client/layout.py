@@ -11,6 +11,7 @@ import secrets
 import sqlite3
 
 from ..errors import StoreError
+from ..store.connection import write_transaction
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -60,8 +61,7 @@ def prepare(db: sqlite3.Connection, path: str) -> int:
         raise StoreError(f"{path}: cannot use write-ahead logging (journal mode is {mode!r})")
     if version == REPLICA_VERSION:
         return version
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         version = _identify(db, path)  # again under the write lock: another process may race
         if version == 0:
             db.execute("CREATE TABLE replica_version (version INTEGER NOT NULL)")
@@ -76,11 +76,6 @@ def prepare(db: sqlite3.Connection, path: str) -> int:
                 (f"replica-{secrets.token_hex(8)}",),
             )
         db.execute("UPDATE replica_version SET version = ?", (REPLICA_VERSION,))
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     return REPLICA_VERSION
 
 

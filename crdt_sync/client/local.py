@@ -25,7 +25,7 @@ from pycrdt import Doc, merge_updates
 from ..errors import DocumentError, ProtocolError
 from ..ids import DocId
 from ..record import EMPTY_UPDATE, Records, View, is_deleted, view
-from ..store.connection import Connection
+from ..store.connection import Connection, write_transaction
 from .intent import Intent, has_content, perform
 from .layout import prepare
 
@@ -356,15 +356,8 @@ class LocalStore:
 
 
 def _in_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        result = work(db, *args)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return result
+    with write_transaction(db):
+        return work(db, *args)
 
 
 def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:

@@ -6,7 +6,8 @@ Every sqlite3 error that leaves this module is a StoreError naming the file.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
@@ -98,3 +99,20 @@ class Connection:
 def _configure(db: sqlite3.Connection, busy_timeout_ms: int, synchronous: str) -> None:
     db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     db.execute(f"PRAGMA synchronous = {synchronous}")  # checked against SYNCHRONOUS by the store
+
+
+@contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back if the block raises (on the connection's thread).
+
+    IMMEDIATE takes the write lock at the start, so what the block reads (the last seq, the
+    schema version) cannot change under it, whichever process writes the file.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

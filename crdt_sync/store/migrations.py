@@ -10,6 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from ..errors import StoreError
+from .connection import write_transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +98,12 @@ def prepare(db: sqlite3.Connection, path: str) -> int:
         raise StoreError(f"{path}: cannot use write-ahead logging (journal mode is {mode!r})")
     if version == SCHEMA_VERSION:
         return version
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         version = _identify(db, path)  # again, under the write lock: another process may race
         for migration in MIGRATIONS:
             if migration.version > version:
                 _apply(db, migration)
                 version = migration.version
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     return version
 
 

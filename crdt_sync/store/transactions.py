@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..errors import StoreError
 from ..ids import DocId, Origin, Seq
+from .connection import write_transaction
 
 Outcome = list[Seq] | BaseException
 """What one job of a batch came to: its seqs, or the error its caller gets."""
@@ -97,15 +98,8 @@ CHUNK_SIZES = (128, 32, 8, 2, 1)
 
 
 def run_exclusive(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], object]) -> object:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        result = work(db)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return result
+    with write_transaction(db):
+        return work(db)
 
 
 def commit_appends(
@@ -117,17 +111,10 @@ def commit_appends(
     batch's seqs). A job with an idempotency key runs inside a savepoint, so a used key fails
     that job alone. Any other failure rolls the whole transaction back and raises.
     """
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         foreign = read_foreign(db, known)
         last_seq = foreign[-1].seq if foreign else known
-        outcomes = _write(db, batch, now, expired_before, last_seq)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return outcomes, foreign
+        return _write(db, batch, now, expired_before, last_seq), foreign
 
 
 def read_foreign(db: sqlite3.Connection, known: Seq) -> list[Foreign]:
