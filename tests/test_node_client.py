@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from crdt_sync.protocol.ysync import YjsAwareness, decode_yjs_message
 from crdt_sync.store import SQLiteStore
 
 from .conftest import RunningServer, wait_for
+from .nodejs import node_with_packages
 from .peers import mux_peer, record_of, yjs_peer
 
 pytestmark = pytest.mark.node
@@ -35,33 +35,13 @@ pytestmark = pytest.mark.node
 TESTS = Path(__file__).parent
 SCRIPT = TESTS / "node" / "yclient.mjs"
 PACKAGES = ("yjs", "y-websocket", "ws")
-MIN_NODE = 20
 TIMEOUT = 10.0
 
 
 @pytest.fixture(scope="session")
 def node() -> str:
     """The node executable, with tests/node_modules installed from the lockfile."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = " and ".join(name for name, found in (("node", node), ("npm", npm)) if not found)
-        pytest.skip(reason=f"the yjs/y-websocket interop tests need Node.js >= {MIN_NODE} and npm; "
-                    f"{missing} not found on PATH")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
-    major = int(version.stdout.strip().lstrip("v").split(".")[0])
-    if major < MIN_NODE:
-        pytest.skip(reason=f"the yjs/y-websocket interop tests need Node.js >= {MIN_NODE}; "
-                    f"found {version.stdout.strip()}")
-    if not all((TESTS / "node_modules" / name / "package.json").is_file() for name in PACKAGES):
-        command = "ci" if (TESTS / "package-lock.json").is_file() else "install"
-        done = subprocess.run(
-            [npm, command, "--no-audit", "--no-fund"],
-            cwd=TESTS, capture_output=True, text=True, timeout=600,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"npm {command} in {TESTS} failed ({done.returncode}):\n"
-                        f"{done.stdout}\n{done.stderr}")
-    return node
+    return node_with_packages(PACKAGES, "yjs/y-websocket interop")
 
 
 class NodeClient:
