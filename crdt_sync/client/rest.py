@@ -27,9 +27,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import cbor2
 import httpx
 
+from ..cbor import load_one
 from ..errors import AuthError, ConnectionFailed, DocumentError, Forbidden, ProtocolError
 from ..ids import DocId, split_doc_id
 from .context import SyncContext
@@ -258,7 +258,9 @@ def _log_page(content: bytes, since: int) -> tuple[list[tuple[DocId, bytes]], in
     Raises ProtocolError unless it is the promised CBOR map, its seqs rising from `since`.
     """
     try:
-        answer = cbor2.loads(content)
+        answer, trailing = load_one(content, max_depth=4)
+        if trailing or not isinstance(answer, dict):
+            raise TypeError
         cursor, more, entries = answer["cursor"], answer["more"], answer["updates"]
         if type(cursor) is not int or type(more) is not bool or not isinstance(entries, list):
             raise TypeError

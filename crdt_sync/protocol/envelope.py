@@ -7,11 +7,11 @@ which frame, and when, is the session's business (`session.py`).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping
 
 import cbor2
 
+from ..cbor import load_one
 from ..errors import ProtocolError
 from .messages import (
     PROTOCOL_VERSION,
@@ -109,37 +109,15 @@ def decode_frame(frame: bytes) -> Message:
 
 
 def _load_map(frame: bytes) -> Mapping[object, object]:
-    stream = io.BytesIO(frame)
     try:
-        # No tags (every one is refused), no deep nesting, no duplicate or non-string keys.
-        decoder = cbor2.CBORDecoder(
-            stream,
-            tag_hook=_refuse_tag,
-            semantic_decoders=_REFUSED_SEMANTIC_TAGS,
-            max_depth=4,
-            allow_duplicate_keys=False,
-            strict_hashable_types=True,
-        )
-        value = decoder.decode()
+        value, trailing = load_one(frame, max_depth=4)
     except cbor2.CBORDecodeError as exc:
         raise ProtocolError(f"frame: not valid CBOR: {exc}") from exc
-    if stream.tell() != len(frame):
-        raise ProtocolError(f"frame: {len(frame) - stream.tell()} bytes after the CBOR map")
+    if trailing:
+        raise ProtocolError(f"frame: {trailing} bytes after the CBOR map")
     if not isinstance(value, dict):
         raise ProtocolError(f"frame: must be a CBOR map, got {type(value).__name__}")
     return value
-
-
-def _refuse_tag(value: object, immutable: bool) -> object:
-    # cbor2 reports it as CBORDecodeError("error decoding semantic tag N"), caught above.
-    raise ValueError("CBOR tags are not used by this protocol")
-
-
-# cbor2's built-in semantic tags (dates, bignums, decimals, regexes, MIME, sets, shared refs...);
-# any other tag goes to tag_hook.
-_REFUSED_SEMANTIC_TAGS = {
-    tag: _refuse_tag for tag in [*range(300), 1363, 1364, 25441, 43000, 43001, 55799]
-}
 
 
 def _version(frame_type: str, fields: Mapping[object, object]) -> None:

@@ -23,6 +23,7 @@ from typing import IO, Any, cast
 import cbor2
 import pycrdt
 
+from ..cbor import strict_decoder
 from ..errors import ArchiveError, CrdtSyncError
 from ..ids import DocId, Origin, Seq, split_doc_id
 from .base import DocumentState, JSONObject, Progress, Store
@@ -167,14 +168,8 @@ class ArchiveReader:
             raise ArchiveError(f"{path}: cannot read it ({exc.strerror})") from exc
         self.size = os.fstat(self._file.fileno()).st_size
         self._reader = _HashingReader(self._file)
-        self._decoder = cbor2.CBORDecoder(  # a RawIOBase is a binary file: typeshed wants IO[bytes]
-            cast(IO[bytes], self._reader),
-            tag_hook=_refuse_tag,
-            semantic_decoders=_REFUSED_SEMANTIC_TAGS,
-            max_depth=8,
-            allow_duplicate_keys=False,
-            strict_hashable_types=True,
-        )
+        # A RawIOBase is a binary file; typeshed wants IO[bytes].
+        self._decoder = strict_decoder(cast(IO[bytes], self._reader), max_depth=8)
         try:
             self.header = self._read_header()
         except BaseException:
@@ -324,11 +319,3 @@ def _number(reader: ArchiveReader, item: Mapping[str, Any], key: str, kind: type
     return kind(value)
 
 
-def _refuse_tag(value: object, immutable: bool) -> object:
-    raise ValueError("CBOR tags are not used in a crdt-sync archive")
-
-
-# cbor2's built-in semantic tags; any other tag goes to tag_hook.
-_REFUSED_SEMANTIC_TAGS = {
-    tag: _refuse_tag for tag in [*range(300), 1363, 1364, 25441, 43000, 43001, 55799]
-}
