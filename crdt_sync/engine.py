@@ -68,7 +68,6 @@ class Engine:
         self.schema = schema
         self.limits = limits
         self.live = LiveDocuments(store, self.records, cache_size)
-        self._subscribers: set[Subscriber] = set()
         self._by_doc: dict[DocId, set[Subscriber]] = {}
         self._by_collections: set[Subscriber] = set()  # multiplexed peers: every doc_id is None
         self._senders: dict[tuple[DocId, bytes], Subscriber] = {}
@@ -303,14 +302,12 @@ class Engine:
             return record.view, record.is_deleted
 
     def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.add(subscriber)
         if subscriber.doc_id is not None:
             self._by_doc.setdefault(subscriber.doc_id, set()).add(subscriber)
         else:
             self._by_collections.add(subscriber)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.discard(subscriber)
         self._by_collections.discard(subscriber)
         if subscriber.doc_id is not None:
             peers = self._by_doc.get(subscriber.doc_id)
@@ -318,10 +315,6 @@ class Engine:
                 peers.discard(subscriber)
                 if not peers:
                     del self._by_doc[subscriber.doc_id]
-
-    @property
-    def subscribers(self) -> frozenset[Subscriber]:
-        return frozenset(self._subscribers)
 
     def peers_of(self, doc_id: DocId) -> frozenset[Subscriber]:
         return frozenset(self._by_doc.get(doc_id, ()))

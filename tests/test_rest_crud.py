@@ -160,3 +160,12 @@ async def test_openapi_describes_every_collection_precisely(server: RunningServe
     push = document["paths"]["/api/sync/outgoing"]["post"]["requestBody"]["content"]
     assert set(push) == {"application/json", "application/cbor"}
     assert "PushBody" in schemas and "TableChanges" in schemas
+    answers = {
+        path: document["paths"][path][verb]["responses"]["200"]["content"]["application/json"]
+        for path, verb in (("/api/sync/outgoing", "post"), ("/api/sync/initial", "get"),
+                           ("/api/sync/incremental", "get"))
+    }
+    assert answers["/api/sync/outgoing"]["schema"] == {"$ref": "#/components/schemas/PushAnswer"}
+    assert answers["/api/sync/initial"] == answers["/api/sync/incremental"] == {
+        "schema": {"$ref": "#/components/schemas/PullAnswer"}}
+    assert schemas["PullAnswer"]["properties"]["timestamp"]["exclusiveMinimum"] == 0

@@ -23,6 +23,7 @@ from ..engine import Engine
 from ..ids import DocId, Seq
 from .access import Authenticated, BadRequest, device_origin
 from .bodies import body_limit, decode_base64, parse_cbor_map, parse_json_object, read_body
+from .models import PushAnswer
 from .telemetry import Telemetry
 
 router = APIRouter(tags=["sync"])
@@ -40,6 +41,7 @@ class Push:
 
 @router.post(
     "/api/sync/outgoing",
+    responses={200: {"model": PushAnswer}},
     openapi_extra={
         "requestBody": {
             "required": True,

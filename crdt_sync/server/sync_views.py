@@ -19,6 +19,7 @@ from ..schema import Schema
 from ..store.base import RecordRow, Store
 from .access import Authenticated, device_origin
 from .cursors import initial_page_token, parse_initial_page, parse_since, timestamp_of
+from .models import PullAnswer
 from .telemetry import Telemetry
 
 router = APIRouter(tags=["sync"])
@@ -57,7 +58,7 @@ def flat_record(row: RecordRow, fields: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-@router.get("/api/sync/initial")
+@router.get("/api/sync/initial", responses={200: {"model": PullAnswer}})
 async def initial(
     request: Request,
     who: Authenticated,
@@ -121,7 +122,7 @@ async def _initial_body(
     yield f'}},"timestamp":{timestamp_of(stable)},"next":{token}}}'.encode()
 
 
-@router.get("/api/sync/incremental")
+@router.get("/api/sync/incremental", responses={200: {"model": PullAnswer}})
 async def incremental(
     request: Request,
     who: Authenticated,
