@@ -64,7 +64,7 @@ def serve(
         typer.echo(admin_token)
     typer.echo(f"crdt-sync serving {db} on http://{host}:{port}", err=True)
     uvicorn.run(
-        create_app(Settings(db_path=db, schema=parsed)),
+        create_app(Settings(db_path=db, schema=parsed, tune_gc=True)),
         host=host,
         port=port,
         log_level=log_level,

@@ -38,6 +38,9 @@ class Settings:
     admission_burst: float = 1000.0
     revocation_interval: float = 1.0
     follow_interval: float = 0.5  # how often to look for updates other processes committed
+    # Tune the process's garbage collector at startup: for a process that is the server
+    # (`crdt-sync serve`), not for one that merely embeds an app (a test run, say).
+    tune_gc: bool = False
     synchronous: str = "FULL"
     extra: dict[str, object] = field(default_factory=dict)
     max_body_bytes: int = 16 << 20  # REST request bodies; larger ones are answered 413
@@ -58,7 +61,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             app.state.rooms = {}
             watcher = asyncio.create_task(hub.watch_revocations(settings.revocation_interval))
             follower = asyncio.create_task(follow_other_processes(store, settings.follow_interval))
-            tune_garbage_collector()
+            if settings.tune_gc:
+                tune_garbage_collector()
             try:
                 yield
             finally:
