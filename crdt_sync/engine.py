@@ -29,7 +29,15 @@ from .errors import (
 from .fanout import Published, Subscriber, group_by_document
 from .ids import DocId, Origin, Seq, split_doc_id
 from .live_records import LiveDocuments
-from .record import EMPTY_UPDATE, CheckedUpdate, LiveRecord, Records, View, document_from_state
+from .record import (
+    EMPTY_UPDATE,
+    NO_SIZE_LIMIT,
+    CheckedUpdate,
+    LiveRecord,
+    Records,
+    View,
+    document_from_state,
+)
 from .schema import Schema
 from .store.base import Append, Committed, Store
 
@@ -394,7 +402,7 @@ class Engine:
                     late.setdefault(committed.doc_id, []).append(committed.update)
                 continue
             try:
-                checked = record.apply(committed.update, max_document_bytes=1 << 62)
+                checked = record.apply(committed.update, max_document_bytes=NO_SIZE_LIMIT)
             except CrdtSyncError:  # its schema differs from ours: start again from the store
                 self.live.discard(committed.doc_id)
                 stale.add(committed.doc_id)
@@ -411,7 +419,7 @@ class Engine:
     async def _repair_view(self, doc_id: DocId, late: list[bytes]) -> None:
         try:
             async with self.live.using(doc_id) as record:
-                applied = [record.apply(update, max_document_bytes=1 << 62) for update in late]
+                applied = [record.apply(u, max_document_bytes=NO_SIZE_LIMIT) for u in late]
                 if applied and all(checked.is_noop for checked in applied):
                     return  # it was loaded with them: nothing was viewed without them
                 # Queued at once from the record's view: it lands behind every write already

@@ -1,20 +1,18 @@
-"""A record's history: its stored updates replayed one by one through `Records` (pure).
+"""A record's history: its stored updates replayed one by one through a `LiveRecord` (pure).
 
-What an update touched is what `Records.check_update` reports it changed, worked out against
-the document as it was just before, the same check every write went through.
+What an update touched is what `LiveRecord.apply` reports it changed, worked out against the
+document as it was just before: the same check every write went through, at the cost of the
+update rather than of the whole document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from pycrdt import Doc
 
 from .errors import RecordNotFound
 from .ids import DocId, Origin, Seq
-from .record import Records, View
+from .record import NO_SIZE_LIMIT, Records, View
 from .store.base import LogEntry
 
 
@@ -39,12 +37,11 @@ def replay(records: Records, doc_id: DocId, log: Sequence[LogEntry]) -> list[Ste
     Raises:
         UnknownCollection: the schema does not know the document's collection.
     """
-    document: Doc[Any] = Doc()
+    record = records.live_record(doc_id, None)
     steps: list[Step] = []
     was_deleted = False
     for entry in log:
-        checked = records.check_update(doc_id, document, entry.update)
-        document.apply_update(entry.update)
+        checked = record.apply(entry.update, max_document_bytes=NO_SIZE_LIMIT)
         steps.append(
             Step(
                 entry.seq,
@@ -59,6 +56,7 @@ def replay(records: Records, doc_id: DocId, log: Sequence[LogEntry]) -> list[Ste
             )
         )
         was_deleted = checked.is_deleted
+    record.close()
     return steps
 
 
