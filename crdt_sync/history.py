@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import RecordNotFound
 from .ids import DocId, Origin, Seq
 from .record import NO_SIZE_LIMIT, Records, View
-from .store.base import LogEntry
 
+if TYPE_CHECKING:  # the store's package opens SQLite connections; this module stays pure
+    from .store.base import LogEntry
 
 @dataclass(frozen=True, slots=True)
 class Step:

@@ -886,10 +886,27 @@ def test_statistics_are_a_snapshot() -> None:
     assert pair.server.statistics().unacked == 0 and snapshot.unacked == 1
 
 
-def test_the_protocol_imports_no_io_framework() -> None:
+WEB = "'fastapi', 'starlette', 'websockets', 'uvicorn', 'httpx'"
+
+
+@pytest.mark.parametrize(
+    ("module", "banned"),
+    [
+        # The sans-I/O core: no event loop, no database, no web.
+        ("crdt_sync.protocol", "'asyncio', 'aiosqlite', " + WEB),
+        ("crdt_sync.schema", "'asyncio', 'aiosqlite', " + WEB),
+        ("crdt_sync.record", "'asyncio', 'aiosqlite', " + WEB),
+        ("crdt_sync.cbor", "'asyncio', 'aiosqlite', " + WEB),
+        ("crdt_sync.history", "'asyncio', 'aiosqlite', " + WEB),
+        # The store and the engine do I/O, but know nothing of sockets or HTTP.
+        ("crdt_sync.store", WEB),
+        ("crdt_sync.engine", WEB),
+    ],
+)
+def test_the_core_imports_no_io_framework(module: str, banned: str) -> None:
     code = (
-        "import sys, crdt_sync.protocol\n"
-        "banned = {'asyncio', 'aiosqlite', 'fastapi', 'starlette', 'websockets', 'uvicorn'}\n"
+        f"import sys, {module}\n"
+        f"banned = {{{banned}}}\n"
         "print(sorted(banned & {name.partition('.')[0] for name in sys.modules}))"
     )
     result = subprocess.run(
