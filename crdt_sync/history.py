@@ -18,6 +18,7 @@ from .record import NO_SIZE_LIMIT, Records, View
 if TYPE_CHECKING:  # the store's package opens SQLite connections; this module stays pure
     from .store.base import LogEntry
 
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One stored update and the record just after it."""
