@@ -73,6 +73,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
                     await watcher
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
+                await engine.settle()  # view repairs still queued, before the store closes
 
     app = FastAPI(title="crdt-sync", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
