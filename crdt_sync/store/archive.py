@@ -63,7 +63,11 @@ class ArchiveSummary:
 
 
 async def export_archive(
-    store: Store, path: Path, *, progress: Progress | None = None, clock: Callable[[], float] = time.time
+    store: Store,
+    path: Path,
+    *,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> ArchiveSummary:
     """Write every document of `store` (deleted ones too) to an archive at `path`.
 
@@ -203,7 +207,9 @@ class ArchiveReader:
         except ArchiveError:
             item = {}
         if item.get("format") != ARCHIVE_FORMAT:
-            raise ArchiveError(f"{self.path}: not a crdt-sync archive (no {ARCHIVE_FORMAT!r} header)")
+            raise ArchiveError(
+                f"{self.path}: not a crdt-sync archive (no {ARCHIVE_FORMAT!r} header)"
+            )
         version = item.get("version")
         if version != ARCHIVE_VERSION:
             raise ArchiveError(
@@ -317,5 +323,3 @@ def _number(reader: ArchiveReader, item: Mapping[str, Any], key: str, kind: type
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ArchiveError(f"{reader.path}: {key} must be a number, got {type(value).__name__}")
     return kind(value)
-
-

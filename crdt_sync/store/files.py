@@ -22,7 +22,9 @@ def require_store(path: Path) -> None:
             SQLite database of something else. The message says which.
     """
     if not path.exists():
-        raise StoreError(f"no store at {path} (nothing there; `crdt-sync serve --db {path}` makes one)")
+        raise StoreError(
+            f"no store at {path} (nothing there; `crdt-sync serve --db {path}` makes one)"
+        )
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a crdt-sync store")
     try:

@@ -57,13 +57,16 @@ def list_query(query: RecordQuery) -> Query:
     if query.search and query.search_fields:
         pattern = "%" + re.sub(r"([\\%_])", r"\\\1", query.search) + "%"
         where.append(
-            "(" + " OR ".join("json_extract(view, ?) LIKE ? ESCAPE '\\'" for _ in query.search_fields)
+            "("
+            + " OR ".join("json_extract(view, ?) LIKE ? ESCAPE '\\'" for _ in query.search_fields)
             + ")"
         )
         for name in query.search_fields:
             params += [_path(name), pattern]
     order = _order(query, where, params)
-    sql = f"SELECT {RECORD_COLUMNS} FROM records WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
+    sql = (
+        f"SELECT {RECORD_COLUMNS} FROM records WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
+    )
     return sql, (*params, query.limit)
 
 
