@@ -73,7 +73,7 @@ def bulk_fill(path: Path, records: int) -> int:
             texts = [json.dumps(v, ensure_ascii=False, separators=(",", ":")) for v in views]
             plain += sum(len(t.encode()) + 1 for t in texts)
             db.executemany(
-                "INSERT INTO updates VALUES (?, ?, 'contacts', ?, 'bulk', 0, 0)",
+                "INSERT INTO updates VALUES (?, ?, 'contacts', ?, 'bulk', 0, 0, NULL)",
                 ((int(v["id"]) + 1, f"contacts/{v['id']}", update) for v in views),
             )
             db.executemany(

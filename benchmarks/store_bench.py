@@ -147,7 +147,7 @@ def bulk_fill(path: Path, records: int) -> None:
         for start in range(0, records, 50_000):
             ids = range(start, min(start + 50_000, records))
             db.executemany(
-                "INSERT INTO updates VALUES (?, ?, 'contacts', ?, 'bulk', 0, 0)",
+                "INSERT INTO updates VALUES (?, ?, 'contacts', ?, 'bulk', 0, 0, NULL)",
                 ((i + 1, f"contacts/{i:07d}", update) for i in ids),
             )
             db.executemany(

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text
 
 from crdt_sync.errors import ConfigError, SchemaViolation, StoreError
@@ -22,8 +24,10 @@ from crdt_sync.store import (
     Committed,
     SQLiteStore,
     Store,
+    chains,
     compaction,
 )
+from crdt_sync.store import writer as writer_module
 from crdt_sync.store.reads import changes_query, log_query, snapshot_query
 
 ANN = Origin("ann-phone")
@@ -426,11 +430,12 @@ async def test_compaction_keeps_rows_another_writer_appended_after_its_read(
     def read_then_other_process_writes(db: sqlite3.Connection, doc_id: DocId) -> object:
         fold = read_and_fold(db, doc_id)
         with raw(path) as other:
-            other.execute(
-                "INSERT INTO updates (seq, doc_id, collection, data, origin, at, is_snapshot)"
-                " VALUES (4, 'contacts/1', 'contacts', ?, 'cli', 0, 0)",
+            other.execute(  # as a store appends: the row chained to the head, the head moved
+                "INSERT INTO updates (seq, doc_id, collection, data, origin, at, is_snapshot,"
+                " prev_seq) VALUES (4, 'contacts/1', 'contacts', ?, 'cli', 0, 0, 3)",
                 (late,),
             )
+            other.execute("UPDATE records SET last_seq = 4 WHERE doc_id = 'contacts/1'")
         return fold
 
     monkeypatch.setattr(compaction, "read_and_fold", read_then_other_process_writes)
@@ -585,6 +590,117 @@ async def test_snapshot_pages_records_by_doc_id(store: SQLiteStore) -> None:
     ]
 
 
+# Chains: a document's rows are found by following prev_seq back from its record's last_seq
+
+
+async def test_loading_a_document_follows_its_chain_by_primary_key_not_a_scan(
+    store: SQLiteStore, path: Path
+) -> None:
+    plan = query_plan(path, chains.newest_first_query(DocId("contacts/a"), "data"))
+    assert "SEARCH records USING INDEX sqlite_autoindex_records_1 (doc_id=?)" in plan
+    assert plan.count("SEARCH updates USING INTEGER PRIMARY KEY (rowid=?)") == 2
+    assert "SCAN updates" not in plan and "SCAN records" not in plan
+
+
+async def test_a_job_refused_in_a_group_commit_leaves_no_link_in_its_documents_chain(
+    store: SQLiteStore, path: Path
+) -> None:
+    a = Contact()
+    await store.append_many(
+        [Append(DocId("contacts/a"), a.set(name="A"), a.view(), False, ANN)], idempotency_key="k"
+    )
+    refused = Contact()  # its update is rolled back with its savepoint, seq 2 included
+    refused_update = refused.set(name="never")
+    again = [Append(DocId("contacts/a"), refused_update, {"name": "never"}, False, ANN)]
+    failed, seq = await asyncio.gather(
+        store.append_many(again, idempotency_key="k"),
+        put(store, "contacts/a", a, phone="1"),  # same commit, after the refused job
+        return_exceptions=True,
+    )
+    assert isinstance(failed, StoreError) and seq == 2
+    assert [e.seq for e in await store.history(DocId("contacts/a"))] == [1, 2]
+    assert view_of(await store.load(DocId("contacts/a"))) == {"name": "A", "phone": "1"}
+    with raw(path) as db:
+        assert db.execute("SELECT seq, prev_seq FROM updates").fetchall() == [(1, None), (2, 1)]
+
+
+async def test_two_processes_editing_one_record_keep_one_chain(path: Path) -> None:
+    async with SQLiteStore(path) as server, SQLiteStore(path) as cli:
+        contact = Contact()
+        seqs = [await put(server if n % 3 else cli, "contacts/1", contact, n=n) for n in range(30)]
+        for store in (server, cli):
+            assert [e.seq for e in await store.history(DocId("contacts/1"))] == seqs
+            assert view_of(await store.load(DocId("contacts/1"))) == contact.view()
+
+
+async def test_documents_the_writer_forgot_are_chained_from_their_record(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for one head, nearly every append asks SQL for its document's head."""
+    monkeypatch.setattr(writer_module, "Heads", lambda: chains.Heads(capacity=1))
+    contacts = {name: Contact() for name in "abc"}
+    expected: dict[str, list[int]] = {name: [] for name in contacts}
+    async with SQLiteStore(path) as store:
+        for n in range(12):
+            name = "abcab"[n % 5]
+            expected[name].append(await put(store, f"contacts/{name}", contacts[name], n=n))
+        for name, contact in contacts.items():
+            doc_id = DocId(f"contacts/{name}")
+            assert [e.seq for e in await store.history(doc_id)] == expected[name]
+            assert view_of(await store.load(doc_id)) == contact.view()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["edit", "edit", "edit", "compact", "reopen"]),
+            st.integers(0, 2),
+            st.booleans(),
+        ),
+        max_size=25,
+    )
+)
+def test_any_mix_of_writers_compactions_and_reopens_keeps_every_documents_history(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int, bool]]
+) -> None:
+    """Two stores on one file (a server and the CLI) edit three records, compact, reopen."""
+    path = tmp_path_factory.mktemp("chains") / "store.db"
+
+    async def run() -> None:
+        contacts = [Contact() for _ in range(3)]
+        seqs: list[list[int]] = [[], [], []]
+        stores = [SQLiteStore(path), SQLiteStore(path)]
+        for store in stores:
+            await store.__aenter__()
+        try:
+            for n, (action, which, by_cli) in enumerate(steps):
+                store = stores[by_cli]
+                doc_id = DocId(f"contacts/{which}")
+                if action == "edit":
+                    seqs[which].append(await put(store, doc_id, contacts[which], n=n))
+                elif action == "compact":
+                    await store.compact(doc_id)
+                    seqs[which][:-1] = []  # the snapshot takes the seq of the last row it folds
+                else:
+                    await store.close()
+                    stores[by_cli] = SQLiteStore(path)
+                    await stores[by_cli].__aenter__()
+            for which, contact in enumerate(contacts):
+                doc_id = DocId(f"contacts/{which}")
+                for store in stores:
+                    assert [e.seq for e in await store.history(doc_id)] == seqs[which]
+                    loaded = await store.load(doc_id)
+                    assert (loaded is None and not seqs[which]) or view_of(
+                        loaded or b""
+                    ) == contact.view()
+        finally:
+            for store in stores:
+                await store.close()
+
+    asyncio.run(run())
+
+
 # Files: opening, refusing, reopening, sharing
 
 
@@ -692,32 +808,55 @@ async def test_interleaved_writers_on_one_file_each_see_the_whole_log_once(path:
 async def test_a_version_1_file_is_migrated_with_its_data_intact(path: Path) -> None:
     from crdt_sync.store import migrations
 
-    with raw(path) as db:  # a store as the first release wrote it, with one record in it
+    ann, bob = Contact(), Contact()
+    edits = [("a", ann, {"name": "Ann"}), ("b", bob, {"name": "Bob"}), ("a", ann, {"phone": "1"})]
+    with raw(path) as db:  # a store as the first release wrote it: two records, interleaved edits
         db.isolation_level = None
         db.execute("PRAGMA journal_mode = WAL")
         migrations._apply(db, migrations.MIGRATIONS[0])
-        contact = Contact()
-        update = contact.set(name="Ann")
-        db.execute(
-            "INSERT INTO updates (seq, doc_id, collection, data, origin, at) VALUES (1, ?, ?, ?, ?, 0)",
-            ("contacts/a", "contacts", update, ANN),
-        )
-        db.execute(
-            "INSERT INTO records VALUES (?, 'contacts', 'a', ?, 0, 1, 1, ?, 0, ?)",
-            ("contacts/a", json.dumps(contact.view()), ANN, len(update)),
-        )
+        for seq, (record_id, contact, fields) in enumerate(edits, start=1):
+            update = contact.set(**fields)
+            db.execute(
+                "INSERT INTO updates (seq, doc_id, collection, data, origin, at)"
+                " VALUES (?, ?, ?, ?, ?, 0)",
+                (seq, f"contacts/{record_id}", "contacts", update, ANN),
+            )
+            db.execute(
+                "INSERT INTO records VALUES (?, 'contacts', ?, ?, 0, ?, ?, ?, 0, ?)"
+                " ON CONFLICT (doc_id) DO UPDATE"
+                " SET view = excluded.view, last_seq = excluded.last_seq",
+                (
+                    f"contacts/{record_id}",
+                    record_id,
+                    json.dumps(contact.view()),
+                    seq,
+                    seq,
+                    ANN,
+                    len(update),
+                ),
+            )
     async with SQLiteStore(path) as store:
         assert store.schema_version == SCHEMA_VERSION > 1
-        assert view_of(await store.load(DocId("contacts/a"))) == {"name": "Ann"}
+        assert view_of(await store.load(DocId("contacts/a"))) == {"name": "Ann", "phone": "1"}
+        assert view_of(await store.load(DocId("contacts/b"))) == {"name": "Bob"}
+        assert [e.seq for e in await store.history(DocId("contacts/a"))] == [1, 3]
         assert [r.doc_id for r in await store.changes_since(Seq(0), collections=["contacts"])] == [
-            "contacts/a"
+            "contacts/b",
+            "contacts/a",
         ]
-        assert [e.seq for e in await store.log_since(Seq(0), collections=["contacts"])] == [1]
-        seq = await put(store, "contacts/a", contact, name="Ann B.")
-        assert seq == 2
+        assert [e.seq for e in await store.log_since(Seq(0), collections=["contacts"])] == [1, 2, 3]
+        assert await put(store, "contacts/a", ann, name="Ann B.") == 4
+        assert [e.seq for e in await store.history(DocId("contacts/a"))] == [1, 3, 4]
+        report = await store.compact_all()
+        assert (report.documents, report.updates_before) == (1, 3)
+        assert view_of(await store.load(DocId("contacts/a"))) == ann.view()
     with raw(path) as db:
-        indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "updates_by_collection" not in indexes and "updates_by_doc" in indexes
+        indexes = {
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        chain = db.execute("SELECT seq, prev_seq FROM updates ORDER BY seq").fetchall()
+    assert "updates_by_collection" not in indexes and "updates_by_doc" not in indexes
+    assert chain == [(2, None), (4, None)]  # contacts/a folded into one snapshot at seq 4
 
 
 async def test_two_stores_on_one_file_hand_out_distinct_seqs(path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pycrdt
 
 from ..ids import DocId, Origin, Seq
+from . import chains
 from .base import CompactionReport
 
 COMPACTION_ORIGIN = Origin("compaction")
@@ -61,9 +62,7 @@ def add(total: CompactionReport, part: CompactionReport) -> CompactionReport:
 
 def read_and_fold(db: sqlite3.Connection, doc_id: DocId) -> Fold | CompactionReport:
     """The fold of `doc_id`'s rows, or a 'skipped' report when there is nothing to fold."""
-    rows = db.execute(
-        "SELECT seq, collection, data, at FROM updates WHERE doc_id = ? ORDER BY seq", (doc_id,)
-    ).fetchall()
+    rows = chains.newest_first(db, doc_id, "seq, collection, data, at")[::-1]
     size = sum(len(data) for _, _, data, _ in rows)
     if len(rows) <= 1:
         return skipped(len(rows), size)
@@ -80,16 +79,12 @@ def read_and_fold(db: sqlite3.Connection, doc_id: DocId) -> Fold | CompactionRep
 
 def replace_with_snapshot(db: sqlite3.Connection, fold: Fold) -> bool:
     """In the caller's transaction: swap the folded rows for the snapshot if they are all there."""
-    current = [
-        seq
-        for (seq,) in db.execute(
-            "SELECT seq FROM updates WHERE doc_id = ? AND seq <= ? ORDER BY seq",
-            (fold.doc_id, fold.last_seq),
-        )
-    ]
-    if current != fold.seqs:
+    current = [seq for (seq,) in chains.from_seq(db, fold.last_seq, fold.doc_id, "seq")]
+    if current[::-1] != fold.seqs:
         return False
-    db.execute("DELETE FROM updates WHERE doc_id = ? AND seq <= ?", (fold.doc_id, fold.last_seq))
+    db.executemany("DELETE FROM updates WHERE seq = ?", ((seq,) for seq in fold.seqs))
+    # The snapshot starts the chain (prev_seq NULL); rows appended since the read still point
+    # at its seq, the seq of the last row it folds.
     db.execute(
         "INSERT INTO updates (seq, doc_id, collection, data, origin, at, is_snapshot)"
         " VALUES (?, ?, ?, ?, ?, ?, 1)",
@@ -103,8 +98,9 @@ def replace_with_snapshot(db: sqlite3.Connection, fold: Fold) -> bool:
 
 
 def documents_to_compact(db: sqlite3.Connection) -> list[DocId]:
-    """Documents with more than one log row, in doc_id order."""
+    """Documents with more than one log row (their head has a previous row), in doc_id order."""
     rows = db.execute(
-        "SELECT doc_id FROM updates GROUP BY doc_id HAVING COUNT(*) > 1 ORDER BY doc_id"
+        "SELECT records.doc_id FROM records CROSS JOIN updates ON updates.seq = records.last_seq"
+        " WHERE updates.prev_seq IS NOT NULL ORDER BY records.doc_id"
     )
     return [DocId(doc_id) for (doc_id,) in rows]

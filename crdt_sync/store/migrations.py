@@ -78,6 +78,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX IF EXISTS updates_by_collection",
         ),
     ),
+    Migration(
+        3,
+        "chain each document's log rows (prev_seq) instead of indexing them by doc_id",
+        (
+            # See chains.py: the (doc_id, seq) index made every group commit write up to one
+            # index page per document in it. The chain is built from that index, then it goes.
+            "ALTER TABLE updates ADD COLUMN prev_seq INTEGER",
+            """UPDATE updates SET prev_seq = (
+                SELECT MAX(earlier.seq) FROM updates AS earlier
+                WHERE earlier.doc_id = updates.doc_id AND earlier.seq < updates.seq
+            )""",
+            "DROP INDEX updates_by_doc",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,7 +1,7 @@
 """The store's reads, each one function run on the reading connection's thread (I/O layer).
 
-Rule: every read that walks many rows does it through an index range (see MIGRATIONS), so its
-cost follows the rows it returns, not the size of the store.
+Rule: every read that walks many rows does it through an index range (see MIGRATIONS) or a
+document's chain (chains.py), so its cost follows the rows it returns, not the size of the store.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import pycrdt
 
 from ..ids import DocId, Origin, Seq
+from . import chains
 from .base import DocumentState, LogEntry, RecordRow, StoreStatistics, TokenRow
 
 RECORD_COLUMNS = (
@@ -90,12 +91,7 @@ def log(db: sqlite3.Connection, query: Query) -> list[LogEntry]:
 
 
 def load(db: sqlite3.Connection, doc_id: DocId) -> bytes | None:
-    updates = [
-        data
-        for (data,) in db.execute(
-            "SELECT data FROM updates WHERE doc_id = ? ORDER BY seq", (doc_id,)
-        )
-    ]
+    updates = [data for (data,) in reversed(chains.newest_first(db, doc_id, "data"))]
     if not updates:
         return None
     if len(updates) == 1:
@@ -104,8 +100,7 @@ def load(db: sqlite3.Connection, doc_id: DocId) -> bytes | None:
 
 
 def history(db: sqlite3.Connection, doc_id: DocId) -> list[LogEntry]:
-    rows = db.execute(f"SELECT {LOG_COLUMNS} FROM updates WHERE doc_id = ? ORDER BY seq", (doc_id,))
-    return [_log_entry(row) for row in rows]
+    return [_log_entry(row) for row in reversed(chains.newest_first(db, doc_id, LOG_COLUMNS))]
 
 
 def get_record(db: sqlite3.Connection, doc_id: DocId) -> RecordRow | None:

@@ -273,7 +273,9 @@ class SQLiteStore:
         that connection's cache and push out the pages incremental pulls and catch-up need.
         """
         scanner = await self._open_scanner()
-        return await scanner.run(reads.records, reads.snapshot_query(collections, after, limit, False))
+        return await scanner.run(
+            reads.records, reads.snapshot_query(collections, after, limit, False)
+        )
 
     async def _open_scanner(self) -> Connection:
         async with self._scanner_opening:
@@ -364,7 +366,7 @@ def _row(doc_id: DocId, update: bytes, view: JSONObject, is_deleted: bool, origi
     collection, record_id = _split(doc_id)
     encoded = _encode_view(view)
     update = update if type(update) is bytes else bytes(update)  # a copy only of a mutable view
-    return Row(doc_id, collection, record_id, update, encoded, bool(is_deleted), origin)
+    return Row(doc_id, collection, record_id, update, encoded, 1 if is_deleted else 0, origin)
 
 
 _encode_view = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

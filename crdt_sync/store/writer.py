@@ -22,6 +22,7 @@ from typing import Any, Self
 from ..errors import StoreError
 from ..ids import Seq
 from .base import CommitListener, Committed
+from .chains import Heads
 from .connection import Connection
 from .transactions import (
     AppendJob,
@@ -73,6 +74,7 @@ class CommitWriter:
         self._is_closing = False
         self._task: asyncio.Task[None] | None = None
         self._known = Seq(0)  # the last seq this writer has handed to listeners
+        self._heads = Heads()  # touched only by the transaction in flight, on the thread
         self.listeners: list[CommitListener] = []
         self.statistics = WriterStatistics()
 
@@ -146,7 +148,7 @@ class CommitWriter:
 
     async def _follow(self, job: FollowJob) -> None:
         try:
-            foreign = await self._connection.run(read_foreign, self._known)
+            foreign = await self._connection.run(read_foreign, self._known, self._heads)
         except Exception as exc:
             _fail(job.future, exc)
             return
@@ -170,7 +172,7 @@ class CommitWriter:
         now = self._clock()
         try:
             outcomes, foreign = await self._connection.run(
-                commit_appends, batch, now, now - self._idempotency_ttl, self._known
+                commit_appends, batch, now, now - self._idempotency_ttl, self._known, self._heads
             )
         except StoreError as exc:
             for job in batch:  # one fresh error per caller, all caused by the same sqlite error
