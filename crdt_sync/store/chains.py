@@ -79,7 +79,7 @@ class Heads:
         return self._seqs.get(doc_id)
 
     def advance(self, rows: Iterable[tuple[DocId, Seq]]) -> None:
-        """Record committed rows, given in seq order."""
+        """Record committed rows; of two rows of one document, the later one must come later."""
         seqs = self._seqs
         for doc_id, seq in rows:
             seqs[doc_id] = seq

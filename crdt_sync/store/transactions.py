@@ -135,7 +135,7 @@ def commit_appends(
         foreign = read_foreign(db, known, heads)
         last_seq = foreign[-1].seq if foreign else known
         outcomes = _write(db, batch, now, expired_before, last_seq, heads, written)
-    heads.advance(sorted(written.items(), key=lambda item: item[1]))
+    heads.advance(written.items())  # one entry per document: order does not matter
     return outcomes, foreign
 
 
