@@ -92,6 +92,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX updates_by_doc",
         ),
     ),
+    Migration(
+        4,
+        "drop records_by_last_seq: records_by_collection serves every changes_since",
+        (
+            # Every append moved the record in both indexes on last_seq. A pull over all
+            # collections now merges one range of records_by_collection per collection.
+            "DROP INDEX IF EXISTS records_by_last_seq",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -26,14 +26,32 @@ TOKEN_COLUMNS = "name, role, created_at, revoked_at"
 Query = tuple[str, tuple[Any, ...]]
 
 
-def changes_query(cursor: Seq, collections: Sequence[str] | None, limit: int) -> Query:
-    """Records changed after `cursor`, by last_seq: a range of records_by_last_seq, or one range
-    of records_by_collection per collection, merged."""
-    select = f"SELECT {RECORD_COLUMNS} FROM records WHERE last_seq > ?"
+def changes(
+    db: sqlite3.Connection, cursor: Seq, collections: Sequence[str] | None, limit: int
+) -> list[RecordRow]:
+    """Records changed after `cursor` in `collections` (None: in every collection there is)."""
     if collections is None:
-        return f"{select} ORDER BY last_seq LIMIT ?", (cursor, limit)
-    each = [(cursor, collection) for collection in collections]
-    return _merged(f"{select} AND collection = ?", "last_seq", each, limit)
+        collections = [name for (name,) in db.execute(COLLECTIONS)]
+    return records(db, changes_query(cursor, collections, limit))
+
+
+def changes_query(cursor: Seq, collections: Sequence[str], limit: int) -> Query:
+    """Records changed after `cursor`, by last_seq: one range of records_by_collection per
+    collection, merged."""
+    select = f"SELECT {RECORD_COLUMNS} FROM records WHERE last_seq > ? AND collection = ?"
+    return _merged(select, "last_seq", [(cursor, name) for name in collections], limit)
+
+
+# The collections that have records, one index lookup each (a loose scan of records_by_collection)
+COLLECTIONS = """
+    WITH RECURSIVE names (name) AS (
+        SELECT MIN(collection) FROM records
+        UNION ALL
+        SELECT (SELECT MIN(collection) FROM records WHERE collection > names.name)
+        FROM names WHERE names.name IS NOT NULL
+    )
+    SELECT name FROM names WHERE name IS NOT NULL
+"""
 
 
 def log_query(cursor: Seq, collections: Sequence[str] | None, limit: int) -> Query:

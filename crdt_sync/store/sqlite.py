@@ -243,7 +243,7 @@ class SQLiteStore:
     async def changes_since(
         self, cursor: Seq, *, collections: Sequence[str] | None = None, limit: int = 1000
     ) -> list[RecordRow]:
-        return await self._read(reads.records, reads.changes_query(cursor, collections, limit))
+        return await self._read(reads.changes, cursor, collections, limit)
 
     async def log_since(
         self, cursor: Seq, *, collections: Sequence[str] | None = None, limit: int = 1000
