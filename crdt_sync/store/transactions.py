@@ -15,6 +15,7 @@ import functools
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from ..errors import StoreError
 from ..ids import DocId, Origin, Seq
@@ -172,7 +173,7 @@ def _write(
     outcomes: list[Outcome] = []
     plain: list[tuple[Seq, Row]] = []  # consecutive jobs without a key, written in one go
     for job in batch:
-        seqs = [Seq(seq) for seq in range(next_seq, next_seq + len(job.rows))]
+        seqs = cast(list[Seq], list(range(next_seq, next_seq + len(job.rows))))
         if job.idempotency_key is None:
             plain.extend(zip(seqs, job.rows))
             outcomes.append(seqs)

@@ -201,9 +201,11 @@ class CommitWriter:
 
     def _record(self, batch: list[AppendJob], outcomes: list[Outcome]) -> list[Committed]:
         """Count the commit; the committed updates in seq order, if anyone listens."""
-        seqs = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
-        appends = sum(len(each) for each in seqs)
-        self._known = max([self._known, *(each[-1] for each in seqs if each)])
+        appends = 0
+        for outcome in outcomes:
+            if outcome and not isinstance(outcome, BaseException):
+                appends += len(outcome)
+                self._known = outcome[-1]  # seqs rise through the batch
         self.statistics.commits += 1
         self.statistics.appends += appends
         self.statistics.largest_batch = max(self.statistics.largest_batch, appends)
