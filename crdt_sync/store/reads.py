@@ -95,6 +95,8 @@ def _merged(select: str, order: str, each: list[tuple[Any, ...]], limit: int) ->
     """
     if not each:
         return "SELECT 1 WHERE 0", ()  # no collection asked for: nothing
+    if len(each) == 1:  # one range is in order already: no merge, no sort
+        return f"{select} ORDER BY {order} LIMIT ?", (*each[0], limit)
     part = f"SELECT * FROM ({select} ORDER BY {order} LIMIT ?)"
     sql = " UNION ALL ".join([part] * len(each)) + f" ORDER BY {order} LIMIT ?"
     return sql, (*(value for params in each for value in (*params, limit)), limit)
