@@ -871,6 +871,25 @@ async def test_a_version_1_file_is_migrated_with_its_data_intact(path: Path) -> 
     assert chain == [(2, None), (4, None)]  # contacts/a folded into one snapshot at seq 4
 
 
+async def test_a_store_migrated_by_a_newer_version_meanwhile_is_not_written(
+    store: SQLiteStore, path: Path
+) -> None:
+    """A newer crdt-sync (the CLI, say) opened the file and migrated it under a running server."""
+    contact = Contact()
+    await put(store, "contacts/1", contact, name="first")
+    await put(store, "contacts/1", contact, name="before")
+    with raw(path) as db:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match=f"migrated from schema version {SCHEMA_VERSION} to"):
+        await put(store, "contacts/1", contact, name="after")
+    with pytest.raises(StoreError, match="restart this one"):
+        await store.compact(DocId("contacts/1"))
+    assert await store.cursor() == 2
+    assert [e.is_snapshot for e in await store.history(DocId("contacts/1"))] == [False, False]
+    record = await store.get_record(DocId("contacts/1"))
+    assert record is not None and record.view == {"name": "before"}
+
+
 async def test_two_stores_on_one_file_hand_out_distinct_seqs(path: Path) -> None:
     async with SQLiteStore(path) as server, SQLiteStore(path) as cli:
         contact = Contact()

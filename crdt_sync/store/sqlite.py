@@ -106,6 +106,7 @@ class SQLiteStore:
                 max_batch=self._max_batch,
                 idempotency_ttl=self._idempotency_ttl,
                 clock=self._clock,
+                schema_version=self.schema_version,
             )
             writer.listeners = self._listeners
             self._writer = await stack.enter_async_context(writer)

@@ -110,8 +110,11 @@ ON_CONFLICT = """
 CHUNK_SIZES = (128, 32, 8, 2, 1)
 
 
-def run_exclusive(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], object]) -> object:
+def run_exclusive(
+    db: sqlite3.Connection, work: Callable[[sqlite3.Connection], object], schema_version: int
+) -> object:
     with write_transaction(db):
+        still_at(db, schema_version)
         return work(db)
 
 
@@ -122,6 +125,7 @@ def commit_appends(
     expired_before: float,
     known: Seq,
     heads: Heads,
+    schema_version: int,
 ) -> tuple[list[Outcome], list[Foreign]]:
     """Write the whole batch in one transaction; one outcome per job (its seqs, or its error).
 
@@ -133,6 +137,7 @@ def commit_appends(
     """
     written: dict[DocId, Seq] = {}
     with write_transaction(db):
+        still_at(db, schema_version)
         foreign = read_foreign(db, known, heads)
         last_seq = foreign[-1].seq if foreign else known
         outcomes = _write(db, batch, now, expired_before, last_seq, heads, written)
@@ -150,6 +155,20 @@ def read_foreign(db: sqlite3.Connection, known: Seq, heads: Heads) -> list[Forei
     ]
     heads.advance((row.doc_id, row.seq) for row in foreign)
     return foreign
+
+
+def still_at(db: sqlite3.Connection, schema_version: int) -> None:
+    """Refuse to write a file that a newer crdt-sync migrated since this process opened it.
+
+    Its rows would miss what the new schema needs (the prev_seq of migration 3, say); a
+    restart runs this version's checks again, or refuses the newer file with a clear message.
+    """
+    (version,) = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    if version != schema_version:
+        raise StoreError(
+            f"the store was migrated from schema version {schema_version} to {version} by"
+            " another crdt-sync process; restart this one (nothing of this write was stored)"
+        )
 
 
 def last_seq(db: sqlite3.Connection) -> Seq:

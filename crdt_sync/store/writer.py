@@ -63,8 +63,10 @@ class CommitWriter:
         max_batch: int,
         idempotency_ttl: float,
         clock: Callable[[], float],
+        schema_version: int,
     ) -> None:
         self._connection = connection
+        self._schema_version = schema_version
         self._max_batch = max_batch
         self._idempotency_ttl = idempotency_ttl
         self._clock = clock
@@ -139,7 +141,7 @@ class CommitWriter:
 
     async def _commit_exclusive(self, job: ExclusiveJob) -> None:
         try:
-            result = await self._connection.run(run_exclusive, job.work)
+            result = await self._connection.run(run_exclusive, job.work, self._schema_version)
         except Exception as exc:
             _fail(job.future, exc)
         else:
@@ -172,7 +174,13 @@ class CommitWriter:
         now = self._clock()
         try:
             outcomes, foreign = await self._connection.run(
-                commit_appends, batch, now, now - self._idempotency_ttl, self._known, self._heads
+                commit_appends,
+                batch,
+                now,
+                now - self._idempotency_ttl,
+                self._known,
+                self._heads,
+                self._schema_version,
             )
         except StoreError as exc:
             for job in batch:  # one fresh error per caller, all caused by the same sqlite error
