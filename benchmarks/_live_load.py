@@ -104,8 +104,14 @@ class YClient:
     client has that the server lacks, so edits not sent before the drop go in that step 2.
     """
 
-    def __init__(self, url: str, *, on_update: Callable[[bytes, int], None] | None = None,
-                 track: bool = False, reconnect_until: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_update: Callable[[bytes, int], None] | None = None,
+        track: bool = False,
+        reconnect_until: float | None = None,
+    ) -> None:
         self.url = url
         self.on_update = on_update
         self.track = track
@@ -135,14 +141,24 @@ class YClient:
             self.close_code = None
             try:
                 self.ws = await connect(
-                    self.url, compression=None, proxy=None, max_size=16 << 20, max_queue=512,
-                    ping_interval=None, open_timeout=20, close_timeout=2,
+                    self.url,
+                    compression=None,
+                    proxy=None,
+                    max_size=16 << 20,
+                    max_queue=512,
+                    ping_interval=None,
+                    open_timeout=20,
+                    close_timeout=2,
                 )
                 self._reader = asyncio.create_task(self._read())
                 await self.ws.send(sync_message(STEP1, self.doc.get_state()))
                 done, _ = await asyncio.wait(
-                    [asyncio.create_task(self.synced.wait()), asyncio.create_task(self.closed.wait())],
-                    timeout=sync_timeout, return_when=asyncio.FIRST_COMPLETED,
+                    [
+                        asyncio.create_task(self.synced.wait()),
+                        asyncio.create_task(self.closed.wait()),
+                    ],
+                    timeout=sync_timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 for task in _:
                     task.cancel()
@@ -244,8 +260,9 @@ class YClient:
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-def edit_updates(doc: Doc[Any], edits: list[dict[str, Any]],
-                 clocks: list[int] | None = None) -> list[bytes]:
+def edit_updates(
+    doc: Doc[Any], edits: list[dict[str, Any]], clocks: list[int] | None = None
+) -> list[bytes]:
     """One update per edit (a dict of fields to set), made on `doc` in order; `clocks` gets
     the doc's own clock after each edit."""
     record = doc.get("record", type=Map)
@@ -261,8 +278,13 @@ def edit_updates(doc: Doc[Any], edits: list[dict[str, Any]],
     return out
 
 
-async def open_many(urls: list[str], *, concurrency: int, deadline: float,
-                    factory: Callable[[str], YClient] | None = None) -> tuple[list[YClient], list[str]]:
+async def open_many(
+    urls: list[str],
+    *,
+    concurrency: int,
+    deadline: float,
+    factory: Callable[[str], YClient] | None = None,
+) -> tuple[list[YClient], list[str]]:
     """Open and sync one client per url, `concurrency` at a time; (opened, errors)."""
     gate = asyncio.Semaphore(concurrency)
     factory = factory or (lambda url: YClient(url))
@@ -293,8 +315,11 @@ async def close_many(clients: list[YClient], concurrency: int = 200) -> None:
 
 
 def emit(kind: str, name: str, payload: dict[str, Any] | None = None) -> None:
-    sys.stdout.write(f"{kind} {name} {json.dumps(payload or {})}\n" if kind == "EVENT"
-                     else f"RESULT {json.dumps(payload)}\n")
+    sys.stdout.write(
+        f"{kind} {name} {json.dumps(payload or {})}\n"
+        if kind == "EVENT"
+        else f"RESULT {json.dumps(payload)}\n"
+    )
     sys.stdout.flush()
 
 
@@ -359,14 +384,19 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
                 all_seen.set()
 
     def reader(record_id: str) -> YClient:
-        client = YClient(url_of(p, record_id), track=True, reconnect_until=deadline,
-                         on_update=lambda m, t: check(record_id, t))
+        client = YClient(
+            url_of(p, record_id),
+            track=True,
+            reconnect_until=deadline,
+            on_update=lambda m, t: check(record_id, t),
+        )
         readers_by_id[record_id] = client
         return client
 
     record_of = {url_of(p, i): i for i in ids}
-    readers, errors = await open_many(list(record_of), concurrency=50, deadline=deadline,
-                                      factory=lambda u: reader(record_of[u]))
+    readers, errors = await open_many(
+        list(record_of), concurrency=50, deadline=deadline, factory=lambda u: reader(record_of[u])
+    )
     if errors:
         raise RuntimeError(f"readers failed to open: {errors[:3]}")
 
@@ -382,10 +412,15 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
                     acked[j] += 1
                     if acked[j] == edits:
                         t_acked[j] = t
+
         return on_update
 
-    clients = [YClient(url_of(p, ids[0 if shared else j]), on_update=writer_update(j),
-                       reconnect_until=deadline) for j in range(writers)]
+    clients = [
+        YClient(
+            url_of(p, ids[0 if shared else j]), on_update=writer_update(j), reconnect_until=deadline
+        )
+        for j in range(writers)
+    ]
     await asyncio.gather(*(c.open(deadline) for c in clients))
     frames: list[list[bytes]] = []
     writer_clocks: list[tuple[str, int, list[int]]] = []
@@ -415,10 +450,13 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
         if isinstance(result, BaseException):
             send_errors.append(f"{type(result).__name__}: {result}")
     # Until the reader has it all, or a connection is gone for good (then it never will).
-    waits = [asyncio.create_task(all_seen.wait()),
-             *(asyncio.create_task(c.gone.wait()) for c in [*clients, *readers])]
-    await asyncio.wait(waits, timeout=max(1.0, deadline - time.monotonic()),
-                       return_when=asyncio.FIRST_COMPLETED)
+    waits = [
+        asyncio.create_task(all_seen.wait()),
+        *(asyncio.create_task(c.gone.wait()) for c in [*clients, *readers]),
+    ]
+    await asyncio.wait(
+        waits, timeout=max(1.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+    )
     for task in waits:
         task.cancel()
     # The writers' own echoes (ours: committed) may trail the reader by a little.
@@ -430,12 +468,18 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
     if p.get("peer_db"):  # the peer writes to SQLite after broadcasting: when is it all stored?
         # (rows of the writers' edits; the shared record's creating edit may be missing: the
         # peer drops a room's pending writes when its last client leaves, as the seeder did)
-        stored, t_stored = await wait_stored(p["peer_db"], f"/yjs/{p['collection']}/{run}-",
-                                             total, deadline=time.monotonic() + 60)
+        stored, t_stored = await wait_stored(
+            p["peer_db"], f"/yjs/{p['collection']}/{run}-", total, deadline=time.monotonic() + 60
+        )
         stored_s = (t_stored - t0) / 1e9 if t_stored else None
-    closes = sorted({f"{role} dropped: {drop}"
-                     for role, group in (("writer", clients), ("reader", readers)) for c in group
-                     for drop in c.drops})
+    closes = sorted(
+        {
+            f"{role} dropped: {drop}"
+            for role, group in (("writer", clients), ("reader", readers))
+            for c in group
+            for drop in c.drops
+        }
+    )
     reconnects = sum(c.reconnects for c in [*clients, *readers])
     seen = 0
     for record_id, client_id, clocks in writer_clocks:
@@ -451,7 +495,9 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
         "seen_s": (t_seen[0] - t0) / 1e9 if all_seen.is_set() else None,
         "acked": sum(acked),
         "acked_s": (max(t_acked) - t0) / 1e9 if all(t_acked) else None,
-        "stored_rows": stored, "stored_s": stored_s, "client_cpu_s": client_cpu_s,
+        "stored_rows": stored,
+        "stored_s": stored_s,
+        "client_cpu_s": client_cpu_s,
         "reconnects": reconnects,
         "errors": send_errors + closes + ([f"{denied} permission-denied"] if denied else []),
     }
@@ -470,7 +516,8 @@ async def wait_stored(db: str, prefix: str, rows: int, deadline: float) -> tuple
             try:
                 count = connection.execute(
                     "SELECT count(*) FROM yupdates WHERE path >= ? AND path < ?",
-                    (prefix, prefix + "\uffff")).fetchone()[0]
+                    (prefix, prefix + "\uffff"),
+                ).fetchone()[0]
             except sqlite3.OperationalError:
                 pass  # locked by the writer for a moment
             if count >= rows:
@@ -503,6 +550,7 @@ async def fanout(p: dict[str, Any]) -> dict[str, Any]:
                     remaining[0] -= 1
                     if remaining[0] == 0:
                         all_in.set()
+
         return on_update
 
     def own_update(message: bytes, t: int) -> None:
@@ -519,13 +567,18 @@ async def fanout(p: dict[str, Any]) -> dict[str, Any]:
     await asyncio.wait_for(created.wait(), 10)
     writer.on_update = own_update
     subscribers, errors = await open_many(
-        [url_of(p, record)] * subs, concurrency=50, deadline=deadline,
-        factory=lambda u, _n=iter(range(subs)): YClient(u, on_update=sub_update(next(_n))))
+        [url_of(p, record)] * subs,
+        concurrency=50,
+        deadline=deadline,
+        factory=lambda u, _n=iter(range(subs)): YClient(u, on_update=sub_update(next(_n))),
+    )
     if errors:
         raise RuntimeError(f"{len(errors)} subscribers failed to open: {errors[:3]}")
     await asyncio.sleep(0.5)
-    frames = [sync_message(UPDATE, u)
-              for u in edit_updates(writer.doc, [{"company": marker(0, i)} for i in range(edits)])]
+    frames = [
+        sync_message(UPDATE, u)
+        for u in edit_updates(writer.doc, [{"company": marker(0, i)} for i in range(edits)])
+    ]
     start = time.perf_counter()
     for i, frame in enumerate(frames):
         delay = start + i / rate - time.perf_counter()
@@ -540,16 +593,26 @@ async def fanout(p: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(0.2)
     latencies = [(row[i] - sent_ns[i]) / 1e6 for row in received for i in range(edits) if row[i]]
     own = [(own_ns[i] - sent_ns[i]) / 1e6 for i in range(edits) if own_ns[i]]
-    closes = sorted({f"{c.close_code} {c.close_reason}" for c in [writer, *subscribers]
-                     if c.close_code is not None})
+    closes = sorted(
+        {
+            f"{c.close_code} {c.close_reason}"
+            for c in [writer, *subscribers]
+            if c.close_code is not None
+        }
+    )
     await close_many([writer, *subscribers])
     return {
-        "subscribers": subs, "edits": edits, "deliveries": len(latencies),
+        "subscribers": subs,
+        "edits": edits,
+        "deliveries": len(latencies),
         "missing": subs * edits - len(latencies),
-        "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
         "max_ms": max(latencies) if latencies else None,
-        "echo_p50_ms": percentile(own, 50), "echo_p99_ms": percentile(own, 99),
-        "echoes": len(own), "errors": closes,
+        "echo_p50_ms": percentile(own, 50),
+        "echo_p99_ms": percentile(own, 99),
+        "echoes": len(own),
+        "errors": closes,
     }
 
 
@@ -562,18 +625,33 @@ async def open_records(p: dict[str, Any]) -> dict[str, Any]:
     emit("EVENT", "warm")
     await wait_go()
     t0 = time.perf_counter()
-    clients, errors = await open_many([url_of(p, i) for i in ids], concurrency=p["concurrency"],
-                                      deadline=deadline)
+    clients, errors = await open_many(
+        [url_of(p, i) for i in ids], concurrency=p["concurrency"], deadline=deadline
+    )
     opened_s = time.perf_counter() - t0
     alive = sum(1 for c in clients if not c.closed.is_set())
-    emit("EVENT", "open", {"opened": len(clients), "alive": alive, "seconds": opened_s,
-                           "errors": errors[:3], "failed": len(errors)})
+    emit(
+        "EVENT",
+        "open",
+        {
+            "opened": len(clients),
+            "alive": alive,
+            "seconds": opened_s,
+            "errors": errors[:3],
+            "failed": len(errors),
+        },
+    )
     await wait_go()
     await close_many(clients)
     emit("EVENT", "closed")
     await wait_go()
-    return {"opened": len(clients), "alive": alive, "failed": len(errors), "open_s": opened_s,
-            "errors": errors[:3]}
+    return {
+        "opened": len(clients),
+        "alive": alive,
+        "failed": len(errors),
+        "open_s": opened_s,
+        "errors": errors[:3],
+    }
 
 
 async def churn(p: dict[str, Any]) -> dict[str, Any]:
@@ -609,9 +687,14 @@ async def churn(p: dict[str, Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     emit("EVENT", "done", {"opened": done[0], "seconds": seconds, "failed": len(failed)})
     await wait_go()
-    return {"opened": done[0], "requested": len(ids), "seconds": seconds,
-            "per_s": done[0] / seconds if seconds else None, "failed": len(failed),
-            "errors": failed[:3]}
+    return {
+        "opened": done[0],
+        "requested": len(ids),
+        "seconds": seconds,
+        "per_s": done[0] / seconds if seconds else None,
+        "failed": len(failed),
+        "errors": failed[:3],
+    }
 
 
 async def durability_write(p: dict[str, Any]) -> dict[str, Any]:
@@ -626,6 +709,7 @@ async def durability_write(p: dict[str, Any]) -> dict[str, Any]:
         def handler(message: bytes, t: int) -> None:
             for found in MARKER.finditer(message):
                 echoed[j].add(int(found.group(2)))
+
         return handler
 
     clients = [YClient(url_of(p, ids[j]), on_update=on_update(j)) for j in range(writers)]
@@ -661,9 +745,14 @@ async def durability_write(p: dict[str, Any]) -> dict[str, Any]:
     for client in clients:
         await client.abort()
     return {
-        "records": ids, "client_ids": [c.doc.client_id for c in clients], "base_clocks": base,
-        "sent": sent, "echoed": [sorted(e) for e in echoed],
-        "send_errors": [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)],
+        "records": ids,
+        "client_ids": [c.doc.client_id for c in clients],
+        "base_clocks": base,
+        "sent": sent,
+        "echoed": [sorted(e) for e in echoed],
+        "send_errors": [
+            f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)
+        ],
     }
 
 
@@ -680,8 +769,12 @@ async def durability_check(p: dict[str, Any]) -> dict[str, Any]:
 
 
 WORKLOADS = {
-    "throughput": throughput, "fanout": fanout, "open_records": open_records, "churn": churn,
-    "durability_write": durability_write, "durability_check": durability_check,
+    "throughput": throughput,
+    "fanout": fanout,
+    "open_records": open_records,
+    "churn": churn,
+    "durability_write": durability_write,
+    "durability_check": durability_check,
 }
 
 

@@ -50,12 +50,17 @@ async def seed(db_path: Path, records: int) -> str:
             batch = []
             for i in range(start, min(records, start + 1000)):
                 doc_id = DocId(f"contacts/c{i}")
-                fields = {"name": f"Contact {i}", "email": f"c{i}@example.com",
-                          "company": f"Company {i % 97}", "notes": f"met at event {i % 13}"}
+                fields = {
+                    "name": f"Contact {i}",
+                    "email": f"c{i}@example.com",
+                    "company": f"Company {i % 97}",
+                    "notes": f"met at event {i % 13}",
+                }
                 document: Doc[Any] = Doc()
                 update = helper.patch(doc_id, document, fields, creating=True)
-                batch.append(Append(doc_id, update, helper.view(doc_id, document), False,
-                                    Origin("bench")))
+                batch.append(
+                    Append(doc_id, update, helper.view(doc_id, document), False, Origin("bench"))
+                )
             await store.append_many(batch)
         return await create_token(store, name="bench-device", role="device")
 
@@ -119,17 +124,20 @@ async def first_sync(workdir: Path, server: Server, token: str, label: str) -> t
         held = len(await replica.query("contacts"))
     wal = Path(f"{path}-wal")  # checkpointed away on close, usually
     size = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-    print(f"  {label}: {seconds:7.2f} s   {held / seconds:9,.0f} records/s   "
-          f"replica file {size / 1e6:6.1f} MB   cursor {status.cursor}")
+    print(
+        f"  {label}: {seconds:7.2f} s   {held / seconds:9,.0f} records/s   "
+        f"replica file {size / 1e6:6.1f} MB   cursor {status.cursor}"
+    )
     return seconds, held
 
 
 async def reconnect(workdir: Path, server: Server, token: str, edits: int, label: str) -> float:
     a_path, b_path = workdir / f"a-{label}.db", workdir / f"b-{label}.db"
     options: dict[str, Any] = {"rest_interval": 0.2}
-    async with Replica(a_path, server=server.url, token=token, **options) as alice, Replica(
-        b_path, server=server.url, token=token, **options
-    ) as bob:
+    async with (
+        Replica(a_path, server=server.url, token=token, **options) as alice,
+        Replica(b_path, server=server.url, token=token, **options) as bob,
+    ):
         if not a_path.with_suffix(".synced").exists():
             await alice.sync()
             await bob.sync()
@@ -147,8 +155,10 @@ async def reconnect(workdir: Path, server: Server, token: str, edits: int, label
             seconds = time.perf_counter() - started
         last = await bob.get("contacts", f"c{edits - 1}")
         assert last is not None and last["phone"] == f"+1 {stamp} {edits - 1}"
-    print(f"  {label}: {seconds:7.2f} s until A's queue is empty and B has all {edits} edits "
-          f"({edits / seconds:,.0f} edits/s)")
+    print(
+        f"  {label}: {seconds:7.2f} s until A's queue is empty and B has all {edits} edits "
+        f"({edits / seconds:,.0f} edits/s)"
+    )
     return seconds
 
 
@@ -167,10 +177,12 @@ async def main(args: argparse.Namespace) -> None:
         try:
             print(f"first sync of {args.records:,} records over /ws (median of {args.runs}):")
             results["ws first"] = await median(
-                args.runs, lambda: _first(workdir, server, token, "ws"))
+                args.runs, lambda: _first(workdir, server, token, "ws")
+            )
             print(f"reconnect after {args.edits:,} offline edits over /ws:")
             results["ws reconnect"] = await median(
-                args.runs, lambda: reconnect(workdir, server, token, args.edits, "ws"))
+                args.runs, lambda: reconnect(workdir, server, token, args.edits, "ws")
+            )
         finally:
             server.stop()
 
@@ -180,10 +192,12 @@ async def main(args: argparse.Namespace) -> None:
         try:
             print(f"first sync of {args.rest_records:,} records over REST (median of {args.runs}):")
             results["rest first"] = await median(
-                args.runs, lambda: _first(workdir, server, rest_token, "rest"))
+                args.runs, lambda: _first(workdir, server, rest_token, "rest")
+            )
             print(f"reconnect after {args.edits:,} offline edits over REST:")
             results["rest reconnect"] = await median(
-                args.runs, lambda: reconnect(workdir, server, rest_token, args.edits, "rest"))
+                args.runs, lambda: reconnect(workdir, server, rest_token, args.edits, "rest")
+            )
         except Exception as exc:  # noqa: BLE001 - a server without /api/sync/* (issue 4)
             print(f"  REST fallback not measured: {type(exc).__name__}: {exc}")
         finally:
@@ -194,10 +208,13 @@ async def main(args: argparse.Namespace) -> None:
             legacy_token = await seed(legacy_db, args.legacy_records)
             server = Server(legacy_db, websockets=False, bulk=False)
             try:
-                print(f"first sync of {args.legacy_records:,} records over REST, one document "
-                      f"at a time (a server without /api/sync/updates; median of {args.runs}):")
+                print(
+                    f"first sync of {args.legacy_records:,} records over REST, one document "
+                    f"at a time (a server without /api/sync/updates; median of {args.runs}):"
+                )
                 results["legacy first"] = await median(
-                    args.runs, lambda: _first(workdir, server, legacy_token, "rest, per document"))
+                    args.runs, lambda: _first(workdir, server, legacy_token, "rest, per document")
+                )
             finally:
                 server.stop()
 
@@ -205,16 +222,25 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  {'':<32}{'/ws':>12}{'REST':>12}")
         ws_rate = args.records / results["ws first"]
         rest_rate = args.rest_records / results["rest first"] if "rest first" in results else None
-        print(f"  {'first sync, records/s':<32}{ws_rate:>12,.0f}"
-              f"{'' if rest_rate is None else f'{rest_rate:,.0f}':>12}")
+        print(
+            f"  {'first sync, records/s':<32}{ws_rate:>12,.0f}"
+            f"{'' if rest_rate is None else f'{rest_rate:,.0f}':>12}"
+        )
         rest_reconnect = results.get("rest reconnect")
-        print(f"  {f'reconnect, {args.edits} edits, s':<32}{results['ws reconnect']:>12.2f}"
-              f"{'' if rest_reconnect is None else f'{rest_reconnect:.2f}':>12}")
+        print(
+            f"  {f'reconnect, {args.edits} edits, s':<32}{results['ws reconnect']:>12.2f}"
+            f"{'' if rest_reconnect is None else f'{rest_reconnect:.2f}':>12}"
+        )
         if "legacy first" in results:
             legacy_rate = args.legacy_records / results["legacy first"]
-            print(f"  REST first sync one document at a time: {legacy_rate:,.0f} records/s"
-                  + ("" if rest_rate is None else f" ({rest_rate / legacy_rate:.1f}x slower "
-                                                  "than the update log)"))
+            print(
+                f"  REST first sync one document at a time: {legacy_rate:,.0f} records/s"
+                + (
+                    ""
+                    if rest_rate is None
+                    else f" ({rest_rate / legacy_rate:.1f}x slower than the update log)"
+                )
+            )
 
 
 async def _first(workdir: Path, server: Server, token: str, label: str) -> float:
@@ -226,8 +252,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rest-records", type=int, default=100_000)
-    parser.add_argument("--legacy-records", type=int, default=2_000,
-                        help="records for the per-document REST comparison (0: skip)")
+    parser.add_argument(
+        "--legacy-records",
+        type=int,
+        default=2_000,
+        help="records for the per-document REST comparison (0: skip)",
+    )
     parser.add_argument("--edits", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--serve", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
@@ -235,8 +265,12 @@ if __name__ == "__main__":
     parser.add_argument("--no-bulk", action="store_true", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.serve:
-        serve(parsed.serve[0], int(parsed.serve[1]), websockets=not parsed.no_websockets,
-              bulk=not parsed.no_bulk)
+        serve(
+            parsed.serve[0],
+            int(parsed.serve[1]),
+            websockets=not parsed.no_websockets,
+            bulk=not parsed.no_bulk,
+        )
     else:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         asyncio.run(main(parsed))

@@ -73,7 +73,9 @@ def contact_update(i: int) -> tuple[bytes, Any]:
         record["email"] = f"contact{i}@example.com"
         record["phone"] = f"+33 1 {i:08d}"
         record["company"] = COMPANIES[i % len(COMPANIES)]
-        record["notes"] = Text("Met at the fair; wants a demo of the new pricing. Call back in March.")
+        record["notes"] = Text(
+            "Met at the fair; wants a demo of the new pricing. Call back in March."
+        )
     return doc.get_update(), doc
 
 
@@ -97,8 +99,11 @@ def seed_ours(db: str, prefix: str, count: int) -> None:
                 for i in range(start, min(count, start + 1000)):
                     doc_id = make_doc_id("contacts", f"{prefix}{i}")
                     update, doc = contact_update(i)
-                    batch.append(Append(doc_id, update, records.view(doc_id, doc), False,
-                                        Origin("bench-seed")))
+                    batch.append(
+                        Append(
+                            doc_id, update, records.view(doc_id, doc), False, Origin("bench-seed")
+                        )
+                    )
                 await store.append_many(batch)
 
     asyncio.run(work())
@@ -132,8 +137,10 @@ def seed_peer(db: str, prefix: str, count: int) -> None:
         for start in range(0, count, 5000):
             connection.executemany(
                 "INSERT INTO yupdates VALUES (?, ?, ?, ?)",
-                [(f"/yjs/contacts/{prefix}{i}", contact_update(i)[0], b"", now)
-                 for i in range(start, min(count, start + 5000))],
+                [
+                    (f"/yjs/contacts/{prefix}{i}", contact_update(i)[0], b"", now)
+                    for i in range(start, min(count, start + 5000))
+                ],
             )
     connection.close()
 
@@ -218,24 +225,33 @@ def peer_server(db: str, port: int) -> None:
             ystore = self.rooms[name].ystore
             await super().delete_room(name=name)
             self.loaded.pop(name, None)
-            if ystore is not None and ystore.db_initialized is not None and ystore.db_initialized.is_set():
+            if (
+                ystore is not None
+                and ystore.db_initialized is not None
+                and ystore.db_initialized.is_set()
+            ):
                 try:
-                    await ystore._db.close()  # what stop() would do; each store has its own connection
+                    await (
+                        ystore._db.close()
+                    )  # what stop() would do; each store has its own connection
                 except Exception:  # noqa: BLE001
                     pass
 
     async def main() -> None:
         async with store_class(path="/init") as store:  # create the schema once, not per room
             await store.db_initialized.wait()
-        websocket_server = StoredRoomsServer(rooms_ready=False, auto_clean_rooms=True,
-                                             exception_handler=exception_logger, log=log)
+        websocket_server = StoredRoomsServer(
+            rooms_ready=False, auto_clean_rooms=True, exception_handler=exception_logger, log=log
+        )
 
         async def handler(connection: Any) -> None:
             path = connection.request.path.split("?", 1)[0]
             await websocket_server.serve(Channel(connection, path))
 
-        async with websocket_server, serve(handler, "127.0.0.1", port, max_size=2 << 20,
-                                           ping_interval=20, ping_timeout=20):
+        async with (
+            websocket_server,
+            serve(handler, "127.0.0.1", port, max_size=2 << 20, ping_interval=20, ping_timeout=20),
+        ):
             print(f"peer serving {db} on {port}", file=sys.stderr, flush=True)
             await asyncio.Future()
 
@@ -267,35 +283,88 @@ class Server:
         """A fresh store; ours needs a device token."""
         if self.side == "ours":
             out = subprocess.run(
-                [self.python, "-m", "crdt_sync", "token", "create", "--db", str(self.db),
-                 "--role", "device", "--name", "bench"],
-                cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+                [
+                    self.python,
+                    "-m",
+                    "crdt_sync",
+                    "token",
+                    "create",
+                    "--db",
+                    str(self.db),
+                    "--role",
+                    "device",
+                    "--name",
+                    "bench",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
             self.token = out.stdout.strip().splitlines()[-1]
 
     def seed(self, prefix: str, count: int) -> float:
         t0 = time.perf_counter()
-        subprocess.run([self.python, str(Path(__file__)), f"_seed_{self.side}", "--db", str(self.db),
-                        "--prefix", prefix, "--count", str(count)],
-                       cwd=ROOT, check=True, timeout=900)
+        subprocess.run(
+            [
+                self.python,
+                str(Path(__file__)),
+                f"_seed_{self.side}",
+                "--db",
+                str(self.db),
+                "--prefix",
+                prefix,
+                "--count",
+                str(count),
+            ],
+            cwd=ROOT,
+            check=True,
+            timeout=900,
+        )
         return time.perf_counter() - t0
 
     def start(self) -> None:
         self.port = free_port()
         if self.side == "ours":
-            command = [self.python, "-m", "crdt_sync", "serve", "--db", str(self.db),
-                       "--port", str(self.port), "--log-level", "warning"]
+            command = [
+                self.python,
+                "-m",
+                "crdt_sync",
+                "serve",
+                "--db",
+                str(self.db),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ]
         else:
-            command = [self.python, str(Path(__file__)), "_peer_server", "--db", str(self.db),
-                       "--port", str(self.port)]
+            command = [
+                self.python,
+                str(Path(__file__)),
+                "_peer_server",
+                "--db",
+                str(self.db),
+                "--port",
+                str(self.port),
+            ]
         log = open(self.logs / f"{self.side}-{self.port}.log", "wb")
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, preexec_fn=_raise_nofile)
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_raise_nofile,
+        )
         RUNNING.add(self.process)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.side} server exited with {self.process.returncode}; "
-                                   f"see {log.name}")
+                raise RuntimeError(
+                    f"{self.side} server exited with {self.process.returncode}; see {log.name}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -345,13 +414,22 @@ def _raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def run_load(python: str, params: dict[str, Any], timeout: float,
-             on_event: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_load(
+    python: str,
+    params: dict[str, Any],
+    timeout: float,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run one load process; `on_event(name, payload)` is called per EVENT, then GO is sent
     (for the events the load process waits on). Returns its RESULT (raises on error)."""
-    process = subprocess.Popen([python, str(LOAD), json.dumps(params)], cwd=ROOT,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                               preexec_fn=_raise_nofile)
+    process = subprocess.Popen(
+        [python, str(LOAD), json.dumps(params)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_raise_nofile,
+    )
     RUNNING.add(process)
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -368,9 +446,13 @@ def run_load(python: str, params: dict[str, Any], timeout: float,
             try:
                 line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
-                raise TimeoutError(f"load {params['workload']} did not finish in {timeout:.0f} s") from None
+                raise TimeoutError(
+                    f"load {params['workload']} did not finish in {timeout:.0f} s"
+                ) from None
             if line is None:
-                raise RuntimeError(f"load {params['workload']} exited with {process.wait()} and no result")
+                raise RuntimeError(
+                    f"load {params['workload']} exited with {process.wait()} and no result"
+                )
             kind, _, rest = line.rstrip("\n").partition(" ")
             if kind == "EVENT":
                 name, _, payload = rest.partition(" ")
@@ -425,8 +507,14 @@ class Bench:
 
     def params(self, server: Server, workload: str, **extra: Any) -> dict[str, Any]:
         self.counter += 1
-        return {"workload": workload, "base": server.base, "token": server.token,
-                "collection": "contacts", "run": f"r{self.counter}", **extra}
+        return {
+            "workload": workload,
+            "base": server.base,
+            "token": server.token,
+            "collection": "contacts",
+            "run": f"r{self.counter}",
+            **extra,
+        }
 
     def guarded(self, label: str, work: Callable[[], Any]) -> Any:
         try:
@@ -440,7 +528,9 @@ class Bench:
     # (a)
     def throughput(self) -> None:
         a = self.args
-        print(f"(a) throughput: {a.writers} writers x {a.edits} edits, {a.repeats} runs", flush=True)
+        print(
+            f"(a) throughput: {a.writers} writers x {a.edits} edits, {a.repeats} runs", flush=True
+        )
         servers = {side: self.server(side, "a") for side in SIDES}
         for side, server in servers.items():
             self.guarded(f"start {side}", server.start)
@@ -451,28 +541,40 @@ class Bench:
                     order = SIDES if run % 2 == 0 else SIDES[::-1]
                     for side in order:
                         server = servers[side]
-                        params = self.params(server, "throughput", mode=mode, writers=a.writers,
-                                             edits=a.edits, timeout=a.load_timeout,
-                                             peer_db=str(server.db) if side == "peer" else None)
+                        params = self.params(
+                            server,
+                            "throughput",
+                            mode=mode,
+                            writers=a.writers,
+                            edits=a.edits,
+                            timeout=a.load_timeout,
+                            peer_db=str(server.db) if side == "peer" else None,
+                        )
                         cpu0 = self.guarded("cpu", server.cpu_seconds)
                         result = self.guarded(
                             f"{side} {mode}",
-                            lambda: run_load(self.python["ours"], params, a.load_timeout + 30))
+                            lambda: run_load(self.python["ours"], params, a.load_timeout + 30),
+                        )
                         cpu1 = self.guarded("cpu", server.cpu_seconds)
                         if isinstance(cpu0, float) and isinstance(cpu1, float):
                             result["server_cpu_s"] = cpu1 - cpu0
                         out.setdefault(mode, {}).setdefault(side, []).append(result)
                         if result.get("stored_s"):
                             result["stored_per_s"] = result["edits"] / result["stored_s"]
-                        print(f"  {mode:8} {side:4} run {run + 1}: {_brief(result, 'updates_per_s', 'upd/s')}"
-                              f" seen={result.get('seen')} seen_s={_f(result.get('seen_s'))} "
-                              + (f"acked_s={_f(result.get('acked_s'))} " if side == "ours" else
-                                 f"stored={result.get('stored_rows')} stored_s={_f(result.get('stored_s'))} ") +
-                              f"server_cpu_s={_f(result.get('server_cpu_s'))} "
-                              f"client_cpu_s={_f(result.get('client_cpu_s'))}"
-                              f"{' reconnects=' + str(result['reconnects']) if result.get('reconnects') else ''}"
-                              f"{' errors=' + str(result['errors'][:2]) if result.get('errors') else ''}",
-                              flush=True)
+                        print(
+                            f"  {mode:8} {side:4} run {run + 1}: {_brief(result, 'updates_per_s', 'upd/s')}"
+                            f" seen={result.get('seen')} seen_s={_f(result.get('seen_s'))} "
+                            + (
+                                f"acked_s={_f(result.get('acked_s'))} "
+                                if side == "ours"
+                                else f"stored={result.get('stored_rows')} stored_s={_f(result.get('stored_s'))} "
+                            )
+                            + f"server_cpu_s={_f(result.get('server_cpu_s'))} "
+                            f"client_cpu_s={_f(result.get('client_cpu_s'))}"
+                            f"{' reconnects=' + str(result['reconnects']) if result.get('reconnects') else ''}"
+                            f"{' errors=' + str(result['errors'][:2]) if result.get('errors') else ''}",
+                            flush=True,
+                        )
         finally:
             for server in servers.values():
                 server.stop()
@@ -491,17 +593,27 @@ class Bench:
                 for run in range(a.repeats_b):
                     for side in SIDES if run % 2 == 0 else SIDES[::-1]:
                         server = servers[side]
-                        params = self.params(server, "fanout", subscribers=subs, edits=a.fan_edits,
-                                             rate=a.fan_rate, timeout=a.load_timeout)
-                        result = self.guarded(f"{side} fan-out {subs}",
-                                              lambda: run_load(self.python["ours"], params,
-                                                               a.load_timeout + 30))
+                        params = self.params(
+                            server,
+                            "fanout",
+                            subscribers=subs,
+                            edits=a.fan_edits,
+                            rate=a.fan_rate,
+                            timeout=a.load_timeout,
+                        )
+                        result = self.guarded(
+                            f"{side} fan-out {subs}",
+                            lambda: run_load(self.python["ours"], params, a.load_timeout + 30),
+                        )
                         out.setdefault(subs, {}).setdefault(side, []).append(result)
-                        print(f"  {subs:4} subs {side:4} run {run + 1}: p50={_f(result.get('p50_ms'))} ms "
-                              f"p99={_f(result.get('p99_ms'))} ms max={_f(result.get('max_ms'))} ms "
-                              f"missing={result.get('missing')} echo_p99={_f(result.get('echo_p99_ms'))} ms"
-                              f"{' errors=' + str(result['errors'][:2]) if result.get('errors') else ''}"
-                              f"{' ' + result['error'] if 'error' in result else ''}", flush=True)
+                        print(
+                            f"  {subs:4} subs {side:4} run {run + 1}: p50={_f(result.get('p50_ms'))} ms "
+                            f"p99={_f(result.get('p99_ms'))} ms max={_f(result.get('max_ms'))} ms "
+                            f"missing={result.get('missing')} echo_p99={_f(result.get('echo_p99_ms'))} ms"
+                            f"{' errors=' + str(result['errors'][:2]) if result.get('errors') else ''}"
+                            f"{' ' + result['error'] if 'error' in result else ''}",
+                            flush=True,
+                        )
         finally:
             for server in servers.values():
                 server.stop()
@@ -511,8 +623,11 @@ class Bench:
     def memory(self) -> None:
         a = self.args
         seeded = max([*a.open_counts, a.churn])
-        print(f"(c) memory: {a.open_counts} open records; {a.churn} opened once and closed "
-              f"(at most {a.churn_time:.0f} s a side)", flush=True)
+        print(
+            f"(c) memory: {a.open_counts} open records; {a.churn} opened once and closed "
+            f"(at most {a.churn_time:.0f} s a side)",
+            flush=True,
+        )
         out: dict[str, Any] = {"open": {}, "churn": {}}
         for side in SIDES:
             server = self.server(side, "c")
@@ -522,17 +637,24 @@ class Bench:
             print(f"  {side}: seeded {seeded} records in {seconds:.1f} s", flush=True)
             for count in a.open_counts:
                 out["open"].setdefault(count, {})[side] = self.guarded(
-                    f"{side} open {count}", lambda: self._open_records(server, count))
+                    f"{side} open {count}", lambda: self._open_records(server, count)
+                )
                 r = out["open"][count][side]
-                print(f"  {side:4} {count:5} open: {_brief(r, 'per_record_kib', 'KiB/record')} "
-                      f"baseline={_mib(r.get('baseline'))} open={_mib(r.get('open_rss'))} "
-                      f"closed={_mib(r.get('closed_rss'))} opened={r.get('opened')} in "
-                      f"{_f(r.get('open_s'))} s", flush=True)
+                print(
+                    f"  {side:4} {count:5} open: {_brief(r, 'per_record_kib', 'KiB/record')} "
+                    f"baseline={_mib(r.get('baseline'))} open={_mib(r.get('open_rss'))} "
+                    f"closed={_mib(r.get('closed_rss'))} opened={r.get('opened')} in "
+                    f"{_f(r.get('open_s'))} s",
+                    flush=True,
+                )
             r = out["churn"][side] = self.guarded(f"{side} churn", lambda: self._churn(server))
-            print(f"  {side:4} churn: opened {r.get('opened')} of {r.get('requested')} in "
-                  f"{_f(r.get('seconds'))} s ({_f(r.get('per_s'))}/s); baseline={_mib(r.get('baseline'))} "
-                  f"after={_mib(r.get('after_rss'))} after+5s={_mib(r.get('settled_rss'))}"
-                  f"{' error=' + r['error'] if 'error' in r else ''}", flush=True)
+            print(
+                f"  {side:4} churn: opened {r.get('opened')} of {r.get('requested')} in "
+                f"{_f(r.get('seconds'))} s ({_f(r.get('per_s'))}/s); baseline={_mib(r.get('baseline'))} "
+                f"after={_mib(r.get('after_rss'))} after+5s={_mib(r.get('settled_rss'))}"
+                f"{' error=' + r['error'] if 'error' in r else ''}",
+                flush=True,
+            )
         self.results["c"] = out
 
     def _open_records(self, server: Server, count: int) -> dict[str, Any]:
@@ -550,8 +672,14 @@ class Bench:
                 rss["closed_rss"] = server.rss_settled()
 
         try:
-            params = self.params(server, "open_records", prefix="s", count=count,
-                                 concurrency=a.open_concurrency, timeout=a.load_timeout)
+            params = self.params(
+                server,
+                "open_records",
+                prefix="s",
+                count=count,
+                concurrency=a.open_concurrency,
+                timeout=a.load_timeout,
+            )
             result = run_load(self.python["ours"], params, a.load_timeout + 120, on_event)
         finally:
             server.stop()
@@ -574,9 +702,15 @@ class Bench:
                 rss["settled_rss"] = server.rss_settled()
 
         try:
-            params = self.params(server, "churn", prefix="s", count=a.churn,
-                                 concurrency=a.churn_concurrency, time_limit=a.churn_time,
-                                 timeout=a.churn_time + 120)
+            params = self.params(
+                server,
+                "churn",
+                prefix="s",
+                count=a.churn,
+                concurrency=a.churn_concurrency,
+                time_limit=a.churn_time,
+                timeout=a.churn_time + 120,
+            )
             result = run_load(self.python["ours"], params, a.churn_time + 300, on_event)
         finally:
             server.stop()
@@ -586,17 +720,23 @@ class Bench:
     # (d)
     def durability(self) -> None:
         a = self.args
-        print(f"(d) durability: {a.dur_writers} writers x {a.dur_edits} edits, SIGKILL "
-              f"{a.kill_delays} ms after the last was sent", flush=True)
+        print(
+            f"(d) durability: {a.dur_writers} writers x {a.dur_edits} edits, SIGKILL "
+            f"{a.kill_delays} ms after the last was sent",
+            flush=True,
+        )
         out: dict[int, dict[str, list[dict[str, Any]]]] = {}
         for delay in a.kill_delays:
             for side in SIDES:
                 result = self.guarded(f"{side} durability", lambda: self._durability(side, delay))
                 out.setdefault(delay, {}).setdefault(side, []).append(result)
-                print(f"  {side:4} kill +{delay:4} ms: sent={result.get('sent')} acked={result.get('acked')} "
-                      f"stored={result.get('present')} lost_of_acked={result.get('lost_acked')} "
-                      f"lost_of_sent={result.get('lost_sent')}"
-                      f"{' error=' + result['error'] if 'error' in result else ''}", flush=True)
+                print(
+                    f"  {side:4} kill +{delay:4} ms: sent={result.get('sent')} acked={result.get('acked')} "
+                    f"stored={result.get('present')} lost_of_acked={result.get('lost_acked')} "
+                    f"lost_of_sent={result.get('lost_sent')}"
+                    f"{' error=' + result['error'] if 'error' in result else ''}",
+                    flush=True,
+                )
         self.results["d"] = out
 
     def _durability(self, side: str, delay_ms: int) -> dict[str, Any]:
@@ -612,25 +752,39 @@ class Bench:
                 killed["at"] = time.time()
 
         try:
-            params = self.params(server, "durability_write", writers=a.dur_writers,
-                                 edits=a.dur_edits, timeout=a.load_timeout)
+            params = self.params(
+                server,
+                "durability_write",
+                writers=a.dur_writers,
+                edits=a.dur_edits,
+                timeout=a.load_timeout,
+            )
             wrote = run_load(self.python["ours"], params, a.load_timeout + 30, on_event)
         finally:
             server.kill()
         server.start()
         try:
-            params = self.params(server, "durability_check", records=wrote["records"],
-                                 client_ids=wrote["client_ids"], base_clocks=wrote["base_clocks"],
-                                 timeout=a.load_timeout)
+            params = self.params(
+                server,
+                "durability_check",
+                records=wrote["records"],
+                client_ids=wrote["client_ids"],
+                base_clocks=wrote["base_clocks"],
+                timeout=a.load_timeout,
+            )
             checked = run_load(self.python["ours"], params, a.load_timeout + 30)
         finally:
             server.stop()
         present = checked["present"]
-        lost_acked = sum(sum(1 for i in echoed if i >= stored)
-                         for echoed, stored in zip(wrote["echoed"], present))
+        lost_acked = sum(
+            sum(1 for i in echoed if i >= stored)
+            for echoed, stored in zip(wrote["echoed"], present)
+        )
         return {
-            "sent": sum(wrote["sent"]), "acked": sum(len(e) for e in wrote["echoed"]),
-            "present": sum(present), "lost_acked": lost_acked,
+            "sent": sum(wrote["sent"]),
+            "acked": sum(len(e) for e in wrote["echoed"]),
+            "present": sum(present),
+            "lost_acked": lost_acked,
             "lost_sent": sum(max(0, s - p) for s, p in zip(wrote["sent"], present)),
             "send_errors": wrote["send_errors"],
         }
@@ -640,93 +794,146 @@ class Bench:
         r = self.results
         print()
         print("=" * 100)
-        print(f"live_bench results ({'quick' if self.args.quick else 'full'}); medians over runs; "
-              f"ours = crdt-sync /yjs, peer = pycrdt-websocket {self.peer_version()}")
+        print(
+            f"live_bench results ({'quick' if self.args.quick else 'full'}); medians over runs; "
+            f"ours = crdt-sync /yjs, peer = pycrdt-websocket {self.peer_version()}"
+        )
         print("=" * 100)
         if "a" in r:
-            print(f"\n(a) throughput, {self.args.writers} writers x {self.args.edits} pipelined edits "
-                  "(updates/s until a reader has seen them all)")
-            print(f"  {'records':10} {'ours upd/s':>11} {'peer upd/s':>11} {'ours/peer':>10} "
-                  f"{'peer stored/s':>14} {'ours/peer stored':>17} {'ours cpu s':>11} {'peer cpu s':>11}")
+            print(
+                f"\n(a) throughput, {self.args.writers} writers x {self.args.edits} pipelined edits "
+                "(updates/s until a reader has seen them all)"
+            )
+            print(
+                f"  {'records':10} {'ours upd/s':>11} {'peer upd/s':>11} {'ours/peer':>10} "
+                f"{'peer stored/s':>14} {'ours/peer stored':>17} {'ours cpu s':>11} {'peer cpu s':>11}"
+            )
             for mode, sides in r["a"].items():
                 ours = _median(sides.get("ours", []), "updates_per_s")
                 peer = _median(sides.get("peer", []), "updates_per_s")
                 stored = _median(sides.get("peer", []), "stored_per_s")
-                print(f"  {mode:10} {_f(ours, 0):>11} {_f(peer, 0):>11} {_ratio(ours, peer):>10} "
-                      f"{_f(stored, 0):>14} {_ratio(ours, stored):>17} "
-                      f"{_f(_median(sides.get('ours', []), 'server_cpu_s')):>11} "
-                      f"{_f(_median(sides.get('peer', []), 'server_cpu_s')):>11}")
+                print(
+                    f"  {mode:10} {_f(ours, 0):>11} {_f(peer, 0):>11} {_ratio(ours, peer):>10} "
+                    f"{_f(stored, 0):>14} {_ratio(ours, stored):>17} "
+                    f"{_f(_median(sides.get('ours', []), 'server_cpu_s')):>11} "
+                    f"{_f(_median(sides.get('peer', []), 'server_cpu_s')):>11}"
+                )
             for mode, sides in r["a"].items():
                 for side, runs in sides.items():
                     failed = [x for x in runs if not x.get("updates_per_s")]
                     dropped = [x for x in runs if x.get("reconnects")]
                     if failed:
-                        why = sorted({str((x.get("errors") or [x.get("error")])[:1]) for x in failed})
-                        print(f"  {mode} {side}: {len(failed)} of {len(runs)} runs did not complete: {', '.join(why)}")
+                        why = sorted(
+                            {str((x.get("errors") or [x.get("error")])[:1]) for x in failed}
+                        )
+                        print(
+                            f"  {mode} {side}: {len(failed)} of {len(runs)} runs did not complete: {', '.join(why)}"
+                        )
                     if dropped:
-                        why = sorted({e.split(": ", 1)[-1] for x in dropped for e in x.get("errors", [])})
-                        print(f"  {mode} {side}: the server dropped clients in {len(dropped)} of {len(runs)} runs "
-                              f"({sum(x['reconnects'] for x in dropped)} reconnections, counted in the time): "
-                              f"{'; '.join(why)[:160]}")
-            print("  ours: a reader sees an edit only after its commit; peer: as soon as it is applied "
-                  "in memory,\n  'peer stored/s' counts until its rows are in SQLite.")
+                        why = sorted(
+                            {e.split(": ", 1)[-1] for x in dropped for e in x.get("errors", [])}
+                        )
+                        print(
+                            f"  {mode} {side}: the server dropped clients in {len(dropped)} of {len(runs)} runs "
+                            f"({sum(x['reconnects'] for x in dropped)} reconnections, counted in the time): "
+                            f"{'; '.join(why)[:160]}"
+                        )
+            print(
+                "  ours: a reader sees an edit only after its commit; peer: as soon as it is applied "
+                "in memory,\n  'peer stored/s' counts until its rows are in SQLite."
+            )
         if "b" in r:
-            print(f"\n(b) fan-out latency, 1 writer, {self.args.fan_edits} edits at "
-                  f"{self.args.fan_rate}/s (ms, send -> subscriber receive)")
-            print(f"  {'subs':>5} {'ours p50':>9} {'ours p99':>9} {'peer p50':>9} {'peer p99':>9} "
-                  f"{'p99 ours/peer':>14} {'missing o/p':>12} {'ours echo p99':>14}")
+            print(
+                f"\n(b) fan-out latency, 1 writer, {self.args.fan_edits} edits at "
+                f"{self.args.fan_rate}/s (ms, send -> subscriber receive)"
+            )
+            print(
+                f"  {'subs':>5} {'ours p50':>9} {'ours p99':>9} {'peer p50':>9} {'peer p99':>9} "
+                f"{'p99 ours/peer':>14} {'missing o/p':>12} {'ours echo p99':>14}"
+            )
             for subs, sides in r["b"].items():
-                o50, o99 = _median(sides.get("ours", []), "p50_ms"), _median(sides.get("ours", []), "p99_ms")
-                p50, p99 = _median(sides.get("peer", []), "p50_ms"), _median(sides.get("peer", []), "p99_ms")
+                o50, o99 = (
+                    _median(sides.get("ours", []), "p50_ms"),
+                    _median(sides.get("ours", []), "p99_ms"),
+                )
+                p50, p99 = (
+                    _median(sides.get("peer", []), "p50_ms"),
+                    _median(sides.get("peer", []), "p99_ms"),
+                )
                 missing = f"{_median(sides.get('ours', []), 'missing')}/{_median(sides.get('peer', []), 'missing')}"
-                print(f"  {subs:>5} {_f(o50):>9} {_f(o99):>9} {_f(p50):>9} {_f(p99):>9} "
-                      f"{_ratio(o99, p99):>14} {missing:>12} "
-                      f"{_f(_median(sides.get('ours', []), 'echo_p99_ms')):>14}")
+                print(
+                    f"  {subs:>5} {_f(o50):>9} {_f(o99):>9} {_f(p50):>9} {_f(p99):>9} "
+                    f"{_ratio(o99, p99):>14} {missing:>12} "
+                    f"{_f(_median(sides.get('ours', []), 'echo_p99_ms')):>14}"
+                )
         if "c" in r:
             print("\n(c) server memory (RSS)")
-            print(f"  {'open records':>13} {'ours KiB/rec':>13} {'peer KiB/rec':>13} {'ours/peer':>10} "
-                  f"{'ours open s':>12} {'peer open s':>12}")
+            print(
+                f"  {'open records':>13} {'ours KiB/rec':>13} {'peer KiB/rec':>13} {'ours/peer':>10} "
+                f"{'ours open s':>12} {'peer open s':>12}"
+            )
             for count, sides in r["c"]["open"].items():
                 o = sides.get("ours", {}).get("per_record_kib")
                 p = sides.get("peer", {}).get("per_record_kib")
-                print(f"  {count:>13} {_f(o):>13} {_f(p):>13} {_ratio(o, p):>10} "
-                      f"{_f(sides.get('ours', {}).get('open_s')):>12} "
-                      f"{_f(sides.get('peer', {}).get('open_s')):>12}")
+                print(
+                    f"  {count:>13} {_f(o):>13} {_f(p):>13} {_ratio(o, p):>10} "
+                    f"{_f(sides.get('ours', {}).get('open_s')):>12} "
+                    f"{_f(sides.get('peer', {}).get('open_s')):>12}"
+                )
             for side, c in r["c"]["churn"].items():
                 if "error" in c:
                     print(f"  churn {side}: {c['error']}")
                     continue
                 grown = (c.get("settled_rss") or 0) - (c.get("baseline") or 0)
-                print(f"  churn {side:4}: {c.get('opened')} of {c.get('requested')} stored records opened once "
-                      f"and closed ({_f(c.get('per_s'), 0)}/s): RSS {_mib(c.get('baseline'))} before, "
-                      f"{_mib(c.get('settled_rss'))} after (+{_mib(grown)})")
+                print(
+                    f"  churn {side:4}: {c.get('opened')} of {c.get('requested')} stored records opened once "
+                    f"and closed ({_f(c.get('per_s'), 0)}/s): RSS {_mib(c.get('baseline'))} before, "
+                    f"{_mib(c.get('settled_rss'))} after (+{_mib(grown)})"
+                )
         if "d" in r:
-            print(f"\n(d) durability, SIGKILL a moment after a pipelined burst of "
-                  f"{self.args.dur_writers * self.args.dur_edits} edits was sent")
-            print(f"  {'kill after':>10} {'side':5} {'sent':>6} {'acked':>6} {'stored':>7} "
-                  f"{'lost of acked':>14} {'lost of sent':>13}")
+            print(
+                f"\n(d) durability, SIGKILL a moment after a pipelined burst of "
+                f"{self.args.dur_writers * self.args.dur_edits} edits was sent"
+            )
+            print(
+                f"  {'kill after':>10} {'side':5} {'sent':>6} {'acked':>6} {'stored':>7} "
+                f"{'lost of acked':>14} {'lost of sent':>13}"
+            )
             for delay, sides in r["d"].items():
                 for side, runs in sides.items():
                     good = [x for x in runs if "error" not in x]
                     if not good:
                         print(f"  {delay:>7} ms {side:5} error: {runs[0].get('error')}")
                         continue
-                    tot = {k: sum(x[k] for x in good)
-                           for k in ("sent", "acked", "present", "lost_acked", "lost_sent")}
+                    tot = {
+                        k: sum(x[k] for x in good)
+                        for k in ("sent", "acked", "present", "lost_acked", "lost_sent")
+                    }
                     acked = tot["acked"] if side == "ours" else f"({tot['acked']})"
                     lost_acked = tot["lost_acked"] if side == "ours" else f"({tot['lost_acked']})"
-                    print(f"  {delay:>7} ms {side:5} {tot['sent']:>6} {acked:>6} {tot['present']:>7} "
-                          f"{lost_acked:>14} {tot['lost_sent']:>13}")
-            print("  (peer figures in parentheses: echoed, and lost of echoed; its echo precedes the write to SQLite, so it is no "
-                  "acknowledgement)")
+                    print(
+                        f"  {delay:>7} ms {side:5} {tot['sent']:>6} {acked:>6} {tot['present']:>7} "
+                        f"{lost_acked:>14} {tot['lost_sent']:>13}"
+                    )
+            print(
+                "  (peer figures in parentheses: echoed, and lost of echoed; its echo precedes the write to SQLite, so it is no "
+                "acknowledgement)"
+            )
         print()
 
     def peer_version(self) -> str:
         try:
-            out = subprocess.run([self.python["peer"], "-c",
-                                  "import importlib.metadata as m; print(m.version('pycrdt-websocket'),"
-                                  " m.version('pycrdt-store'), m.version('pycrdt'))"],
-                                 capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                [
+                    self.python["peer"],
+                    "-c",
+                    "import importlib.metadata as m; print(m.version('pycrdt-websocket'),"
+                    " m.version('pycrdt-store'), m.version('pycrdt'))",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             ws, store, crdt = out.stdout.split()
             return f"{ws} + pycrdt-store {store} (pycrdt {crdt})"
         except Exception:  # noqa: BLE001
@@ -762,11 +969,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (about 4 minutes)")
     parser.add_argument("--only", default="a,b,c,d", help="workloads to run, e.g. a,c")
-    parser.add_argument("--peer-python", default=sys.executable,
-                        help="python with pycrdt-websocket and pycrdt-store (default: this one)")
-    parser.add_argument("--ours-python", default=sys.executable,
-                        help="python with crdt_sync installed; also runs the load generator")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, DBs)")
+    parser.add_argument(
+        "--peer-python",
+        default=sys.executable,
+        help="python with pycrdt-websocket and pycrdt-store (default: this one)",
+    )
+    parser.add_argument(
+        "--ours-python",
+        default=sys.executable,
+        help="python with crdt_sync installed; also runs the load generator",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (logs, DBs)"
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     quick = args.quick
@@ -789,8 +1004,12 @@ def main() -> None:
     bench = Bench(args, tmp)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        for key, work in (("a", bench.throughput), ("b", bench.fanout), ("c", bench.memory),
-                          ("d", bench.durability)):
+        for key, work in (
+            ("a", bench.throughput),
+            ("b", bench.fanout),
+            ("c", bench.memory),
+            ("d", bench.durability),
+        ):
             if key in only:
                 t0 = time.perf_counter()
                 bench.guarded(f"workload {key}", work)

@@ -48,9 +48,14 @@ COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay Industr
 
 def contact_view(rng: random.Random, i: int) -> dict[str, Any]:
     first = rng.choice(FIRST)
-    return {"id": f"{i:07d}", "name": f"{first} {rng.choice('BCDLMRST')}.",
-            "email": f"{first.lower()}{i}@example.com", "phone": f"+33 1 {rng.randrange(10**8):08d}",
-            "company": rng.choice(COMPANIES), "notes": None}
+    return {
+        "id": f"{i:07d}",
+        "name": f"{first} {rng.choice('BCDLMRST')}.",
+        "email": f"{first.lower()}{i}@example.com",
+        "phone": f"+33 1 {rng.randrange(10**8):08d}",
+        "company": rng.choice(COMPANIES),
+        "notes": None,
+    }
 
 
 def filler_update() -> bytes:
@@ -78,8 +83,17 @@ def bulk_fill(path: Path, records: int) -> int:
             )
             db.executemany(
                 "INSERT INTO records VALUES (?, 'contacts', ?, ?, 0, ?, ?, 'bulk', 0, ?)",
-                ((f"contacts/{v['id']}", v["id"], t, int(v["id"]) + 1, int(v["id"]) + 1,
-                  len(update)) for v, t in zip(views, texts)),
+                (
+                    (
+                        f"contacts/{v['id']}",
+                        v["id"],
+                        t,
+                        int(v["id"]) + 1,
+                        int(v["id"]) + 1,
+                        len(update),
+                    )
+                    for v, t in zip(views, texts)
+                ),
             )
         db.execute("COMMIT")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -113,9 +127,20 @@ class PeakRSS:
 
 def start_server(path: Path, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "crdt_sync", "serve", "--db", str(path), "--port", str(port),
-         "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "crdt_sync",
+            "serve",
+            "--db",
+            str(path),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
     deadline = time.monotonic() + 30
@@ -153,8 +178,9 @@ async def measure(workdir: Path, records: int) -> dict[str, float]:
             with PeakRSS(server.pid) as rss:
                 start = time.perf_counter()
                 sent = 0
-                async with http.stream("GET", "/api/sync/initial",
-                                       params={"limit": records}) as response:
+                async with http.stream(
+                    "GET", "/api/sync/initial", params={"limit": records}
+                ) as response:
                     async for chunk in response.aiter_raw():
                         sent += len(chunk)
                 figures["initial_s"] = time.perf_counter() - start
@@ -162,10 +188,20 @@ async def measure(workdir: Path, records: int) -> dict[str, float]:
             status = (await http.get("/api/sync/status")).json()
             timestamp = status["timestamp"]
             rng = random.Random(1)
-            rows = [{"id": f"{i:07d}", "name": "x", "company": f"Co {n}", "_status": "updated",
-                     "_changed": "company"} for n, i in enumerate(rng.sample(range(records), 1000))]
-            body = {"changes": {"contacts": {"created": [], "updated": rows, "deleted": []}},
-                    "lastPulledAt": timestamp}
+            rows = [
+                {
+                    "id": f"{i:07d}",
+                    "name": "x",
+                    "company": f"Co {n}",
+                    "_status": "updated",
+                    "_changed": "company",
+                }
+                for n, i in enumerate(rng.sample(range(records), 1000))
+            ]
+            body = {
+                "changes": {"contacts": {"created": [], "updated": rows, "deleted": []}},
+                "lastPulledAt": timestamp,
+            }
             start = time.perf_counter()
             answer = (await http.post("/api/sync/outgoing", json=body)).raise_for_status().json()
             figures["push_s"] = time.perf_counter() - start
@@ -173,8 +209,11 @@ async def measure(workdir: Path, records: int) -> dict[str, float]:
             pulls = []
             for _ in range(7):
                 start = time.perf_counter()
-                pulled = (await http.get("/api/sync/incremental",
-                                         params={"since": timestamp})).raise_for_status().json()
+                pulled = (
+                    (await http.get("/api/sync/incremental", params={"since": timestamp}))
+                    .raise_for_status()
+                    .json()
+                )
                 pulls.append(time.perf_counter() - start)
             assert len(pulled["changes"]["contacts"]["updated"]) == 1000
             figures["incremental_s"] = statistics.median(pulls)
@@ -192,21 +231,29 @@ async def main(quick: bool) -> None:
         for records in sizes:
             results[records] = await measure(Path(directory), records)
     print("\nInitial sync, one streamed answer with every record")
-    print(f"{'records':>10} {'seconds':>8} {'MB sent':>8} {'/ plain JSON':>13} "
-          f"{'RSS before':>11} {'RSS peak':>9}")
+    print(
+        f"{'records':>10} {'seconds':>8} {'MB sent':>8} {'/ plain JSON':>13} "
+        f"{'RSS before':>11} {'RSS peak':>9}"
+    )
     for records, f in results.items():
-        print(f"{records:>10,} {f['initial_s']:>8.2f} {f['initial_bytes'] / 1e6:>8.1f} "
-              f"{f['initial_bytes'] / f['plain']:>12.3f}x {f['rss_before'] / 2**20:>9.0f}MB "
-              f"{f['rss_peak'] / 2**20:>7.0f}MB")
+        print(
+            f"{records:>10,} {f['initial_s']:>8.2f} {f['initial_bytes'] / 1e6:>8.1f} "
+            f"{f['initial_bytes'] / f['plain']:>12.3f}x {f['rss_before'] / 2**20:>9.0f}MB "
+            f"{f['rss_peak'] / 2**20:>7.0f}MB"
+        )
     print("\nPush of 1,000 changed records in one batch; incremental pull of those 1,000")
     print(f"{'records':>10} {'push s':>8} {'pull ms':>8}")
     for records, f in results.items():
         print(f"{records:>10,} {f['push_s']:>8.2f} {f['incremental_s'] * 1000:>8.1f}")
     small, large = (results[s] for s in sizes)
-    print(f"\nincremental pull {sizes[1]:,} / {sizes[0]:,}: "
-          f"{large['incremental_s'] / small['incremental_s']:.2f}x (target < 2x)")
-    print(f"peak RSS serving the initial sync {sizes[1]:,} / {sizes[0]:,}: "
-          f"{large['rss_peak'] / small['rss_peak']:.2f}x (target <= 1.5x)")
+    print(
+        f"\nincremental pull {sizes[1]:,} / {sizes[0]:,}: "
+        f"{large['incremental_s'] / small['incremental_s']:.2f}x (target < 2x)"
+    )
+    print(
+        f"peak RSS serving the initial sync {sizes[1]:,} / {sizes[0]:,}: "
+        f"{large['rss_peak'] / small['rss_peak']:.2f}x (target <= 1.5x)"
+    )
     worst = max(f["initial_bytes"] / f["plain"] for f in results.values())
     print(f"initial sync bytes / plain JSON: {worst:.3f}x at worst (target <= 1.3x)")
 

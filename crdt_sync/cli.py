@@ -29,7 +29,6 @@ token_app = typer.Typer(help="Create, list and revoke access tokens.", no_args_i
 app.add_typer(token_app, name="token")
 
 
-
 def _store(db: Path, *, must_exist: bool = True):  # type: ignore[no-untyped-def]
     from .store import SQLiteStore
     from .store.files import require_store
@@ -47,7 +46,9 @@ def serve(
     db: DbOption = DEFAULT_DB,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    demo: Annotated[bool, typer.Option("--demo", help="Seed a few contacts, deals, tasks.")] = False,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Seed a few contacts, deals, tasks.")
+    ] = False,
     schema: Annotated[Path | None, typer.Option(help="Schema file (TOML or JSON).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -100,7 +101,12 @@ def token_list(
     async def work() -> list[dict[str, object]]:
         async with _store(db) as store:
             return [
-                {"name": t.name, "role": t.role, "created_at": t.created_at, "revoked_at": t.revoked_at}
+                {
+                    "name": t.name,
+                    "role": t.role,
+                    "created_at": t.created_at,
+                    "revoked_at": t.revoked_at,
+                }
                 for t in await store.list_tokens()
             ]
 
@@ -114,7 +120,9 @@ def token_list(
 
 
 @token_app.command("revoke")
-def token_revoke(name: Annotated[str, typer.Argument(help="Token name.")], db: DbOption = DEFAULT_DB) -> None:
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="Token name.")], db: DbOption = DEFAULT_DB
+) -> None:
     """Revoke a token; a running server closes its connections within a second."""
 
     async def work() -> bool:

@@ -143,8 +143,11 @@ class Engine:
             if record is not None:
                 try:
                     merged = merge_updates(*updates)
-                    return [self._start_write(doc_id, record, merged, origin, sender, release=True,
-                                              counted=False)]
+                    return [
+                        self._start_write(
+                            doc_id, record, merged, origin, sender, release=True, counted=False
+                        )
+                    ]
                 except (ValueError, DocumentError, LimitExceeded):
                     self.live.release(doc_id)  # refused as a whole: write them one by one
                 except BaseException:
@@ -163,7 +166,9 @@ class Engine:
     ) -> asyncio.Future[WriteResult]:
         """Start a write on a record held for it (released once the write is done)."""
         try:
-            return self._start_write(doc_id, record, update, origin, sender, release=True, done=done)
+            return self._start_write(
+                doc_id, record, update, origin, sender, release=True, done=done
+            )
         except Exception as exc:
             self.live.release(doc_id)
             failed = done if done is not None else self._loop().create_future()
@@ -183,8 +188,11 @@ class Engine:
                 del self._waiting[doc_id]
             for *_, done in waiting:
                 if not done.done():
-                    done.set_exception(exc if isinstance(exc, Exception) else StoreError(
-                        f"{doc_id}: the server is stopping; nothing stored"))
+                    done.set_exception(
+                        exc
+                        if isinstance(exc, Exception)
+                        else StoreError(f"{doc_id}: the server is stopping; nothing stored")
+                    )
             if not isinstance(exc, Exception):
                 raise
 
@@ -246,8 +254,11 @@ class Engine:
             self.live.release(doc_id)
         if done.cancelled():
             return
-        exc = committed.exception() if not committed.cancelled() else StoreError(
-            f"{doc_id}: the commit was cancelled; the outcome is unknown")
+        exc = (
+            committed.exception()
+            if not committed.cancelled()
+            else StoreError(f"{doc_id}: the commit was cancelled; the outcome is unknown")
+        )
         if exc is not None:
             if isinstance(exc, StoreError):
                 # The live document already holds an update the store does not: reload next time.
@@ -425,7 +436,10 @@ class Engine:
                 # Queued at once from the record's view: it lands behind every write already
                 # applied to this record, so it is the record's last word.
                 await self.store.append_nowait(
-                    doc_id, EMPTY_UPDATE, view=record.view, is_deleted=record.is_deleted,
+                    doc_id,
+                    EMPTY_UPDATE,
+                    view=record.view,
+                    is_deleted=record.is_deleted,
                     origin=VIEW_REPAIR,
                 )
         except CrdtSyncError:  # the next write of the record writes its view again
@@ -448,18 +462,20 @@ class Engine:
             skipped = {senders.get((doc_id, entry.update)) for entry in entries} if senders else ()
             for subscriber in peers:
                 if subscriber in skipped:  # only peers that asked not to get their own echo
-                    others = [e for e in entries if senders.get((doc_id, e.update)) is not subscriber]
+                    others = [
+                        e for e in entries if senders.get((doc_id, e.update)) is not subscriber
+                    ]
                     if others:
                         subscriber.offer_published(Published(doc_id, others))
                 else:
                     subscriber.offer_published(published)
         for subscriber in self._by_collections:
             for committed in batch:
-                if subscriber.wants(committed) and senders.get(
-                    (committed.doc_id, committed.update)
-                ) is not subscriber:
+                if (
+                    subscriber.wants(committed)
+                    and senders.get((committed.doc_id, committed.update)) is not subscriber
+                ):
                     subscriber.offer(committed)
-
 
     async def write_many(
         self,
@@ -496,7 +512,9 @@ class Engine:
             # No await from the first change to a live document until the batch is submitted,
             # so live documents and the log see writes in the same order.
             prepared = [
-                refused[index] if index in refused else self._prepare(write, documents[write.doc_id])
+                refused[index]
+                if index in refused
+                else self._prepare(write, documents[write.doc_id])
                 for index, write in enumerate(writes)
             ]
             return await self._commit_many(writes, prepared, origin, idempotency_key, answer)
@@ -544,7 +562,9 @@ class Engine:
         checked = self._apply_within_limits(write.doc_id, record, update)
         if checked.is_noop:
             return PreparedWrite(None, checked.view, checked.is_deleted, (), is_new)
-        return PreparedWrite(update, checked.view, checked.is_deleted, checked.changed_fields, is_new)
+        return PreparedWrite(
+            update, checked.view, checked.is_deleted, checked.changed_fields, is_new
+        )
 
     async def _commit_many(
         self,
@@ -565,7 +585,9 @@ class Engine:
             return [
                 BatchOutcome(write, None, p)
                 if isinstance(p, CrdtSyncError)
-                else BatchOutcome(write, p.result(next(given) if p.update is not None else None), None)
+                else BatchOutcome(
+                    write, p.result(next(given) if p.update is not None else None), None
+                )
                 for write, p in zip(writes, prepared)
             ]
 

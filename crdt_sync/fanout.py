@@ -1,4 +1,4 @@
-"""Subscribers and their outboxes: committed updates published once per commit and record (hub layer).
+"""Subscribers and their outboxes: committed updates, published once per commit and record (hub).
 
 A commit may carry many updates to one record (group commit). They are published to that
 record's peers as one `Published`: merged once, and encoded once per wire format however many
@@ -34,7 +34,9 @@ class Published:
         self._frames: dict[Callable[[bytes], bytes], bytes] = {}
         # Frames of runs of updates starting with this one, merged for one lagging peer and
         # found again by its fellow peers, which lag the same way (the same run, by identity).
-        self._runs: dict[tuple[Callable[[bytes], bytes], tuple[Published, ...]], bytes] | None = None
+        self._runs: dict[tuple[Callable[[bytes], bytes], tuple[Published, ...]], bytes] | None = (
+            None
+        )
 
     @property
     def update(self) -> bytes:
@@ -97,7 +99,9 @@ class Outbox:
 
     def put_nowait(self, item: object, nbytes: int) -> bool:
         # One item of any size fits an empty outbox: a whole document's step 2 may be large.
-        if len(self._items) >= self.max_items or (self._items and self._bytes + nbytes > self.max_bytes):
+        if len(self._items) >= self.max_items or (
+            self._items and self._bytes + nbytes > self.max_bytes
+        ):
             return False
         self._items.append((item, nbytes))
         self._bytes += nbytes

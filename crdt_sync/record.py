@@ -73,7 +73,9 @@ def view(document: Doc[Any], collection: Collection, record_id: str) -> View:
         out[name] = _json_value(fields.get(name))
     return out
 
+
 NO_SIZE_LIMIT = 1 << 62  # for updates already stored: they were within the limits then
+
 
 class Records:
     """The schema-aware operations on record documents: patch, delete, check, view."""
@@ -107,7 +109,9 @@ class Records:
             SchemaViolation: unknown field, wrong type, a required field missing or cleared.
         """
         collection, _ = self.collection_of(doc_id)
-        values = {name: collection.field(name, doc_id).coerce(v, doc_id) for name, v in patch.items()}
+        values = {
+            name: collection.field(name, doc_id).coerce(v, doc_id) for name, v in patch.items()
+        }
         fields = document.get(RECORD_ROOT, type=Map)
         if creating or not _has_content(document):
             for name in collection.required:
@@ -218,7 +222,9 @@ def _replace_text(text: Text, new: str) -> None:
 def _check_document(document: Doc[Any], collection: Collection, doc_id: str, before: View) -> None:
     for root in document.keys():
         if root not in _ROOTS:
-            raise SchemaViolation(doc_id, f"unknown root {root!r} (a record has 'record' and 'meta')")
+            raise SchemaViolation(
+                doc_id, f"unknown root {root!r} (a record has 'record' and 'meta')"
+            )
     fields = document.get(RECORD_ROOT, type=Map)
     for name in fields.keys():
         spec = collection.field(name, doc_id)
@@ -230,7 +236,8 @@ def _check_document(document: Doc[Any], collection: Collection, doc_id: str, bef
     for key in meta.keys():
         if key != DELETED_KEY or meta[key] is not True:
             raise SchemaViolation(
-                doc_id, f"meta may only hold deleted=true (a delete is final), got {key}={meta[key]!r}"
+                doc_id,
+                f"meta may only hold deleted=true (a delete is final), got {key}={meta[key]!r}",
             )
 
 
@@ -242,7 +249,8 @@ def _check_stored_value(spec: Field, value: Any, doc_id: str) -> None:
         return
     if isinstance(value, Text | Map | Array | list | dict):
         raise SchemaViolation(
-            doc_id, f"{spec.name} must be a plain {spec.kind.value} value, got a {type(value).__name__}"
+            doc_id,
+            f"{spec.name} must be a plain {spec.kind.value} value, got a {type(value).__name__}",
         )
     stored = spec.coerce(value, doc_id)
     # A datetime is stored normalised; a different spelling would read differently elsewhere.
@@ -401,8 +409,11 @@ class LiveRecord:
         before, self._view, self._is_deleted = self._view, after, deleted
         self._size = size
         self._accepted(update)
-        changed = tuple(name for name in self.collection.fields
-                        if name in touched and after[name] != before[name])
+        changed = tuple(
+            name
+            for name in self.collection.fields
+            if name in touched and after[name] != before[name]
+        )
         return CheckedUpdate(dict(after), deleted, changed, False, size)
 
     def adopt(self, update: bytes) -> None:
@@ -422,7 +433,10 @@ class LiveRecord:
 
     def _open(self, document: Doc[Any]) -> None:
         self.document = document
-        self._fields, self._meta = document.get(RECORD_ROOT, type=Map), document.get(META_ROOT, type=Map)
+        self._fields, self._meta = (
+            document.get(RECORD_ROOT, type=Map),
+            document.get(META_ROOT, type=Map),
+        )
         changes = self._changes
         self._subscriptions = [
             document._doc.observe(changes.on_transaction),  # yrs' event, not pycrdt's wrapper
@@ -472,7 +486,8 @@ class LiveRecord:
             if key != DELETED_KEY or value is not True:
                 shown = None if value is _REMOVED else value
                 raise SchemaViolation(
-                    doc_id, f"meta may only hold deleted=true (a delete is final), got {key}={shown!r}"
+                    doc_id,
+                    f"meta may only hold deleted=true (a delete is final), got {key}={shown!r}",
                 )
             deleted = True
         return after, deleted
@@ -493,5 +508,3 @@ def _apply_in_one_transaction(document: Doc[Any], update: bytes) -> tuple[bytes,
     finally:
         transaction.commit()
         transaction.drop()
-
-

@@ -301,8 +301,10 @@ def _collection_from_tree(name: str, spec: Any, key: str) -> Collection:
         raise ConfigError(f"{key}: a collection name is lowercase [a-z0-9_], 1-64 characters")
     if not isinstance(spec, dict) or not isinstance(spec.get("fields"), dict) or not spec["fields"]:
         raise ConfigError(f"{key}.fields: expected a table of at least one field")
-    fields = {fname: _field_from_tree(fname, fspec, f"{key}.fields.{fname}")
-              for fname, fspec in spec["fields"].items()}
+    fields = {
+        fname: _field_from_tree(fname, fspec, f"{key}.fields.{fname}")
+        for fname, fspec in spec["fields"].items()
+    }
     title = spec.get("title", next(iter(fields)))
     if title not in fields:
         raise ConfigError(f"{key}.title: no field {title!r}")
@@ -324,12 +326,16 @@ def _field_from_tree(name: str, spec: Any, key: str) -> Field:
         raise ConfigError(f"{key}: expected a table with at least 'kind'")
     unknown = set(spec) - _FIELD_KEYS
     if unknown:
-        raise ConfigError(f"{key}.{sorted(unknown)[0]}: unknown key (expected {sorted(_FIELD_KEYS)})")
+        raise ConfigError(
+            f"{key}.{sorted(unknown)[0]}: unknown key (expected {sorted(_FIELD_KEYS)})"
+        )
     try:
         kind = FieldKind(str(spec.get("kind")))
     except ValueError:
         kinds = ", ".join(k.value for k in FieldKind)
-        raise ConfigError(f"{key}.kind: expected one of {kinds}, got {spec.get('kind')!r}") from None
+        raise ConfigError(
+            f"{key}.kind: expected one of {kinds}, got {spec.get('kind')!r}"
+        ) from None
     choices = spec.get("choices", [])
     if kind is FieldKind.ENUM and (
         not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices)
@@ -337,8 +343,12 @@ def _field_from_tree(name: str, spec: Any, key: str) -> Field:
         raise ConfigError(f"{key}.choices: an enum needs a list of strings")
     if kind is FieldKind.REFERENCE and not isinstance(spec.get("target"), str):
         raise ConfigError(f"{key}.target: a reference needs the name of its target collection")
-    for option, types in (("required", bool), ("minimum", int | float), ("pattern", str),
-                          ("max_length", int)):
+    for option, types in (
+        ("required", bool),
+        ("minimum", int | float),
+        ("pattern", str),
+        ("max_length", int),
+    ):
         if option in spec and not isinstance(spec[option], types):
             raise ConfigError(f"{key}.{option}: wrong type {type(spec[option]).__name__}")
     if "pattern" in spec:

@@ -68,14 +68,16 @@ async def two_replicas_and_an_admin_converge(
     """Both replicas and an admin edit the same records offline; sync in `order`; compare."""
     await seed(server)
     token = server.device_token
-    async with replica_on(server, tmp_path / "alice.db", token, **options) as alice, replica_on(
-        server, tmp_path / "bob.db", token, **options
-    ) as bob:
+    async with (
+        replica_on(server, tmp_path / "alice.db", token, **options) as alice,
+        replica_on(server, tmp_path / "bob.db", token, **options) as bob,
+    ):
         await alice.sync()
         await bob.sync()
         # Offline: each edits different fields of the same records, and the same notes text.
-        await alice.update("contacts", "ada", {"email": "ada@example.com",
-                                                "notes": "Lady " + NOTES})
+        await alice.update(
+            "contacts", "ada", {"email": "ada@example.com", "notes": "Lady " + NOTES}
+        )
         await alice.update("deals", "engine", {"stage": "won"})
         await alice.update("contacts", "alan", {"phone": "+44 1"})  # bob deletes alan meanwhile
         await alice.create("tasks", {"title": "Call Ada", "contact_id": "ada"}, id="call-ada")
@@ -90,10 +92,24 @@ async def two_replicas_and_an_admin_converge(
         await second.sync()
         await first.sync()  # picks up what the second pushed
 
-        ada = {"id": "ada", "name": "Ada", "email": "ada@example.com", "phone": "+33 1",
-               "company": "Analytical", "notes": "Lady met at the fair; wants a demo"}
-        engine = {"id": "engine", "title": "Engine", "amount": 250, "currency": "GBP",
-                  "stage": "won", "contact_id": None, "close_date": None, "notes": None}
+        ada = {
+            "id": "ada",
+            "name": "Ada",
+            "email": "ada@example.com",
+            "phone": "+33 1",
+            "company": "Analytical",
+            "notes": "Lady met at the fair; wants a demo",
+        }
+        engine = {
+            "id": "engine",
+            "title": "Engine",
+            "amount": 250,
+            "currency": "GBP",
+            "stage": "won",
+            "contact_id": None,
+            "close_date": None,
+            "notes": None,
+        }
         for replica in (alice, bob):
             assert await replica.get("contacts", "ada") == ada
             assert await replica.get("deals", "engine") == engine

@@ -54,15 +54,20 @@ def run(*args: str) -> Ran:
     done = subprocess.run(
         [sys.executable, "-m", "crdt_sync", *args], capture_output=True, timeout=120
     )
-    return Ran(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(),
-               done.stdout)
+    return Ran(
+        done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(), done.stdout
+    )
 
 
 async def run_async(*args: str) -> Ran:
     """A real subprocess that does not block the event loop (an in-loop server keeps serving)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "crdt_sync", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "crdt_sync",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None

@@ -59,8 +59,10 @@ class RunningServer:
     def ws(self, path: str, token: str | None = None) -> str:
         token = self.device_token if token is None else token
         sep = "&" if "?" in path else "?"
-        return f"ws://127.0.0.1:{self.port}{path}{sep}token={token}" if token else (
-            f"ws://127.0.0.1:{self.port}{path}"
+        return (
+            f"ws://127.0.0.1:{self.port}{path}{sep}token={token}"
+            if token
+            else (f"ws://127.0.0.1:{self.port}{path}")
         )
 
     def client(self, token: str | None = None) -> httpx.AsyncClient:
@@ -125,8 +127,18 @@ def spawn_server(db_path: Path, port: int | None = None) -> ServerProcess:
     # stderr goes to a file: an unread pipe fills up and blocks the server on its next log line.
     log = open(db_path.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
-        [sys.executable, "-m", "crdt_sync", "serve", "--db", str(db_path), "--port", str(port),
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "crdt_sync",
+            "serve",
+            "--db",
+            str(db_path),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=log,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -135,7 +147,9 @@ def spawn_server(db_path: Path, port: int | None = None) -> ServerProcess:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"server exited: {db_path.with_suffix('.log').read_text()[-2000:]}")
+            raise AssertionError(
+                f"server exited: {db_path.with_suffix('.log').read_text()[-2000:]}"
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
                 return ServerProcess(port, db_path, process)

@@ -152,7 +152,10 @@ class MuxPeer:
 
 @asynccontextmanager
 async def mux_peer(
-    url: str, client: str = "test-client", cursor: int = 0, collections: tuple[str, ...] | None = None
+    url: str,
+    client: str = "test-client",
+    cursor: int = 0,
+    collections: tuple[str, ...] | None = None,
 ) -> AsyncIterator[MuxPeer]:
     async with websockets.connect(url) as websocket:
         peer = MuxPeer(websocket, client)

@@ -68,7 +68,9 @@ async def test_export_while_serving_then_import_into_an_empty_store_gives_identi
         await wait_for(lambda: record_of(bob).get("notes") == "met at the fair")
         alice.get("record", type=Map)["notes"].insert(0, "Alice: ")
         bob.get("record", type=Map)["notes"].insert(len("met at the fair"), " (Bob)")
-        await wait_for(lambda: record_of(alice) == record_of(bob) and "Bob" in record_of(alice)["notes"])
+        await wait_for(
+            lambda: record_of(alice) == record_of(bob) and "Bob" in record_of(alice)["notes"]
+        )
 
     archive = tmp_path / "crm.cbor"
     exported = await run_async("export", str(archive), "--db", str(server.db_path), "--json")
@@ -79,7 +81,13 @@ async def test_export_while_serving_then_import_into_an_empty_store_gives_identi
     imported = await invoke_async("import", str(archive), "--db", str(copy), "--json")
     assert imported.exit_code == 0, imported.stderr
     assert imported.json() | {"file": None} == {
-        "file": None, "documents": 32, "created": 32, "merged": 0, "unchanged": 0, "refused": []}
+        "file": None,
+        "documents": 32,
+        "created": 32,
+        "merged": 0,
+        "unchanged": 0,
+        "refused": [],
+    }
     original = await crdt_states(server.db_path)
     assert_same_documents(original, await crdt_states(copy))
     assert "Alice: met at the fair (Bob)" == original["contacts/c1"][2]["notes"]
@@ -110,8 +118,9 @@ async def test_import_into_a_non_empty_store_merges_each_document(
     async with SQLiteStore(other) as store:
         engine = Engine(store, DEFAULT_SCHEMA)
         await engine.patch(DocId("contacts/ada"), {"phone": "+44 1"}, origin=Origin("office"))
-        await engine.patch(DocId("tasks/mine"), {"title": "Only here"}, origin=Origin("office"),
-                           creating=True)
+        await engine.patch(
+            DocId("tasks/mine"), {"title": "Only here"}, origin=Origin("office"), creating=True
+        )
         cursor_before = await store.cursor()
 
     second = tmp_path / "second.cbor"
@@ -129,8 +138,9 @@ async def test_import_into_a_non_empty_store_merges_each_document(
     for doc_id, (state, _, _) in source.items():  # the merged store holds all of the source
         assert pycrdt.get_update(state, pycrdt.get_state(states[doc_id][0])) == EMPTY_DIFF
     # The merge went through the write path: new seqs, the view kept, history says who.
-    history = (await invoke_async("docs", "history", "contacts/ada", "--db", str(other),
-                                  "--json")).json()
+    history = (
+        await invoke_async("docs", "history", "contacts/ada", "--db", str(other), "--json")
+    ).json()
     assert history[-1]["origin"] == "import" and history[-1]["fields"] == ["email"]
     assert history[-1]["seq"] > cursor_before
     listed = (await invoke_async("docs", "list", "--db", str(other), "--json")).json()
@@ -160,8 +170,9 @@ def test_documents_the_schema_refuses_are_reported_and_the_rest_imported(tmp_pat
     assert ran.exit_code == 6, ran.stderr
     assert "1 created" in ran.stdout and "1 refused" in ran.stdout
     assert "visits/v1: unknown collection 'visits'" in ran.stderr
-    with_schema = invoke("import", str(archive), "--db", str(target), "--schema", str(schema_file),
-                         "--json")
+    with_schema = invoke(
+        "import", str(archive), "--db", str(target), "--schema", str(schema_file), "--json"
+    )
     assert with_schema.exit_code == 0
     assert (with_schema.json()["created"], with_schema.json()["unchanged"]) == (1, 1)
 
@@ -178,8 +189,12 @@ def archive(tmp_path: Path) -> Path:
         async with SQLiteStore(store_path) as store:
             engine = Engine(store, DEFAULT_SCHEMA)
             for n in range(5):
-                await engine.patch(DocId(f"contacts/c{n}"), {"name": f"C{n}", "notes": "x" * 50},
-                                   origin=Origin("seed"), creating=True)
+                await engine.patch(
+                    DocId(f"contacts/c{n}"),
+                    {"name": f"C{n}", "notes": "x" * 50},
+                    origin=Origin("seed"),
+                    creating=True,
+                )
             await export_archive(store, path)
 
     asyncio.run(make())
@@ -246,7 +261,8 @@ def test_export_never_overwrites_by_accident_and_leaves_no_partial_file(
     assert invoke("export", str(archive), "--db", source, "--force").exit_code == 0
     assert verify_archive(archive).documents == 5
     invoke("export", str(tmp_path / "no-dir" / "x.cbor"), "--db", source).assert_one_line_error(
-        5, "cannot write there")
+        5, "cannot write there"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.cbor", "source.db"]
 
 
@@ -254,12 +270,20 @@ def test_an_archive_state_that_is_not_a_crdt_update_is_refused(archive: Path) ->
     with ArchiveReader(archive) as reader:
         header = reader.header
         items = list(reader.documents())
-    body = cbor2.dumps({"format": "crdt-sync-archive", "version": 1, "created_at": header.created_at,
-                        "cursor": header.cursor, "documents": 1})
+    body = cbor2.dumps(
+        {
+            "format": "crdt-sync-archive",
+            "version": 1,
+            "created_at": header.created_at,
+            "cursor": header.cursor,
+            "documents": 1,
+        }
+    )
     body += cbor2.dumps({"doc_id": items[0].doc_id, "state": b"\xff\xfe garbage"})
     forged = archive.with_name("forged.cbor")
-    forged.write_bytes(body + cbor2.dumps(
-        {"end": True, "documents": 1, "sha256": hashlib.sha256(body).digest()}))
+    forged.write_bytes(
+        body + cbor2.dumps({"end": True, "documents": 1, "sha256": hashlib.sha256(body).digest()})
+    )
     with pytest.raises(ArchiveError, match=r"contacts/c0: its state is not a Yjs update"):
         verify_archive(forged)
 
@@ -272,11 +296,14 @@ async def test_import_into_the_store_of_a_running_server_reaches_its_peers_and_v
     async with SQLiteStore(source) as store:
         engine = Engine(store, DEFAULT_SCHEMA)
         await engine.patch(
-            DocId("contacts/ada"), {"name": "Ada", "email": "ada@archive.example"},
-            origin=Origin("old-crm"), creating=True,
+            DocId("contacts/ada"),
+            {"name": "Ada", "email": "ada@archive.example"},
+            origin=Origin("old-crm"),
+            creating=True,
         )
-        await engine.patch(DocId("contacts/new"), {"name": "New"}, origin=Origin("old-crm"),
-                           creating=True)
+        await engine.patch(
+            DocId("contacts/new"), {"name": "New"}, origin=Origin("old-crm"), creating=True
+        )
     archive = tmp_path / "crm.cbor"
     assert (await run_async("export", str(archive), "--db", str(source))).exit_code == 0
 
@@ -298,14 +325,25 @@ async def test_import_into_the_store_of_a_running_server_reaches_its_peers_and_v
         # The peer is sent what the import merged, and its next edit keeps it in the view.
         await wait_for(lambda: record_of(peer).get("email") == "ada@archive.example")
         fields["company"] = "Analytical Engines"
-        await wait_for_async(lambda: stored("contacts/ada"), lambda v: v is not None and v["company"])
+        await wait_for_async(
+            lambda: stored("contacts/ada"), lambda v: v is not None and v["company"]
+        )
         view = await stored("contacts/ada")
         assert view is not None
         assert (view["email"], view["phone"], view["company"]) == (
-            "ada@archive.example", "+44 20 7946 0000", "Analytical Engines")
+            "ada@archive.example",
+            "+44 20 7946 0000",
+            "Analytical Engines",
+        )
         assert record_of(peer)["email"] == "ada@archive.example"
-    assert await stored("contacts/new") == {"id": "new", "name": "New", "email": None,
-                                            "phone": None, "company": None, "notes": None}
+    assert await stored("contacts/new") == {
+        "id": "new",
+        "name": "New",
+        "email": None,
+        "phone": None,
+        "company": None,
+        "notes": None,
+    }
 
 
 async def wait_for_async(read, ready, timeout: float = 10.0):  # type: ignore[no-untyped-def]

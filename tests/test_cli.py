@@ -46,14 +46,18 @@ async def test_docs_list_show_and_status_read_what_a_running_server_wrote(
     listed = await run_async("docs", "list", "--db", db, "--json")
     assert listed.exit_code == 0, listed.stderr
     assert [(r["doc_id"], r["title"]) for r in listed.json()] == [
-        ("contacts/ada", "Ada Lovelace"), ("contacts/bob", "Bob"),
-        ("deals/engine", "Difference engine"), ("tasks/call", "Call Ada"),
+        ("contacts/ada", "Ada Lovelace"),
+        ("contacts/bob", "Bob"),
+        ("deals/engine", "Difference engine"),
+        ("tasks/call", "Call Ada"),
     ]
     assert all(r["size"] > 0 and r["last_seq"] > 0 for r in listed.json())
 
     with_deleted = await invoke_async("docs", "list", "contacts", "--deleted", "--db", db, "--json")
     assert [(r["doc_id"], r["deleted"]) for r in with_deleted.json()] == [
-        ("contacts/ada", False), ("contacts/bob", False), ("contacts/gone", True),
+        ("contacts/ada", False),
+        ("contacts/bob", False),
+        ("contacts/gone", True),
     ]
 
     table = await invoke_async("docs", "list", "--db", db)
@@ -61,8 +65,14 @@ async def test_docs_list_show_and_status_read_what_a_running_server_wrote(
     assert "Ada Lovelace" in table.stdout and "4 records" in table.stdout
 
     shown = await run_async("docs", "show", "contacts/ada", "--db", db, "--json")
-    assert shown.json()["view"] == {"id": "ada", "name": "Ada Lovelace", "email": "ada@example.com",
-                                    "phone": None, "company": None, "notes": None}
+    assert shown.json()["view"] == {
+        "id": "ada",
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "phone": None,
+        "company": None,
+        "notes": None,
+    }
     assert shown.json()["created_by"] == "ann-phone" and shown.json()["deleted"] is False
     plain = await invoke_async("docs", "show", "contacts/gone", "--db", db)
     assert plain.json()["name"] == "Gone Soon"  # stdout is the view alone, as JSON
@@ -101,8 +111,11 @@ async def test_history_of_a_record_edited_three_times_shows_three_entries_with_t
     ]
     assert all(s["size"] > 0 and s["time"].endswith("Z") and not s["deleted"] for s in steps)
 
-    at_second = (await invoke_async("docs", "history", "contacts/h", "--at", str(second),
-                                    "--db", db, "--json")).json()
+    at_second = (
+        await invoke_async(
+            "docs", "history", "contacts/h", "--at", str(second), "--db", db, "--json"
+        )
+    ).json()
     assert at_second["seq"] == second
     assert at_second["view"]["email"] == "hedy@example.com" and at_second["view"]["phone"] is None
     table = await invoke_async("docs", "history", "contacts/h", "--db", db)
@@ -124,12 +137,15 @@ async def test_show_gives_the_raw_crdt_state_and_state_vector_for_other_tools(
     document = document_from_state(piped.stdout_bytes)
     assert records.view(DocId("deals/engine"), document)["title"] == "Difference engine"
 
-    as_text = await invoke_async("docs", "show", "deals/engine", "-f", "update", "--db", db, "--json")
+    as_text = await invoke_async(
+        "docs", "show", "deals/engine", "-f", "update", "--db", db, "--json"
+    )
     assert base64.b64decode(as_text.json()["base64"]) == stored
 
     vector_file = tmp_path / "engine.sv"
-    written = await invoke_async("docs", "show", "deals/engine", "-f", "state-vector",
-                                 "-o", str(vector_file), "--db", db)
+    written = await invoke_async(
+        "docs", "show", "deals/engine", "-f", "state-vector", "-o", str(vector_file), "--db", db
+    )
     assert written.exit_code == 0
     assert vector_file.read_bytes() == pycrdt.get_state(stored)
     # The state vector is what a tool sends to ask for what it lacks: nothing, here.
@@ -215,8 +231,9 @@ def store_path(tmp_path: Path) -> Path:
     async def seed() -> None:
         async with SQLiteStore(path) as store:
             engine = Engine(store, DEFAULT_SCHEMA)
-            await engine.patch(DocId("contacts/ada"), {"name": "Ada"}, origin=Origin("seed"),
-                               creating=True)
+            await engine.patch(
+                DocId("contacts/ada"), {"name": "Ada"}, origin=Origin("seed"), creating=True
+            )
 
     asyncio.run(seed())
     return path
@@ -280,8 +297,12 @@ def test_a_file_that_is_not_a_store_is_refused_and_left_untouched(
 
 @pytest.mark.parametrize(
     "command",
-    [["docs", "show", "contacts/nobody"], ["docs", "history", "contacts/nobody"],
-     ["compact", "contacts/nobody"], ["docs", "show", "deals/ada"]],
+    [
+        ["docs", "show", "contacts/nobody"],
+        ["docs", "history", "contacts/nobody"],
+        ["compact", "contacts/nobody"],
+        ["docs", "show", "deals/ada"],
+    ],
     ids=lambda c: " ".join(c),
 )
 def test_an_unknown_record_exits_3(store_path: Path, command: list[str]) -> None:
@@ -305,11 +326,19 @@ def test_a_bad_id_exits_2(store_path: Path, command: list[str], doc_id: str, mes
 def test_usage_errors_exit_2_with_one_line(store_path: Path) -> None:
     db = str(store_path)
     invoke("docs", "list", "contact", "--db", db).assert_one_line_error(
-        2, "unknown collection 'contact' (known: contacts, deals, tasks)")
+        2, "unknown collection 'contact' (known: contacts, deals, tasks)"
+    )
     invoke("compact", "--db", db).assert_one_line_error(2, "one record (COLLECTION/ID) or --all")
     invoke("compact", "contacts/ada", "--all", "--db", db).assert_one_line_error(2, "not both")
-    invoke("docs", "history", "contacts/ada", "--schema", str(store_path.with_name("no.toml")),
-           "--db", db).assert_one_line_error(2)
+    invoke(
+        "docs",
+        "history",
+        "contacts/ada",
+        "--schema",
+        str(store_path.with_name("no.toml")),
+        "--db",
+        db,
+    ).assert_one_line_error(2)
 
 
 def test_history_at_a_seq_before_the_record_existed_exits_3(store_path: Path) -> None:
@@ -356,7 +385,9 @@ def test_a_view_written_by_another_schema_still_lists(tmp_path: Path) -> None:
     listed = invoke("docs", "list", "--db", str(path), "--json").json()
     assert [(r["doc_id"], r["title"]) for r in listed] == [("visits/v1", "Paris")]
     invoke("docs", "history", "visits/v1", "--db", str(path)).assert_one_line_error(
-        2, "pass the server's --schema FILE")
-    history = invoke("docs", "history", "visits/v1", "--db", str(path), "--schema",
-                     str(schema_file), "--json").json()
+        2, "pass the server's --schema FILE"
+    )
+    history = invoke(
+        "docs", "history", "visits/v1", "--db", str(path), "--schema", str(schema_file), "--json"
+    ).json()
     assert [s["fields"] for s in history] == [["place"]]

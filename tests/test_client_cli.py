@@ -59,14 +59,21 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 async def run_cli(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "crdt_sync", "client", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "crdt_sync",
+        "client",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     return process.returncode or 0, out.decode(), err.decode()
 
 
-async def test_sync_and_watch_against_a_running_server(server: RunningServer, tmp_path: Path) -> None:
+async def test_sync_and_watch_against_a_running_server(
+    server: RunningServer, tmp_path: Path
+) -> None:
     await admin_patch(server, "contacts/ada", {"name": "Ada"}, creating=True)
     db = str(tmp_path / "phone.db")
     auth = ["--server", server.http, "--token", server.device_token, "--db", db]

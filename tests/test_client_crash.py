@@ -40,7 +40,7 @@ async def test_server_killed_in_the_middle_of_a_push_loses_and_doubles_nothing(
         watching.cancel()
     assert 0 < at_kill.pending < queued  # the kill came in the middle of the push
     states = [s.state for s in seen]
-    after_error = states[states.index(SyncState.ERROR):]
+    after_error = states[states.index(SyncState.ERROR) :]
     assert SyncState.CONNECTING in after_error and after_error[-1] is SyncState.SYNCED
 
     rows = await stored_rows(db_path)
@@ -59,18 +59,31 @@ async def _collect(replica: Replica, seen: list[SyncStatus]) -> None:
 async def test_replica_process_killed_mid_sync_restarts_with_its_queue_intact(
     server: RunningServer, tmp_path: Path
 ) -> None:
-    await asyncio.gather(*(
-        admin_patch(server, f"deals/d{i}", {"title": f"Deal {i}"}, creating=True) for i in range(500)
-    ))
+    await asyncio.gather(
+        *(
+            admin_patch(server, f"deals/d{i}", {"title": f"Deal {i}"}, creating=True)
+            for i in range(500)
+        )
+    )
     path, count = tmp_path / "phone.db", 3000
     async with Replica(path) as replica:
         for i in range(count):
             await replica.create("contacts", {"name": f"C {i}"}, id=f"c{i}")
     store = server.app.state.store  # type: ignore[attr-defined]
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "crdt_sync", "client", "sync", "--db", str(path),
-        "--server", server.http, "--token", server.device_token,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "crdt_sync",
+        "client",
+        "sync",
+        "--db",
+        str(path),
+        "--server",
+        server.http,
+        "--token",
+        server.device_token,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await wait_for(lambda: _cursor_at_least(store, 500 + 300), timeout=60)
@@ -81,7 +94,9 @@ async def test_replica_process_killed_mid_sync_restarts_with_its_queue_intact(
 
     async with replica_on(server, path, server.device_token) as replica:
         pending = {c.doc_id for c in await replica.pending(limit=count)}
-        on_server = {doc for doc in (await stored_rows(server.db_path)) if doc.startswith("contacts/")}
+        on_server = {
+            doc for doc in (await stored_rows(server.db_path)) if doc.startswith("contacts/")
+        }
         assert 0 < len(pending) < count
         assert pending | on_server == {f"contacts/c{i}" for i in range(count)}
         assert len(await replica.query("contacts")) == count  # the local records too
@@ -98,5 +113,3 @@ async def test_replica_process_killed_mid_sync_restarts_with_its_queue_intact(
 
 async def _cursor_at_least(store: object, target: int) -> bool:
     return int(await store.cursor()) >= target  # type: ignore[attr-defined]
-
-

@@ -38,8 +38,9 @@ async def fake_server(script: Script) -> AsyncIterator[str]:
 
 
 def update_for(record_id: str, name: str) -> bytes:
-    return Records(DEFAULT_SCHEMA).patch(DocId(f"contacts/{record_id}"), Doc(), {"name": name},
-                                         creating=True)
+    return Records(DEFAULT_SCHEMA).patch(
+        DocId(f"contacts/{record_id}"), Doc(), {"name": name}, creating=True
+    )
 
 
 @asynccontextmanager
@@ -47,7 +48,10 @@ async def failing_sync(
     tmp_path: Path, script: Script, error: type[Exception], match: str
 ) -> AsyncIterator[Replica]:
     """A replica with one queued change whose sync against `script` fails with `error`."""
-    async with fake_server(script) as url, replica_on(url, tmp_path / "phone.db", "cs_x") as replica:
+    async with (
+        fake_server(script) as url,
+        replica_on(url, tmp_path / "phone.db", "cs_x") as replica,
+    ):
         await replica.create("contacts", {"name": "Ada"}, id="ada")
         with pytest.raises(error, match=match):
             await replica.sync()
@@ -67,7 +71,9 @@ async def test_a_frame_that_is_not_cbor_is_a_protocol_error(tmp_path: Path) -> N
         pass
 
 
-async def test_an_update_that_does_not_decode_is_refused_and_the_cursor_stays(tmp_path: Path) -> None:
+async def test_an_update_that_does_not_decode_is_refused_and_the_cursor_stays(
+    tmp_path: Path,
+) -> None:
     async def script(connection: ServerConnection) -> None:
         await connection.send(encode_frame(Welcome(5, "liar")))
         await connection.send(encode_frame(SyncUpdate(DocId("contacts/x"), b"\x07garbage", seq=1)))
@@ -94,8 +100,13 @@ async def test_a_connection_lost_mid_catch_up_keeps_what_arrived_with_its_cursor
     async def script(connection: ServerConnection) -> None:
         await connection.send(encode_frame(Welcome(10, "flaky")))
         for seq in (1, 2, 3):
-            await connection.send(encode_frame(
-                SyncUpdate(DocId(f"contacts/c{seq}"), update_for(f"c{seq}", f"C {seq}"), seq=seq)))
+            await connection.send(
+                encode_frame(
+                    SyncUpdate(
+                        DocId(f"contacts/c{seq}"), update_for(f"c{seq}", f"C {seq}"), seq=seq
+                    )
+                )
+            )
         connection.transport.abort()  # no close frame: the network went away
 
     async with failing_sync(tmp_path, script, ConnectionFailed, "connection lost") as replica:

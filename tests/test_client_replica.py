@@ -15,23 +15,31 @@ from crdt_sync.store import SQLiteStore
 
 async def test_changes_work_offline_and_each_is_queued(tmp_path: Path) -> None:
     async with Replica(tmp_path / "phone.db") as replica:
-        created = await replica.create("contacts", {"name": "Ada", "notes": "met at the fair"},
-                                       id="ada")
+        created = await replica.create(
+            "contacts", {"name": "Ada", "notes": "met at the fair"}, id="ada"
+        )
         await replica.update("contacts", "ada", {"email": "ada@example.com"})
         await replica.create("deals", {"title": "Engine", "amount": 12000}, id="engine")
         await replica.delete("deals", "engine")
 
         assert created["name"] == "Ada"
         assert await replica.get("contacts", "ada") == {
-            "id": "ada", "name": "Ada", "email": "ada@example.com", "phone": None,
-            "company": None, "notes": "met at the fair",
+            "id": "ada",
+            "name": "Ada",
+            "email": "ada@example.com",
+            "phone": None,
+            "company": None,
+            "notes": "met at the fair",
         }
         assert await replica.get("deals", "engine") is None
         assert [v["id"] for v in await replica.query("deals", include_deleted=True)] == ["engine"]
         assert replica.status.pending == 4
         assert replica.status.state is SyncState.OFFLINE
         assert [c.intent.operation.value for c in await replica.pending()] == [
-            "create", "update", "create", "delete"
+            "create",
+            "update",
+            "create",
+            "delete",
         ]
 
 
@@ -49,13 +57,15 @@ async def test_the_queue_and_the_records_survive_reopening(tmp_path: Path) -> No
 async def test_query_filters_on_field_values(tmp_path: Path) -> None:
     async with Replica(tmp_path / "phone.db") as replica:
         for i, stage in enumerate(["lead", "won", "lead"]):
-            await replica.create("deals", {"title": f"deal {i}", "stage": stage, "amount": i},
-                                 id=f"d{i}")
+            await replica.create(
+                "deals", {"title": f"deal {i}", "stage": stage, "amount": i}, id=f"d{i}"
+            )
         leads = await replica.query("deals", {"stage": "lead"})
         assert [d["id"] for d in leads] == ["d0", "d2"]
         assert [d["id"] for d in await replica.query("deals", {"amount": 1})] == ["d1"]
         assert [d["id"] for d in await replica.query("deals", {"close_date": None}, limit=2)] == [
-            "d0", "d1"
+            "d0",
+            "d1",
         ]
         with pytest.raises(SchemaViolation, match="unknown field 'colour'"):
             await replica.query("deals", {"colour": "red"})

@@ -32,7 +32,9 @@ from .conftest import RunningServer, free_socket, make_tokens, wait_for
 from .test_client_sync import schema_with_nickname
 
 HAS_REST = importlib.util.find_spec("crdt_sync.server.sync_push") is not None
-pytestmark = pytest.mark.skipif(not HAS_REST, reason="needs /api/sync/* from the REST branch (issue 4)")
+pytestmark = pytest.mark.skipif(
+    not HAS_REST, reason="needs /api/sync/* from the REST branch (issue 4)"
+)
 
 
 class WebsocketGate:
@@ -102,8 +104,9 @@ async def test_a_refused_change_is_rejected_with_its_reason_over_rest(
 ) -> None:
     server, _ = gated
     await seed(server)
-    async with replica_on(server, tmp_path / "phone.db", server.device_token,
-                          schema=schema_with_nickname()) as replica:
+    async with replica_on(
+        server, tmp_path / "phone.db", server.device_token, schema=schema_with_nickname()
+    ) as replica:
         await replica.sync()
         await replica.update("contacts", "ada", {"email": "ada@example.com"})
         await replica.update("contacts", "ada", {"nickname": "Countess"})
@@ -122,8 +125,16 @@ async def test_live_mode_falls_back_to_rest_and_returns_to_websockets_when_they_
 ) -> None:
     server, gate = gated
     await seed(server)
-    async with replica_on(server, tmp_path / "phone.db", server.device_token,
-                          rest_interval=0.2, websocket_retry=0.5) as replica, replica.live():
+    async with (
+        replica_on(
+            server,
+            tmp_path / "phone.db",
+            server.device_token,
+            rest_interval=0.2,
+            websocket_retry=0.5,
+        ) as replica,
+        replica.live(),
+    ):
         await replica.wait_status(
             lambda s: s.transport is Transport.REST and s.state is SyncState.SYNCED, 10
         )
@@ -163,15 +174,17 @@ async def test_a_rest_pass_needs_a_valid_token(
         assert replica.status.state is SyncState.ERROR and replica.status.pending == 1
 
 
-
 # The pull: /api/sync/updates, or one document at a time on a server without it
 
 
 async def seed_contacts(server: RunningServer, count: int) -> None:
     for i in range(count):
-        await admin_patch(server, f"contacts/c{i:03}", {"name": f"Contact {i}",
-                                                        "email": f"c{i}@example.com"},
-                          creating=True)
+        await admin_patch(
+            server,
+            f"contacts/c{i:03}",
+            {"name": f"Contact {i}", "email": f"c{i}@example.com"},
+            creating=True,
+        )
 
 
 async def server_cursor(server: RunningServer) -> int:
@@ -227,7 +240,8 @@ async def test_a_server_without_the_update_log_is_pulled_one_document_at_a_time(
         older.include_router(module.router)
     monkeypatch.setattr(server_rest, "router", older)
     async with serving(create_app(Settings(db_path=db_path)), db_path, admin, device) as (
-        server, gate
+        server,
+        gate,
     ):
         await seed_contacts(server, 20)
         key = server.device_token if token == "device" else server.admin_token
@@ -264,15 +278,49 @@ async def test_a_replica_ahead_of_a_replaced_server_starts_over_from_its_log(
         (b"not cbor at all", "wrong shape"),
         (cbor2.dumps([1, 2]), "wrong shape"),
         (cbor2.dumps({"updates": [], "cursor": 3}), "wrong shape"),
-        (cbor2.dumps({"updates": [{"doc": "contacts/a", "update": b"\x00", "seq": 9}],
-                      "cursor": 8, "more": False}), "wrong shape"),  # seq past the cursor
-        (cbor2.dumps({"updates": [{"doc": "contacts/a", "update": b"\x00", "seq": 5},
-                                  {"doc": "contacts/b", "update": b"\x00", "seq": 4}],
-                      "cursor": 8, "more": False}), "wrong shape"),  # out of order
-        (cbor2.dumps({"updates": [{"doc": "contacts/a", "update": "text", "seq": 5}],
-                      "cursor": 8, "more": False}), "wrong shape"),
-        (cbor2.dumps({"updates": [{"doc": "no slash", "update": b"\x00", "seq": 5}],
-                      "cursor": 8, "more": False}), "bad document"),
+        (
+            cbor2.dumps(
+                {
+                    "updates": [{"doc": "contacts/a", "update": b"\x00", "seq": 9}],
+                    "cursor": 8,
+                    "more": False,
+                }
+            ),
+            "wrong shape",
+        ),  # seq past the cursor
+        (
+            cbor2.dumps(
+                {
+                    "updates": [
+                        {"doc": "contacts/a", "update": b"\x00", "seq": 5},
+                        {"doc": "contacts/b", "update": b"\x00", "seq": 4},
+                    ],
+                    "cursor": 8,
+                    "more": False,
+                }
+            ),
+            "wrong shape",
+        ),  # out of order
+        (
+            cbor2.dumps(
+                {
+                    "updates": [{"doc": "contacts/a", "update": "text", "seq": 5}],
+                    "cursor": 8,
+                    "more": False,
+                }
+            ),
+            "wrong shape",
+        ),
+        (
+            cbor2.dumps(
+                {
+                    "updates": [{"doc": "no slash", "update": b"\x00", "seq": 5}],
+                    "cursor": 8,
+                    "more": False,
+                }
+            ),
+            "bad document",
+        ),
         (cbor2.dumps({"updates": [], "cursor": 1, "more": False}), "wrong shape"),  # behind since
     ],
 )

@@ -49,8 +49,10 @@ async def test_a_fresh_replica_catches_up_and_then_gets_only_what_is_new(
 def schema_with_nickname() -> Schema:
     contacts = DEFAULT_SCHEMA.collections["contacts"]
     fields = dict(contacts.fields) | {"nickname": Field("nickname", FieldKind.STRING)}
-    return Schema(dict(DEFAULT_SCHEMA.collections) |
-                  {"contacts": Collection("contacts", fields, contacts.title_field)})
+    return Schema(
+        dict(DEFAULT_SCHEMA.collections)
+        | {"contacts": Collection("contacts", fields, contacts.title_field)}
+    )
 
 
 async def test_a_change_the_server_refuses_is_rejected_with_its_reason_and_not_retried(
@@ -58,8 +60,9 @@ async def test_a_change_the_server_refuses_is_rejected_with_its_reason_and_not_r
 ) -> None:
     """A replica whose schema has a field the server lacks: only that change is rejected."""
     await seed(server)
-    async with replica_on(server, tmp_path / "phone.db", server.device_token,
-                          schema=schema_with_nickname()) as replica:
+    async with replica_on(
+        server, tmp_path / "phone.db", server.device_token, schema=schema_with_nickname()
+    ) as replica:
         await replica.sync()
         await replica.update("contacts", "ada", {"email": "ada@example.com"})
         await replica.update("contacts", "ada", {"nickname": "Countess"})  # refused
@@ -71,7 +74,8 @@ async def test_a_change_the_server_refuses_is_rejected_with_its_reason_and_not_r
         assert (status.pending, status.rejected) == (0, 2)
         rejected = await replica.rejected()
         assert [(c.doc_id, c.code) for c in rejected] == [
-            ("contacts/ada", "schema_violation"), ("contacts/zed", "schema_violation")
+            ("contacts/ada", "schema_violation"),
+            ("contacts/zed", "schema_violation"),
         ]
         assert all("unknown field 'nickname'" in (c.reason or "") for c in rejected)
         ada = await server_view(server, "contacts/ada")
@@ -95,9 +99,10 @@ async def test_live_mode_carries_changes_both_ways_as_they_happen(
 ) -> None:
     await seed(server)
     token = server.device_token
-    async with replica_on(server, tmp_path / "a.db", token) as alice, replica_on(
-        server, tmp_path / "b.db", token
-    ) as bob:
+    async with (
+        replica_on(server, tmp_path / "a.db", token) as alice,
+        replica_on(server, tmp_path / "b.db", token) as bob,
+    ):
         async with alice.live(), bob.live():
             await alice.wait_synced(10)
             await bob.wait_synced(10)
@@ -141,12 +146,21 @@ async def test_status_stream_shows_connecting_syncing_synced_and_back_after_a_ch
         finally:
             watching.cancel()
     states = _distinct([s.state for s in seen])
-    assert states == [SyncState.OFFLINE, SyncState.CONNECTING, SyncState.SYNCING,
-                      SyncState.SYNCED, SyncState.SYNCING, SyncState.SYNCED, SyncState.OFFLINE]
+    assert states == [
+        SyncState.OFFLINE,
+        SyncState.CONNECTING,
+        SyncState.SYNCING,
+        SyncState.SYNCED,
+        SyncState.SYNCING,
+        SyncState.SYNCED,
+        SyncState.OFFLINE,
+    ]
     assert seen[0].pending == 1
     first_synced = next(s for s in seen if s.state is SyncState.SYNCED)
     assert first_synced.pending == 0 and first_synced.last_sync_at is not None
-    assert any(s.state is SyncState.SYNCING and s.pending == 1 for s in seen[seen.index(first_synced):])
+    assert any(
+        s.state is SyncState.SYNCING and s.pending == 1 for s in seen[seen.index(first_synced) :]
+    )
 
 
 async def _collect(replica: Replica, seen: list[SyncStatus]) -> None:

@@ -54,8 +54,9 @@ async def test_writes_started_while_their_records_load_apply_in_the_order_they_s
     for i in range(40):
         for n, doc_id in enumerate(ids):
             if start == "task":
-                writes.append(asyncio.ensure_future(
-                    engine.write(doc_id, edits[doc_id][i], origin=ORIGIN)))
+                writes.append(
+                    asyncio.ensure_future(engine.write(doc_id, edits[doc_id][i], origin=ORIGIN))
+                )
             else:
                 writes.append(engine.write_nowait(doc_id, edits[doc_id][i], origin=ORIGIN))
             for _ in range((i + n) % 3):  # writes keep coming while loads finish, as they do
@@ -95,7 +96,9 @@ async def test_a_refused_update_among_merged_ones_fails_alone(engine: Engine) ->
     outcomes = await asyncio.gather(*writes, return_exceptions=True)
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(writes) == 6 and len(refused) == 1
-    assert isinstance(refused[0], SchemaViolation) and "unknown field 'amount'" in refused[0].message
+    assert (
+        isinstance(refused[0], SchemaViolation) and "unknown field 'amount'" in refused[0].message
+    )
     view, _ = await engine.view(doc_id)
     assert view["company"] == "company 5" and "amount" not in view
     assert len(await engine.store.history(doc_id)) == 6
@@ -124,8 +127,9 @@ async def test_garbage_among_merged_updates_is_refused_alone(engine: Engine) -> 
     doc_id = DocId("contacts/m3")
     _, updates = client_edits(3)
     await engine.write(doc_id, updates[0], origin=ORIGIN)
-    writes = engine.write_merged_nowait(doc_id, [updates[1], b"\x01\x05garbage", updates[2]],
-                                        origin=ORIGIN)
+    writes = engine.write_merged_nowait(
+        doc_id, [updates[1], b"\x01\x05garbage", updates[2]], origin=ORIGIN
+    )
     outcomes = await asyncio.gather(*writes, return_exceptions=True)
     assert [type(o).__name__ for o in outcomes] == ["WriteResult", "InvalidUpdate", "WriteResult"]
     view, _ = await engine.view(doc_id)

@@ -37,7 +37,10 @@ async def test_a_view_written_before_a_foreign_commit_was_seen_is_repaired(tmp_p
         row = await server_store.get_record(ADA)
         assert row is not None
         assert (row.view["name"], row.view["email"], row.view["phone"]) == (
-            "Ada", "ada@archive.example", "+44 20")
+            "Ada",
+            "ada@archive.example",
+            "+44 20",
+        )
         assert (await server_store.history(ADA))[-1].origin == VIEW_REPAIR
         assert (await server.view(ADA))[0]["email"] == "ada@archive.example"  # the live copy too
 

@@ -44,8 +44,10 @@ def test_a_commit_is_published_as_one_update_per_record_encoded_once() -> None:
     published = Published(CONTACT, groups[CONTACT])
     frame = published.frame(encode_sync_update)
     assert published.frame(encode_sync_update) is frame  # every peer gets the same bytes
-    assert replay([frame]).get_state() == replay(
-        [encode_sync_update(u) for u in updates[:3]]).get_state()
+    assert (
+        replay([frame]).get_state()
+        == replay([encode_sync_update(u) for u in updates[:3]]).get_state()
+    )
 
 
 async def test_updates_to_a_record_queued_back_to_back_are_sent_as_one_frame() -> None:
@@ -75,7 +77,9 @@ async def test_other_frames_keep_their_place_between_updates() -> None:
 def test_an_outbox_overflows_on_bytes_even_when_updates_merge() -> None:
     _, updates = edits(1)
     big = Committed(Seq(1), CONTACT, updates[0] + b"", Origin("t"))
-    subscriber = Subscriber("stuck", doc_id=CONTACT, max_queue=8, max_queue_bytes=10 * len(big.update))
+    subscriber = Subscriber(
+        "stuck", doc_id=CONTACT, max_queue=8, max_queue_bytes=10 * len(big.update)
+    )
     for i in range(10):
         subscriber.offer_published(Published(CONTACT, [big]))
     assert not subscriber.overflowed.is_set()

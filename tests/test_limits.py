@@ -54,9 +54,10 @@ async def test_a_document_over_the_size_limit_is_refused_and_the_record_unchange
     server_factory: ServerFactory,
 ) -> None:
     server = await server_factory(limits=Limits(max_document_bytes=4096))
-    async with websockets.connect(server.ws("/yjs/contacts/2")) as ws, yjs_peer(
-        server.ws("/yjs/contacts/2")
-    ) as watcher:
+    async with (
+        websockets.connect(server.ws("/yjs/contacts/2")) as ws,
+        yjs_peer(server.ws("/yjs/contacts/2")) as watcher,
+    ):
         await ws.recv()
         from pycrdt import Doc
 
@@ -138,7 +139,9 @@ async def test_a_stuck_consumer_is_disconnected_and_catches_up_from_its_cursor(
     session = PeerSession(Role.CLIENT)
     session.send(Hello("stuck", 0, None))
     token_path = server.ws("/ws").split(str(server.port), 1)[1]
-    stuck = await asyncio.to_thread(stuck_websocket, server.port, token_path, session.frames_to_send()[0])
+    stuck = await asyncio.to_thread(
+        stuck_websocket, server.port, token_path, session.frames_to_send()[0]
+    )
     try:
         await wait_for(lambda: any(c.client_id == "stuck" for c in hub.connections))
         (stuck_connection,) = [c for c in hub.connections if c.client_id == "stuck"]
@@ -166,8 +169,19 @@ async def test_a_revoked_token_closes_its_open_connections(server: RunningServer
     async with websockets.connect(server.ws("/yjs/contacts/9")) as ws:
         await ws.recv()
         done = subprocess.run(
-            [sys.executable, "-m", "crdt_sync", "token", "revoke", "phone", "--db", str(server.db_path)],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "crdt_sync",
+                "token",
+                "revoke",
+                "phone",
+                "--db",
+                str(server.db_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert done.returncode == 0, done.stderr
         code, reason = await closed_with(ws)

@@ -51,8 +51,12 @@ async def test_two_stock_yjs_clients_converge_and_the_store_holds_the_result(
         bob_record["email"] = "ann@example.com"
         bob_record["notes"].insert(0, "first ")
         alice_record["phone"] = "+33 1"
-        expected = {"name": "Ann", "email": "ann@example.com", "phone": "+33 1",
-                    "notes": "first met at the fair"}
+        expected = {
+            "name": "Ann",
+            "email": "ann@example.com",
+            "phone": "+33 1",
+            "notes": "first met at the fair",
+        }
         await wait_for(lambda: record_of(alice) == expected and record_of(bob) == expected)
     await wait_for(lambda: _view_is(server, "contacts/42", expected))
 
@@ -92,12 +96,20 @@ async def test_a_refused_write_gets_permission_denied_and_the_connection_stays_u
         await ws.send(encode_sync_update(b"\x01\x05garbage"))
         denied = decode_yjs_message(await asyncio.wait_for(ws.recv(), 10))
         assert isinstance(denied, YjsPermissionDenied) and "not a Yjs update" in denied.reason
-        good = records.patch(DocId("deals/9"), document_from_state(None), {"title": "ok"}, creating=True)
+        good = records.patch(
+            DocId("deals/9"), document_from_state(None), {"title": "ok"}, creating=True
+        )
         await ws.send(encode_sync_update(good))
         assert decode_yjs_message(await asyncio.wait_for(ws.recv(), 10)) == YjsUpdate(good)
     assert await stored_view(server, "deals/9") == {
-        "id": "9", "title": "ok", "amount": None, "currency": None, "stage": None,
-        "contact_id": None, "close_date": None, "notes": None,
+        "id": "9",
+        "title": "ok",
+        "amount": None,
+        "currency": None,
+        "stage": None,
+        "contact_id": None,
+        "close_date": None,
+        "notes": None,
     }
 
 
@@ -117,7 +129,9 @@ async def test_no_token_or_a_wrong_one_is_closed_with_4401(
         assert reason in closed.value.rcvd.reason
 
 
-async def test_an_unknown_collection_on_yjs_is_closed_as_a_bad_request(server: RunningServer) -> None:
+async def test_an_unknown_collection_on_yjs_is_closed_as_a_bad_request(
+    server: RunningServer,
+) -> None:
     async with websockets.connect(server.ws("/yjs/invoices/1")) as ws:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
@@ -158,8 +172,10 @@ async def test_a_mux_client_reconnecting_with_its_cursor_receives_exactly_what_i
             seq = await writer.wait_ack(await writer.edit("contacts/1", name="One"))
             await wait_for(lambda: seq in reader.seqs)
             cursor = reader.session.cursor
-        missed = [await writer.wait_ack(await writer.edit(f"contacts/{i}", name=f"N{i}"))
-                  for i in range(2, 6)]
+        missed = [
+            await writer.wait_ack(await writer.edit(f"contacts/{i}", name=f"N{i}"))
+            for i in range(2, 6)
+        ]
         async with mux_peer(server.ws("/ws"), client="b", cursor=cursor) as again:
             assert again.seqs == missed
             assert record_of(again.document("contacts/5")) == {"name": "N5"}
@@ -191,7 +207,9 @@ async def test_status_lists_connected_clients(server: RunningServer) -> None:
         assert (await anonymous.get("/api/sync/status")).status_code == 401
 
 
-async def test_a_step_1_without_a_state_vector_closes_only_its_sender(server: RunningServer) -> None:
+async def test_a_step_1_without_a_state_vector_closes_only_its_sender(
+    server: RunningServer,
+) -> None:
     url = server.ws("/yjs/contacts/6")
     async with yjs_peer(url) as bystander:
         async with websockets.connect(url) as rude:

@@ -57,8 +57,10 @@ class NodeClient:
         self.awareness: dict[int, Any] = {}
         self.stderr = b""
         self._ids = itertools.count(1)
-        self._readers = [asyncio.create_task(self._read_stdout()),
-                         asyncio.create_task(self._read_stderr())]
+        self._readers = [
+            asyncio.create_task(self._read_stdout()),
+            asyncio.create_task(self._read_stderr()),
+        ]
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == kind]
@@ -88,9 +90,11 @@ class NodeClient:
         try:
             await wait_for(condition, timeout)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; node client on {self.room} reported:\n"
-                                 + "\n".join(json.dumps(e) for e in self.events[-30:])
-                                 + f"\nstderr: {self.stderr.decode(errors='replace')}") from None
+            raise AssertionError(
+                f"{exc}; node client on {self.room} reported:\n"
+                + "\n".join(json.dumps(e) for e in self.events[-30:])
+                + f"\nstderr: {self.stderr.decode(errors='replace')}"
+            ) from None
 
     async def command(self, op: str, **fields: Any) -> None:
         """Send a command; return once the script has carried it out."""
@@ -124,13 +128,21 @@ class NodeClient:
 
 
 @asynccontextmanager
-async def node_client(node: str, server: RunningServer, room: str,
-                      token: str | None = None) -> AsyncIterator[NodeClient]:
+async def node_client(
+    node: str, server: RunningServer, room: str, token: str | None = None
+) -> AsyncIterator[NodeClient]:
     """A stock WebsocketProvider on ws://.../yjs + '/' + room, yielded once synced."""
     token = server.device_token if token is None else token
     process = await asyncio.create_subprocess_exec(
-        node, str(SCRIPT), f"ws://127.0.0.1:{server.port}/yjs", room, token,
-        cwd=TESTS, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        node,
+        str(SCRIPT),
+        f"ws://127.0.0.1:{server.port}/yjs",
+        room,
+        token,
+        cwd=TESTS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "NODE_NO_WARNINGS": "1"},
     )
     client = NodeClient(process, room)
@@ -148,7 +160,8 @@ async def stored_view(server: RunningServer, doc_id: str) -> dict[str, Any] | No
 
 
 async def test_node_pycrdt_and_mux_clients_editing_one_record_at_once_converge_with_the_store(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     doc_id = "contacts/42"
     async with (
@@ -158,8 +171,12 @@ async def test_node_pycrdt_and_mux_clients_editing_one_record_at_once_converge_w
     ):
         await js.edit({"set": "name", "value": "Ann"}, {"set": "notes", "text": "met at the fair"})
         mux_doc = mux.document(doc_id)
-        await wait_for(lambda: record_of(py).get("notes") == "met at the fair"
-                       and record_of(mux_doc).get("notes") == "met at the fair")
+        await wait_for(
+            lambda: (
+                record_of(py).get("notes") == "met at the fair"
+                and record_of(mux_doc).get("notes") == "met at the fair"
+            )
+        )
 
         # All three edit at once: every local change is made before any peer can see another's.
         py_record = py.get("record", type=Map)
@@ -174,20 +191,33 @@ async def test_node_pycrdt_and_mux_clients_editing_one_record_at_once_converge_w
             mux_record["company"] = "Acme"
             mux_record["notes"].insert(3, "[mux]")
         mux_update = mux_doc.get_update(before)
-        await js.edit({"set": "email", "value": "ann@example.com"},
-                      {"insert": "notes", "index": 0, "text": "[node] "})
+        await js.edit(
+            {"set": "email", "value": "ann@example.com"},
+            {"insert": "notes", "index": 0, "text": "[node] "},
+        )
         assert await mux.wait_ack(await mux.write(doc_id, mux_update)) > 0
 
-        expected = {"name": "Ann", "email": "ann@example.com", "phone": "+33 1", "company": "Acme",
-                    "notes": "[node] met[mux] at the fair [py]"}
-        await js.wait(lambda: js.record == expected
-                      and record_of(py) == expected and record_of(mux_doc) == expected)
+        expected = {
+            "name": "Ann",
+            "email": "ann@example.com",
+            "phone": "+33 1",
+            "company": "Acme",
+            "notes": "[node] met[mux] at the fair [py]",
+        }
+        await js.wait(
+            lambda: (
+                js.record == expected
+                and record_of(py) == expected
+                and record_of(mux_doc) == expected
+            )
+        )
         assert js.denied == [] and js.of("connection-close") == []
     assert await stored_view(server, doc_id) == {"id": "42", **expected}
 
 
 async def test_a_node_client_writing_a_bad_value_gets_the_reason_and_stays_connected(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     doc_id = "deals/9"
     async with node_client(node, server, doc_id) as js, yjs_peer(server.ws(f"/yjs/{doc_id}")) as py:
@@ -205,13 +235,20 @@ async def test_a_node_client_writing_a_bad_value_gets_the_reason_and_stays_conne
         assert js.of("connection-close") == [] and js.synced
         assert [e["status"] for e in js.of("status")] == ["connected"]
     assert await stored_view(server, doc_id) == {
-        "id": "9", "title": "Big deal", "amount": None, "currency": "EUR", "stage": "won",
-        "contact_id": None, "close_date": None, "notes": None,
+        "id": "9",
+        "title": "Big deal",
+        "amount": None,
+        "currency": "EUR",
+        "stage": "won",
+        "contact_id": None,
+        "close_date": None,
+        "notes": None,
     }
 
 
 async def test_a_node_clients_awareness_is_relayed_to_the_other_peers_and_to_itself(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     doc_id = "contacts/8"
     async with (
@@ -225,8 +262,13 @@ async def test_a_node_clients_awareness_is_relayed_to_the_other_peers_and_to_its
         assert ann.client_id is not None
         await bob.wait(lambda: bob.awareness.get(ann.client_id) == ann_state)
         # The sender gets its own state back, as the awareness frame the server relayed.
-        await ann.wait(lambda: any(c["clientID"] == ann.client_id and c["state"] == ann_state
-                                   for f in ann.of("awareness-frame") for c in f["clients"]))
+        await ann.wait(
+            lambda: any(
+                c["clientID"] == ann.client_id and c["state"] == ann_state
+                for f in ann.of("awareness-frame")
+                for c in f["clients"]
+            )
+        )
         # A Python peer decodes the same frame with pycrdt's Awareness.
         seen = Awareness(Doc())
 
@@ -236,6 +278,7 @@ async def test_a_node_clients_awareness_is_relayed_to_the_other_peers_and_to_its
                 if isinstance(message, YjsAwareness):
                     seen.apply_awareness_update(message.payload, "server")
             return True
+
         await asyncio.wait_for(relayed_to_python(), TIMEOUT)
 
         bob_state = {"user": {"name": "Bob", "color": "#0000ff"}}
@@ -244,13 +287,19 @@ async def test_a_node_clients_awareness_is_relayed_to_the_other_peers_and_to_its
         await ann.wait(lambda: ann.awareness.get(bob.client_id) == bob_state)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known limitation (TODO #3 follow-up): after a refused write the stock client's document "
-    "keeps the refused item, so every later update it sends starts past a clock gap and /yjs "
-    "refuses it too ('update depends on changes this document has not seen'); the client can "
-    "never write the record again without discarding its document"))
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "known limitation (TODO #3 follow-up): after a refused write the stock client's document "
+        "keeps the refused item, so every later update it sends starts past a clock gap and /yjs "
+        "refuses it too ('update depends on changes this document has not seen'); the client can "
+        "never write the record again without discarding its document"
+    ),
+)
 async def test_a_node_clients_good_edits_after_a_refused_write_still_sync(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     doc_id = "deals/10"
     async with node_client(node, server, doc_id) as js, yjs_peer(server.ws(f"/yjs/{doc_id}")) as py:
@@ -267,15 +316,21 @@ async def test_a_node_clients_good_edits_after_a_refused_write_still_sync(
 
 
 async def test_a_node_client_joining_late_sees_the_presence_already_in_the_room(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     doc_id = "contacts/9"
     ann_state = {"user": {"name": "Ann"}}
     async with node_client(node, server, doc_id) as ann:
         await ann.command("awareness", state=ann_state)
         # Once relayed back to Ann, the server holds her state.
-        await ann.wait(lambda: any(c["clientID"] == ann.client_id and c["state"] == ann_state
-                                   for f in ann.of("awareness-frame") for c in f["clients"]))
+        await ann.wait(
+            lambda: any(
+                c["clientID"] == ann.client_id and c["state"] == ann_state
+                for f in ann.of("awareness-frame")
+                for c in f["clients"]
+            )
+        )
         assert ann.client_id is not None
         async with node_client(node, server, doc_id) as bob:
             # Well under y-protocols' 15 s renewal, well over a localhost round trip.

@@ -37,13 +37,21 @@ def exchange(*documents: Doc) -> None:
 def test_a_patch_is_one_update_that_rebuilds_the_record_elsewhere() -> None:
     document = document_from_state(None)
     update = records.patch(
-        DEAL, document, {"title": "Roof", "amount": 1200, "stage": "lead", "notes": "call back"},
+        DEAL,
+        document,
+        {"title": "Roof", "amount": 1200, "stage": "lead", "notes": "call back"},
         creating=True,
     )
     elsewhere = document_from_state(update)
     assert records.view(DEAL, elsewhere) == {
-        "id": "7", "title": "Roof", "amount": 1200, "currency": None, "stage": "lead",
-        "contact_id": None, "close_date": None, "notes": "call back",
+        "id": "7",
+        "title": "Roof",
+        "amount": 1200,
+        "currency": None,
+        "stage": "lead",
+        "contact_id": None,
+        "close_date": None,
+        "notes": "call back",
     }
 
 
@@ -323,8 +331,12 @@ def test_a_live_record_accepts_and_refuses_exactly_what_the_full_check_does(
             update = replica.get_update(reference.get_state())
         elif action == "text":
             text = str(arg)
-            update = client_update(replica, lambda d, f, m, t=text: f["notes"].insert(0, t)
-                                   if "notes" in f else f.update({"notes": Text(t)}))
+            update = client_update(
+                replica,
+                lambda d, f, m, t=text: (
+                    f["notes"].insert(0, t) if "notes" in f else f.update({"notes": Text(t)})
+                ),
+            )
         elif action == "bad":
             update = client_update(replica, BAD_BUILDS[arg])  # type: ignore[index]
         else:
@@ -338,7 +350,10 @@ def test_a_live_record_accepts_and_refuses_exactly_what_the_full_check_does(
             reference.apply_update(update)
             checked = live.apply(update, max_document_bytes=1 << 20)
             assert (checked.view, checked.is_deleted, checked.is_noop) == (
-                expected.view, expected.is_deleted, expected.is_noop)
+                expected.view,
+                expected.is_deleted,
+                expected.is_noop,
+            )
             assert checked.changed_fields == expected.changed_fields
         assert live.view == records.view(CONTACT, reference)
         assert live.document.get_state() == reference.get_state()
@@ -361,7 +376,9 @@ def test_a_refused_update_leaves_no_trace_and_the_next_good_one_applies() -> Non
     records.patch(CONTACT, fresh, {"email": "ann@example.com"})
     checked = live.apply(fresh.get_update(live.document.get_state()), max_document_bytes=1 << 20)
     assert checked.changed_fields == ("email",)
-    assert live.view["email"] == "ann@example.com" and "amount" not in live.document.get("record", type=Map)
+    assert live.view["email"] == "ann@example.com" and "amount" not in live.document.get(
+        "record", type=Map
+    )
 
 
 def test_a_live_record_refuses_an_update_with_unseen_dependencies_and_keeps_nothing() -> None:
@@ -374,7 +391,10 @@ def test_a_live_record_refuses_an_update_with_unseen_dependencies_and_keeps_noth
     with pytest.raises(InvalidUpdate, match="depends on changes this document has not seen"):
         live.apply(replica.get_update(middle), max_document_bytes=1 << 20)
     assert live.document.get_update() == state
-    assert live.apply(replica.get_update(before), max_document_bytes=1 << 20).view["company"] == "Globex"
+    assert (
+        live.apply(replica.get_update(before), max_document_bytes=1 << 20).view["company"]
+        == "Globex"
+    )
 
 
 def test_a_live_record_over_the_size_limit_is_refused_and_unchanged() -> None:

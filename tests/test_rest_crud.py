@@ -14,8 +14,16 @@ async def test_create_read_patch_delete_a_record(server: RunningServer) -> None:
     async with server.client() as admin:
         made = await admin.post("/api/deals", json={"id": "d1", "title": "Deal", "amount": 12})
         assert made.status_code == 201 and made.headers["Location"] == "/api/deals/d1"
-        assert made.json() == {"id": "d1", "title": "Deal", "amount": 12, "currency": None,
-                               "stage": None, "contact_id": None, "close_date": None, "notes": None}
+        assert made.json() == {
+            "id": "d1",
+            "title": "Deal",
+            "amount": 12,
+            "currency": None,
+            "stage": None,
+            "contact_id": None,
+            "close_date": None,
+            "notes": None,
+        }
         server_made = (await admin.post("/api/deals", json={"title": "No id"})).json()
         assert len(server_made["id"]) == 16
         patched = await admin.patch("/api/deals/d1", json={"stage": "won", "amount": None})
@@ -24,17 +32,27 @@ async def test_create_read_patch_delete_a_record(server: RunningServer) -> None:
         assert (await admin.delete("/api/deals/d1")).status_code == 204
         assert (await admin.delete("/api/deals/d1")).status_code == 204  # a tombstone stays one
         assert_error(await admin.get("/api/deals/d1"), 404, "record_not_found")
-        assert_error(await admin.patch("/api/deals/d1", json={"title": "back"}), 404,
-                     "record_not_found")
-        assert_error(await admin.post("/api/deals", json={"id": "d1", "title": "again"}), 409,
-                     "record_exists")
+        assert_error(
+            await admin.patch("/api/deals/d1", json={"title": "back"}), 404, "record_not_found"
+        )
+        assert_error(
+            await admin.post("/api/deals", json={"id": "d1", "title": "again"}),
+            409,
+            "record_exists",
+        )
     assert (await stored(server, "deals/d1"))["_deleted"] is True  # type: ignore[index]
 
 
 async def make_deals(admin: httpx.AsyncClient) -> list[dict[str, Any]]:
     deals = [
         {"id": "a", "title": "Alpha deal", "amount": 300, "stage": "won"},
-        {"id": "b", "title": "Beta", "amount": 100, "stage": "lead", "notes": "call the alpha team"},
+        {
+            "id": "b",
+            "title": "Beta",
+            "amount": 100,
+            "stage": "lead",
+            "notes": "call the alpha team",
+        },
         {"id": "c", "title": "Gamma", "stage": "won"},
         {"id": "d", "title": "Delta 100%", "amount": 100, "stage": "lost"},
         {"id": "e", "title": "Epsilon", "amount": 50, "stage": "won"},
@@ -66,12 +84,30 @@ async def test_list_filters_searches_sorts_and_pages_without_deleted_records(
         await make_deals(admin)
         assert await all_pages(admin, "/api/deals", limit=2) == ["a", "b", "c", "d", "e", "f"]
         assert await all_pages(admin, "/api/deals", sort="-id", limit=4) == [
-            "f", "e", "d", "c", "b", "a"]
+            "f",
+            "e",
+            "d",
+            "c",
+            "b",
+            "a",
+        ]
         # Nulls last in both directions; ties broken by id.
         assert await all_pages(admin, "/api/deals", sort="amount", limit=2) == [
-            "e", "b", "d", "a", "c", "f"]
+            "e",
+            "b",
+            "d",
+            "a",
+            "c",
+            "f",
+        ]
         assert await all_pages(admin, "/api/deals", sort="-amount", limit=2) == [
-            "a", "d", "b", "e", "f", "c"]
+            "a",
+            "d",
+            "b",
+            "e",
+            "f",
+            "c",
+        ]
         assert await all_pages(admin, "/api/deals", stage="won", sort="title") == ["a", "e", "c"]
         assert await all_pages(admin, "/api/deals", amount="100") == ["b", "d"]
         assert await all_pages(admin, "/api/deals", q="ALPHA") == ["a", "b"]  # title or notes
@@ -92,15 +128,24 @@ async def test_crud_refuses_bad_input_with_the_error_shape_and_changes_nothing(
             (admin.get("/api/invoices/1"), 404, "unknown_collection"),
             (admin.get("/api/contacts/nope"), 404, "record_not_found"),
             (admin.get("/api/contacts/bad$id"), 422, "schema_violation"),
-            (admin.post("/api/contacts", json={"id": "bad id", "name": "x"}), 422,
-             "schema_violation"),
+            (
+                admin.post("/api/contacts", json={"id": "bad id", "name": "x"}),
+                422,
+                "schema_violation",
+            ),
             (admin.post("/api/contacts", json={"id": 7, "name": "x"}), 422, "schema_violation"),
             (admin.post("/api/contacts", json={"email": "no name"}), 422, "schema_violation"),
             (admin.post("/api/contacts", json={"name": "x", "age": 3}), 422, "schema_violation"),
-            (admin.post("/api/deals", json={"title": "x", "amount": "ten"}), 422,
-             "schema_violation"),
-            (admin.post("/api/deals", json={"title": "x", "stage": "maybe"}), 422,
-             "schema_violation"),
+            (
+                admin.post("/api/deals", json={"title": "x", "amount": "ten"}),
+                422,
+                "schema_violation",
+            ),
+            (
+                admin.post("/api/deals", json={"title": "x", "stage": "maybe"}),
+                422,
+                "schema_violation",
+            ),
             (admin.patch("/api/contacts/c1", json={"name": None}), 422, "schema_violation"),
             (admin.patch("/api/contacts/c1", json={"id": "c2"}), 422, "schema_violation"),
             (admin.post("/api/contacts", json={"id": "c1", "name": "dup"}), 409, "record_exists"),
@@ -128,8 +173,14 @@ async def test_crud_refuses_bad_input_with_the_error_shape_and_changes_nothing(
         assert_error(await anonymous.delete("/api/contacts/c1"), 401, "unauthorized")
     assert await cursor_of(server) == before
     assert (await stored(server, "contacts/c1")) == {
-        "id": "c1", "name": "Ann", "email": None, "phone": None, "company": None, "notes": None,
-        "_deleted": False}
+        "id": "c1",
+        "name": "Ann",
+        "email": None,
+        "phone": None,
+        "company": None,
+        "notes": None,
+        "_deleted": False,
+    }
 
 
 async def test_openapi_describes_every_collection_precisely(server: RunningServer) -> None:
@@ -142,7 +193,12 @@ async def test_openapi_describes_every_collection_precisely(server: RunningServe
     assert amount["anyOf"] == [{"type": "number"}, {"type": "null"}] and amount["minimum"] == 0
     assert create["properties"]["currency"]["pattern"] == "^(?:[A-Z]{3})$"
     assert create["properties"]["stage"]["anyOf"][0]["enum"] == [
-        "lead", "qualified", "proposal", "won", "lost"]
+        "lead",
+        "qualified",
+        "proposal",
+        "won",
+        "lost",
+    ]
     record = schemas["TasksRecord"]
     assert set(record["required"]) == {"id", "title"}
     assert record["properties"]["due_at"]["anyOf"][0] == {"type": "string", "format": "date-time"}
@@ -154,7 +210,8 @@ async def test_openapi_describes_every_collection_precisely(server: RunningServe
         ok = item["get"]["responses"]["200"]["content"]["application/json"]["schema"]
         assert ok == {"$ref": f"#/components/schemas/{prefix}Record"}
         assert item["get"]["responses"]["404"]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/ErrorBody"}
+            "$ref": "#/components/schemas/ErrorBody"
+        }
         filters = {p["name"] for p in document["paths"][f"/api/{collection}"]["get"]["parameters"]}
         assert {"q", "sort", "cursor", "limit"} < filters
     push = document["paths"]["/api/sync/outgoing"]["post"]["requestBody"]["content"]
@@ -162,10 +219,16 @@ async def test_openapi_describes_every_collection_precisely(server: RunningServe
     assert "PushBody" in schemas and "TableChanges" in schemas
     answers = {
         path: document["paths"][path][verb]["responses"]["200"]["content"]["application/json"]
-        for path, verb in (("/api/sync/outgoing", "post"), ("/api/sync/initial", "get"),
-                           ("/api/sync/incremental", "get"))
+        for path, verb in (
+            ("/api/sync/outgoing", "post"),
+            ("/api/sync/initial", "get"),
+            ("/api/sync/incremental", "get"),
+        )
     }
     assert answers["/api/sync/outgoing"]["schema"] == {"$ref": "#/components/schemas/PushAnswer"}
-    assert answers["/api/sync/initial"] == answers["/api/sync/incremental"] == {
-        "schema": {"$ref": "#/components/schemas/PullAnswer"}}
+    assert (
+        answers["/api/sync/initial"]
+        == answers["/api/sync/incremental"]
+        == {"schema": {"$ref": "#/components/schemas/PullAnswer"}}
+    )
     assert schemas["PullAnswer"]["properties"]["timestamp"]["exclusiveMinimum"] == 0

@@ -40,20 +40,27 @@ async def test_a_diff_against_a_state_vector_brings_a_replica_at_that_state_to_t
 ) -> None:
     replica = Doc()
     async with server.client() as admin, server.client(server.device_token) as device:
-        posted = await admin.post("/api/docs/contacts/42/update", headers=OCTETS,
-                                  content=edit(replica, name="Ann", notes=Text("hello")))
+        posted = await admin.post(
+            "/api/docs/contacts/42/update",
+            headers=OCTETS,
+            content=edit(replica, name="Ann", notes=Text("hello")),
+        )
         assert posted.status_code == 200 and posted.json()["record"]["name"] == "Ann"
         # Behind the replica's back: a REST edit of another field.
-        (await admin.patch("/api/contacts/42", json={"email": "ann@example.com"})).raise_for_status()
+        (
+            await admin.patch("/api/contacts/42", json={"email": "ann@example.com"})
+        ).raise_for_status()
         # The replica edits offline, then syncs by REST: send what the server misses ...
         edit(replica, phone="+33 1")
         server_vector = (await device.get("/api/docs/contacts/42/state-vector")).content
         assert (await device.get("/api/docs/contacts/42/state-vector")).headers[
-            "content-type"] == "application/octet-stream"
+            "content-type"
+        ] == "application/octet-stream"
         missing = replica.get_update(server_vector)
         assert missing != b"\x00\x00"
-        (await admin.post("/api/docs/contacts/42/update", headers=OCTETS,
-                          content=missing)).raise_for_status()
+        (
+            await admin.post("/api/docs/contacts/42/update", headers=OCTETS, content=missing)
+        ).raise_for_status()
         # ... and take what it misses: the diff against its own state vector.
         sv = base64.urlsafe_b64encode(replica.get_state()).decode()
         diff = (await device.get("/api/docs/contacts/42/update", params={"sv": sv})).content
@@ -82,27 +89,53 @@ async def test_document_views_refuse_bad_input_and_change_nothing(server_factory
     server: RunningServer = await server_factory(max_body_bytes=2048)  # type: ignore[operator]
     doc = Doc()
     async with server.client() as admin, server.client(server.device_token) as device:
-        (await admin.post("/api/docs/deals/d1/update", headers=OCTETS,
-                          content=edit(doc, title="Deal"))).raise_for_status()
+        (
+            await admin.post(
+                "/api/docs/deals/d1/update", headers=OCTETS, content=edit(doc, title="Deal")
+            )
+        ).raise_for_status()
         before = await cursor_of(server)
         cases = [
             (device.get("/api/docs/invoices/1"), 404, "unknown_collection"),
             (device.get("/api/docs/deals/bad$id/update"), 422, "schema_violation"),
             (device.get("/api/docs/deals/d1/update", params={"sv": "%%%"}), 400, "bad_request"),
-            (device.get("/api/docs/deals/d1/update", params={"sv": "//79"}), 400,
-             "invalid_update"),
-            (device.post("/api/docs/deals/d1/update", headers=OCTETS, content=b"\x00\x00"), 403,
-             "forbidden"),
-            (admin.post("/api/docs/deals/d1/update", headers=OCTETS, content=b"garbage bytes"),
-             400, "invalid_update"),
-            (admin.post("/api/docs/deals/d1/update", headers=OCTETS, content=b""), 400,
-             "invalid_update"),
-            (admin.post("/api/docs/deals/d1/update", headers=OCTETS,
-                        content=edit(Doc(), amount="ten")), 422, "schema_violation"),
-            (admin.post("/api/docs/deals/d1/update", headers={"Content-Type": "text/plain"},
-                        content=b"hi"), 400, "bad_request"),
-            (admin.post("/api/docs/deals/d1/update", headers=OCTETS, content=b"\x01" * 4096),
-             413, "limit_exceeded"),
+            (device.get("/api/docs/deals/d1/update", params={"sv": "//79"}), 400, "invalid_update"),
+            (
+                device.post("/api/docs/deals/d1/update", headers=OCTETS, content=b"\x00\x00"),
+                403,
+                "forbidden",
+            ),
+            (
+                admin.post("/api/docs/deals/d1/update", headers=OCTETS, content=b"garbage bytes"),
+                400,
+                "invalid_update",
+            ),
+            (
+                admin.post("/api/docs/deals/d1/update", headers=OCTETS, content=b""),
+                400,
+                "invalid_update",
+            ),
+            (
+                admin.post(
+                    "/api/docs/deals/d1/update", headers=OCTETS, content=edit(Doc(), amount="ten")
+                ),
+                422,
+                "schema_violation",
+            ),
+            (
+                admin.post(
+                    "/api/docs/deals/d1/update",
+                    headers={"Content-Type": "text/plain"},
+                    content=b"hi",
+                ),
+                400,
+                "bad_request",
+            ),
+            (
+                admin.post("/api/docs/deals/d1/update", headers=OCTETS, content=b"\x01" * 4096),
+                413,
+                "limit_exceeded",
+            ),
         ]
         for request, status, code in cases:
             assert_error(await request, status, code)

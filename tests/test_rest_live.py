@@ -14,13 +14,17 @@ from .test_rest_sync import assert_error
 async def test_a_crud_edit_reaches_connected_websocket_clients(server: RunningServer) -> None:
     async with server.client() as admin:
         (await admin.post("/api/contacts", json={"id": "c1", "name": "Ann"})).raise_for_status()
-        async with mux_peer(server.ws("/ws"), client="tablet") as mux, \
-                yjs_peer(server.ws("/yjs/contacts/c1")) as yjs:
+        async with (
+            mux_peer(server.ws("/ws"), client="tablet") as mux,
+            yjs_peer(server.ws("/yjs/contacts/c1")) as yjs,
+        ):
             assert record_of(mux.document("contacts/c1"))["name"] == "Ann"  # caught up
-            (await admin.patch("/api/contacts/c1", json={"email": "ann@example.com"})
-             ).raise_for_status()
-            await wait_for(lambda: record_of(mux.document("contacts/c1")).get("email")
-                           == "ann@example.com")
+            (
+                await admin.patch("/api/contacts/c1", json={"email": "ann@example.com"})
+            ).raise_for_status()
+            await wait_for(
+                lambda: record_of(mux.document("contacts/c1")).get("email") == "ann@example.com"
+            )
             await wait_for(lambda: record_of(yjs).get("email") == "ann@example.com")
             (await admin.post("/api/contacts", json={"id": "c2", "name": "Bob"})).raise_for_status()
             await wait_for(lambda: record_of(mux.document("contacts/c2")).get("name") == "Bob")
@@ -31,13 +35,34 @@ async def test_a_rest_edit_and_a_concurrent_websocket_edit_of_other_fields_both_
 ) -> None:
     async with server.client() as admin:
         (await admin.post("/api/deals", json={"id": "d1", "title": "Deal"})).raise_for_status()
-        async with yjs_peer(server.ws("/yjs/deals/d1")) as peer, \
-                server.client(server.device_token) as device:
+        async with (
+            yjs_peer(server.ws("/yjs/deals/d1")) as peer,
+            server.client(server.device_token) as device,
+        ):
             record = peer.get("record", type=Map)
-            push = {"changes": {"deals": {"created": [], "deleted": [], "updated": [
-                {"id": "d1", "title": "Deal", "amount": 0, "stage": "won", "currency": None,
-                 "contact_id": None, "close_date": None, "notes": None,
-                 "_status": "updated", "_changed": "stage"}]}}, "lastPulledAt": 1}
+            push = {
+                "changes": {
+                    "deals": {
+                        "created": [],
+                        "deleted": [],
+                        "updated": [
+                            {
+                                "id": "d1",
+                                "title": "Deal",
+                                "amount": 0,
+                                "stage": "won",
+                                "currency": None,
+                                "contact_id": None,
+                                "close_date": None,
+                                "notes": None,
+                                "_status": "updated",
+                                "_changed": "stage",
+                            }
+                        ],
+                    }
+                },
+                "lastPulledAt": 1,
+            }
             record["amount"] = 500.0  # the websocket edit, racing the REST ones
             pushed, patched = await asyncio.gather(
                 device.post("/api/sync/outgoing", json=push),
@@ -56,29 +81,58 @@ async def test_a_rest_edit_and_a_concurrent_websocket_edit_of_other_fields_both_
 
 
 async def test_a_push_reaches_live_peers_of_every_record_it_touched(server: RunningServer) -> None:
-    async with mux_peer(server.ws("/ws"), client="watcher", collections=("tasks",)) as mux, \
-            server.client(server.device_token) as device:
-        rows = [{"id": f"t{i}", "title": f"task {i}", "_status": "created", "_changed": ""}
-                for i in range(3)]
-        answer = (await device.post("/api/sync/outgoing", json={
-            "changes": {"tasks": {"created": rows, "updated": [], "deleted": ["t9"]}},
-            "lastPulledAt": None})).json()
+    async with (
+        mux_peer(server.ws("/ws"), client="watcher", collections=("tasks",)) as mux,
+        server.client(server.device_token) as device,
+    ):
+        rows = [
+            {"id": f"t{i}", "title": f"task {i}", "_status": "created", "_changed": ""}
+            for i in range(3)
+        ]
+        answer = (
+            await device.post(
+                "/api/sync/outgoing",
+                json={
+                    "changes": {"tasks": {"created": rows, "updated": [], "deleted": ["t9"]}},
+                    "lastPulledAt": None,
+                },
+            )
+        ).json()
         seqs = [a["seq"] for a in answer["applied"] if a["seq"] is not None]
         await wait_for(lambda: all(s in mux.seqs for s in seqs))
         assert {doc_id: record_of(doc)["title"] for doc_id, doc in mux.documents.items()} == {
-            f"tasks/t{i}": f"task {i}" for i in range(3)}
+            f"tasks/t{i}": f"task {i}" for i in range(3)
+        }
 
 
 async def test_status_and_metrics_report_the_same_figures(server: RunningServer) -> None:
     async with server.client() as admin, server.client(server.device_token) as device:
         device.headers["X-Client-Id"] = "phone-7"
         for i in range(3):
-            (await admin.post("/api/contacts", json={"id": f"c{i}", "name": "x"})).raise_for_status()
+            (
+                await admin.post("/api/contacts", json={"id": f"c{i}", "name": "x"})
+            ).raise_for_status()
         (await admin.delete("/api/contacts/c0")).raise_for_status()
         await device.get("/api/sync/initial")
         assert_error(await admin.post("/api/deals", json={"title": 5}), 422, "schema_violation")
-        await device.post("/api/sync/outgoing", json={"changes": {"deals": {"created": [
-            {"id": "x", "title": "t", "amount": -1, "_status": "created", "_changed": ""}]}}})
+        await device.post(
+            "/api/sync/outgoing",
+            json={
+                "changes": {
+                    "deals": {
+                        "created": [
+                            {
+                                "id": "x",
+                                "title": "t",
+                                "amount": -1,
+                                "_status": "created",
+                                "_changed": "",
+                            }
+                        ]
+                    }
+                }
+            },
+        )
         async with mux_peer(server.ws("/ws"), client="tablet"):
             status = (await device.get("/api/sync/status")).json()
             metrics = (await admin.get("/metrics")).text

@@ -21,8 +21,9 @@ from .conftest import RunningServer
 Entry = tuple[str, bytes, int]
 
 
-async def write(server: RunningServer, doc_id: str, patch: dict[str, Any], *,
-                creating: bool = True) -> None:
+async def write(
+    server: RunningServer, doc_id: str, patch: dict[str, Any], *, creating: bool = True
+) -> None:
     await server.app.state.engine.patch(  # type: ignore[attr-defined]
         DocId(doc_id), patch, origin=Origin("admin"), creating=creating
     )
@@ -53,7 +54,9 @@ async def pull(http: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
     return answer
 
 
-async def pull_all(http: httpx.AsyncClient, since: int, **params: Any) -> tuple[list[Entry], int, int]:
+async def pull_all(
+    http: httpx.AsyncClient, since: int, **params: Any
+) -> tuple[list[Entry], int, int]:
     """Follow `more` to the end: (entries, the final timestamp, answers taken)."""
     entries: list[Entry] = []
     answers = 0
@@ -80,8 +83,10 @@ def replay(entries: list[Entry]) -> dict[str, dict[str, Any]]:
 
 async def stored_views(server: RunningServer) -> dict[str, dict[str, Any]]:
     engine = server.app.state.engine  # type: ignore[attr-defined]
-    return {doc_id: (await engine.view(DocId(doc_id)))[0]
-            for doc_id in {entry[0] for entry in await log(server)}}
+    return {
+        doc_id: (await engine.view(DocId(doc_id)))[0]
+        for doc_id in {entry[0] for entry in await log(server)}
+    }
 
 
 async def test_since_1_answers_the_whole_log_in_seq_order_as_cbor(server: RunningServer) -> None:
@@ -128,8 +133,12 @@ async def test_since_in_the_middle_answers_the_entries_from_that_seq(server: Run
         entries, _, _ = await pull_all(http, middle)
         latest = await pull(http, since=expected[-1][2] + 1)
     assert entries == [entry for entry in expected if entry[2] >= middle]
-    assert latest == {"updates": [], "cursor": expected[-1][2],
-                      "timestamp": expected[-1][2] + 1, "more": False}
+    assert latest == {
+        "updates": [],
+        "cursor": expected[-1][2],
+        "timestamp": expected[-1][2] + 1,
+        "more": False,
+    }
 
 
 async def test_the_collections_filter_keeps_their_entries_and_covers_the_whole_log(
@@ -140,7 +149,9 @@ async def test_the_collections_filter_keeps_their_entries_and_covers_the_whole_l
     async with server.client(server.device_token) as http:
         answer = await pull(http, since=1, collections="deals")
         both = await pull(http, since=1, collections=["deals", "contacts"])
-    assert [u["doc"] for u in answer["updates"]] == [d for d, _, _ in expected if d.startswith("deals/")]
+    assert [u["doc"] for u in answer["updates"]] == [
+        d for d, _, _ in expected if d.startswith("deals/")
+    ]
     # The last entry is a contact's: the answer covers it all the same, so the next pull is empty.
     assert answer["cursor"] == expected[-1][2] and answer["more"] is False
     assert len(both["updates"]) == len(expected)
@@ -267,7 +278,9 @@ async def test_bad_input_is_refused_with_the_standard_error_body(
     assert error["code"] == code and match in error["message"]
 
 
-async def test_a_since_ahead_of_the_server_names_its_current_timestamp(server: RunningServer) -> None:
+async def test_a_since_ahead_of_the_server_names_its_current_timestamp(
+    server: RunningServer,
+) -> None:
     """A client whose server's store was replaced (smaller log) learns where to start over."""
     await seed(server)
     timestamp = (await log(server))[-1][2] + 1

@@ -114,8 +114,10 @@ def test_a_broken_json_file_is_refused_naming_the_line(tmp_path: Path) -> None:
     [
         ('[collections.v]\nfields.a = { kind = "money" }\n', r"collections\.v\.fields\.a\.kind"),
         ('[collections.v]\nfields.a = { kind = "enum" }\n', r"collections\.v\.fields\.a\.choices"),
-        ('[collections.v]\nfields.a = { kind = "reference", target = "nope" }\n',
-         r"collections\.v\.fields\.a\.target: no collection 'nope'"),
+        (
+            '[collections.v]\nfields.a = { kind = "reference", target = "nope" }\n',
+            r"collections\.v\.fields\.a\.target: no collection 'nope'",
+        ),
         ('[collections.v]\ntitle = "b"\nfields.a = "string"\n', r"collections\.v\.title"),
         ('[collections.v]\nfields.a = { kind = "string", colour = 1 }\n', r"fields\.a\.colour"),
         ('[collections.V]\nfields.a = "string"\n', r"collections\.V"),

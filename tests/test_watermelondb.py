@@ -54,8 +54,10 @@ class WatermelonApp:
         self.events: list[dict[str, Any]] = []
         self.stderr = b""
         self._ids = itertools.count(1)
-        self._readers = [asyncio.create_task(self._read_stdout()),
-                         asyncio.create_task(self._read_stderr())]
+        self._readers = [
+            asyncio.create_task(self._read_stdout()),
+            asyncio.create_task(self._read_stderr()),
+        ]
 
     async def _read_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -78,22 +80,31 @@ class WatermelonApp:
         return [e for e in self.of("http") if e["path"].startswith(path_prefix)]
 
     def report(self) -> str:
-        return (f"app {self.name} reported:\n" + "\n".join(json.dumps(e) for e in self.events[-30:])
-                + f"\nstderr: {self.stderr.decode(errors='replace')}")
+        return (
+            f"app {self.name} reported:\n"
+            + "\n".join(json.dumps(e) for e in self.events[-30:])
+            + f"\nstderr: {self.stderr.decode(errors='replace')}"
+        )
 
     async def send(self, op: str, **fields: Any) -> int:
         """Send a command; its id (see `outcome`)."""
         assert self.process.stdin is not None
         command_id = next(self._ids)
-        self.process.stdin.write(json.dumps({"op": op, "id": command_id, **fields}).encode() + b"\n")
+        self.process.stdin.write(
+            json.dumps({"op": op, "id": command_id, **fields}).encode() + b"\n"
+        )
         await self.process.stdin.drain()
         return command_id
 
     async def outcome(self, command_id: int, what: str) -> Any:
         """A command's result, or AppError with the script's message."""
+
         def done() -> list[dict[str, Any]]:
-            return [e for e in self.events
-                    if e["event"] in ("result", "error") and e["id"] == command_id]
+            return [
+                e
+                for e in self.events
+                if e["event"] in ("result", "error") and e["id"] == command_id
+            ]
 
         try:
             await wait_for(lambda: bool(done()), TIMEOUT)
@@ -121,7 +132,9 @@ class WatermelonApp:
 
     async def sync(self, server: RunningServer | None = None) -> bool:
         """synchronize() once (more while the server has more); whether changes stay unsynced."""
-        extra = {} if server is None else {"server": server.http, "serverToken": server.device_token}
+        extra = (
+            {} if server is None else {"server": server.http, "serverToken": server.device_token}
+        )
         result: dict[str, bool] = await self.call("sync", **extra)
         return result["unsynced"]
 
@@ -149,8 +162,10 @@ class WatermelonApp:
 
     async def records(self, table: str) -> dict[str, Row]:
         """The app's records as the server shows them: no _status/_changed."""
-        return {record_id: {k: v for k, v in row.items() if k not in ("_status", "_changed")}
-                for record_id, row in (await self.raw_rows(table)).items()}
+        return {
+            record_id: {k: v for k, v in row.items() if k not in ("_status", "_changed")}
+            for record_id, row in (await self.raw_rows(table)).items()
+        }
 
     async def close(self) -> None:
         if self.process.returncode is None:
@@ -169,16 +184,26 @@ class AppError(Exception):
 
 
 @asynccontextmanager
-async def watermelon_app(node: str, server: RunningServer, client_id: str, *,
-                         token: str | None = None, **options: Any,
-                         ) -> AsyncIterator[WatermelonApp]:
+async def watermelon_app(
+    node: str,
+    server: RunningServer,
+    client_id: str,
+    *,
+    token: str | None = None,
+    **options: Any,
+) -> AsyncIterator[WatermelonApp]:
     """An app syncing as `client_id`; `options` go to syncWithCrdtSync (pageSize,
     sendCreatedAsUpdated)."""
     token = server.device_token if token is None else token
     args = [str(SCRIPT), server.http, token, client_id, json.dumps(options)]
     process = await asyncio.create_subprocess_exec(
-        node, *args, cwd=TESTS, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env={**os.environ, "NODE_NO_WARNINGS": "1"},
+        node,
+        *args,
+        cwd=TESTS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NODE_NO_WARNINGS": "1"},
     )
     app = WatermelonApp(process, client_id)
     try:
@@ -207,7 +232,9 @@ async def stored(server: RunningServer, doc_id: str) -> dict[str, Any] | None:
         return None if row is None else {**row.view, "_deleted": row.is_deleted}
 
 
-async def assert_converged(server: RunningServer, *apps: WatermelonApp) -> dict[str, dict[str, Row]]:
+async def assert_converged(
+    server: RunningServer, *apps: WatermelonApp
+) -> dict[str, dict[str, Row]]:
     """Every app holds exactly the server's records, all synced, and logged no complaint."""
     everything = {}
     for table in TABLES:
@@ -215,7 +242,8 @@ async def assert_converged(server: RunningServer, *apps: WatermelonApp) -> dict[
         for app in apps:
             raw = await app.raw_rows(table)
             assert {k: (r["_status"], r["_changed"]) for k, r in raw.items()} == {
-                k: ("synced", "") for k in on_server}, f"{app.name}.{table}"
+                k: ("synced", "") for k in on_server
+            }, f"{app.name}.{table}"
             assert await app.records(table) == on_server, f"{app.name}.{table}"
             assert await app.locally_deleted(table) == []
         everything[table] = on_server
@@ -228,7 +256,8 @@ async def assert_converged(server: RunningServer, *apps: WatermelonApp) -> dict[
 
 
 async def test_first_sync_on_an_empty_server_and_every_later_one_use_timestamps_watermelondb_accepts(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     async with watermelon_app(node, server, "phone-a") as app:
         assert await app.sync() is False  # synchronize() throws on a timestamp that is not > 0
@@ -238,19 +267,30 @@ async def test_first_sync_on_an_empty_server_and_every_later_one_use_timestamps_
         pulls = app.requests("/api/sync/")
         stamps = [e["body"]["timestamp"] for e in pulls if e["method"] == "GET"]
         assert [e["path"].split("?")[0] for e in pulls] == [
-            "/api/sync/initial", "/api/sync/incremental", "/api/sync/outgoing",
-            "/api/sync/incremental"]
+            "/api/sync/initial",
+            "/api/sync/incremental",
+            "/api/sync/outgoing",
+            "/api/sync/incremental",
+        ]
         assert all(isinstance(t, int) and t > 0 for t in stamps) and stamps == sorted(stamps)
         assert stamps[0] < stamps[-1]  # the push moved the server on
-        assert await app.records("contacts") == {contact: {
-            "id": contact, "name": "Ada", "email": None, "phone": None, "company": None,
-            "notes": None}}
+        assert await app.records("contacts") == {
+            contact: {
+                "id": contact,
+                "name": "Ada",
+                "email": None,
+                "phone": None,
+                "company": None,
+                "notes": None,
+            }
+        }
         await assert_converged(server, app)
 
 
-
 async def test_a_timestamp_another_server_issued_is_refused_and_the_app_keeps_its_data(
-    node: str, server_factory: Callable[..., Awaitable[RunningServer]], tmp_path: Path,
+    node: str,
+    server_factory: Callable[..., Awaitable[RunningServer]],
+    tmp_path: Path,
 ) -> None:
     first = await server_factory(tmp_path / "first.db")
     other = await server_factory(tmp_path / "other.db")  # a fresh server: a much shorter log
@@ -272,7 +312,8 @@ async def test_a_timestamp_another_server_issued_is_refused_and_the_app_keeps_it
 
 
 async def test_large_pulls_come_in_pages_and_the_app_gets_every_change_once(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     for index in range(10):
         await seed(server, "contacts", id=f"c{index}", name=f"C{index}")
@@ -282,12 +323,17 @@ async def test_large_pulls_come_in_pages_and_the_app_gets_every_change_once(
     ):
         assert await a.sync() is False
         assert [e["body"]["next"] is None for e in a.requests("/api/sync/initial")] == [
-            False, False, False, True]
+            False,
+            False,
+            False,
+            True,
+        ]
         assert len(await a.records("contacts")) == 10
         async with server.client() as admin:
             for index in range(5):
-                (await admin.patch(f"/api/contacts/c{index}", json={"phone": str(index)})
-                 ).raise_for_status()
+                (
+                    await admin.patch(f"/api/contacts/c{index}", json={"phone": str(index)})
+                ).raise_for_status()
             for index in range(5, 7):
                 (await admin.delete(f"/api/contacts/c{index}")).raise_for_status()
         mine = await a.create("contacts", name="Mine")
@@ -299,16 +345,26 @@ async def test_large_pulls_come_in_pages_and_the_app_gets_every_change_once(
         pulls = a.requests("/api/sync/incremental")
         # 8 changes, and the first synchronize() pushed Mine, which comes back too: 3+3+3+0.
         assert [e["body"]["next"] is None for e in pulls] == [False, False, False, True]
-        pulled = [(t, k, item if isinstance(item, str) else item["id"]) for e in pulls
-                  for t in TABLES for k in ("created", "updated", "deleted")
-                  for item in e["body"]["changes"][t][k]]
+        pulled = [
+            (t, k, item if isinstance(item, str) else item["id"])
+            for e in pulls
+            for t in TABLES
+            for k in ("created", "updated", "deleted")
+            for item in e["body"]["changes"][t][k]
+        ]
         assert len(pulled) == len(set(pulled)) == 9
         assert ("contacts", "updated", mine) in pulled and ("tasks", "created") in {
-            (t, k) for t, k, _ in pulled}
+            (t, k) for t, k, _ in pulled
+        }
         assert await a.sync() is False and await b.sync() is False
         everything = await assert_converged(server, a, b)
         assert {k: r["phone"] for k, r in everything["contacts"].items()} == {
-            **{f"c{i}": str(i) for i in range(5)}, "c7": None, "c8": None, "c9": None, mine: None}
+            **{f"c{i}": str(i) for i in range(5)},
+            "c7": None,
+            "c8": None,
+            "c9": None,
+            mine: None,
+        }
 
 
 # Convergence
@@ -323,7 +379,9 @@ async def seed(server: RunningServer, collection: str, **fields: Any) -> Row:
 
 @pytest.mark.parametrize("a_first", [False, True])
 async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_any_sync_order(
-    node: str, server: RunningServer, a_first: bool,
+    node: str,
+    server: RunningServer,
+    a_first: bool,
 ) -> None:
     await seed(server, "contacts", id="ada", name="Ada", notes="met at the fair")
     await seed(server, "contacts", id="old", name="Old")
@@ -340,20 +398,32 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
         # Everyone offline (the apps simply do not sync), each changing things.
         bob = await a.create("contacts", name="Bob", email="bob@example.com")
         await a.update("contacts", "ada", phone="+33 1")
-        offer = await a.create("tasks", title="Send offer", deal_id="d1", done=False,
-                               due_at="2025-03-01T09:00:00+01:00")
+        offer = await a.create(
+            "tasks",
+            title="Send offer",
+            deal_id="d1",
+            done=False,
+            due_at="2025-03-01T09:00:00+01:00",
+        )
         await a.update("deals", "d1", stage="proposal")
         await a.update("contacts", "old", phone="+33 9")  # the admin deletes it meanwhile
 
         await b.update("contacts", "ada", company="Acme")
-        renewal = await b.create("deals", title="Renewal", amount=50, currency="EUR",
-                                 contact_id="ada", close_date="2025-06-30")
+        renewal = await b.create(
+            "deals",
+            title="Renewal",
+            amount=50,
+            currency="EUR",
+            contact_id="ada",
+            close_date="2025-06-30",
+        )
         await b.delete("tasks", "t1")
         await b.update("deals", "d1", amount=150)
 
         async with server.client() as admin:
-            (await admin.patch("/api/contacts/ada", json={"email": "ada@example.com"})
-             ).raise_for_status()
+            (
+                await admin.patch("/api/contacts/ada", json={"email": "ada@example.com"})
+            ).raise_for_status()
             cy = (await admin.post("/api/contacts", json={"name": "Cy"})).raise_for_status().json()
             (await admin.delete("/api/contacts/old")).raise_for_status()
         notes = peer.get("record", type=Map)["notes"]
@@ -361,7 +431,10 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
         notes.insert(len(notes), " [peer]")
 
         async def peer_edit_stored() -> bool:
-            return ((await stored(server, "contacts/ada")) or {}).get("notes") == "met at the fair [peer]"
+            return ((await stored(server, "contacts/ada")) or {}).get(
+                "notes"
+            ) == "met at the fair [peer]"
+
         await wait_for(peer_edit_stored)
 
         first, second = (a, b) if a_first else (b, a)
@@ -370,8 +443,13 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
 
         everything = await assert_converged(server, a, b)
         assert everything["contacts"]["ada"] == {
-            "id": "ada", "name": "Ada", "email": "ada@example.com", "phone": "+33 1",
-            "company": "Acme", "notes": "met at the fair [peer]"}
+            "id": "ada",
+            "name": "Ada",
+            "email": "ada@example.com",
+            "phone": "+33 1",
+            "company": "Acme",
+            "notes": "met at the fair [peer]",
+        }
         assert set(everything["contacts"]) == {"ada", bob, cy["id"]}
         assert everything["deals"]["d1"]["amount"] == 150
         assert everything["deals"]["d1"]["stage"] == "proposal"
@@ -381,13 +459,17 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
         assert everything["tasks"][offer]["due_at"] == "2025-03-01T08:00:00.000Z"
         assert everything["tasks"][offer]["done"] is False
         # The live peer saw every change to its record as it was pushed.
-        await wait_for(lambda: record_of(peer).get("phone") == "+33 1"
-                       and record_of(peer).get("company") == "Acme")
+        await wait_for(
+            lambda: (
+                record_of(peer).get("phone") == "+33 1" and record_of(peer).get("company") == "Acme"
+            )
+        )
         assert (await stored(server, "tasks/t1") or {}).get("_deleted") is True
 
 
 async def test_two_apps_changing_different_fields_of_one_record_both_keep_their_change(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     await seed(server, "contacts", id="ada", name="Ada")
     async with (
@@ -403,8 +485,9 @@ async def test_two_apps_changing_different_fields_of_one_record_both_keep_their_
         async with b.sync_held_before_push() as push:
             assert await a.sync() is False
             async with server.client() as admin:
-                (await admin.patch("/api/contacts/ada", json={"email": "ada@example.com"})
-                 ).raise_for_status()
+                (
+                    await admin.patch("/api/contacts/ada", json={"email": "ada@example.com"})
+                ).raise_for_status()
         # What the real WatermelonDB sent: the full row, stale in phone and email, and which
         # columns it changed.
         [row] = push["changes"]["contacts"]["updated"]
@@ -415,12 +498,18 @@ async def test_two_apps_changing_different_fields_of_one_record_both_keep_their_
         assert await a.sync() is False and await b.sync() is False
         everything = await assert_converged(server, a, b)
         assert everything["contacts"]["ada"] == {
-            "id": "ada", "name": "Ada", "email": "ada@example.com", "phone": "+33 1",
-            "company": "Acme", "notes": "likes tea"}
+            "id": "ada",
+            "name": "Ada",
+            "email": "ada@example.com",
+            "phone": "+33 1",
+            "company": "Acme",
+            "notes": "likes tea",
+        }
 
 
 async def test_a_delete_wins_over_a_concurrent_update_in_either_sync_order(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     await seed(server, "deals", id="d1", title="First", amount=1)
     await seed(server, "deals", id="d2", title="Second", amount=2)
@@ -451,7 +540,8 @@ async def test_a_delete_wins_over_a_concurrent_update_in_either_sync_order(
 
 
 async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_rest_syncs(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     await seed(server, "deals", id="d1", title="Big deal", amount=100, stage="lead")
     async with (
@@ -469,12 +559,19 @@ async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_res
         answer = push["body"]
         assert push["status"] == 200
         assert {t: sorted(ids) for t, ids in answer["experimentalRejectedIds"].items()} == {
-            "deals": sorted([bad_amount, "d1"]), "contacts": [nameless]}
+            "deals": sorted([bad_amount, "d1"]),
+            "contacts": [nameless],
+        }
         reasons = {r["id"]: (r["code"], r["message"]) for r in answer["rejected"]}
-        assert reasons[bad_amount] == ("schema_violation",
-                                       f"deals/{bad_amount}: amount must be a number >= 0, got -5")
+        assert reasons[bad_amount] == (
+            "schema_violation",
+            f"deals/{bad_amount}: amount must be a number >= 0, got -5",
+        )
         assert reasons["d1"][1].startswith("deals/d1: stage must be one of lead, qualified")
-        assert reasons[nameless][1] == f"contacts/{nameless}: name is required and cannot be empty, got ''"
+        assert (
+            reasons[nameless][1]
+            == f"contacts/{nameless}: name is required and cannot be empty, got ''"
+        )
 
         # WatermelonDB kept the refused rows dirty, the accepted one synced.
         contacts, deals = await a.raw_rows("contacts"), await a.raw_rows("deals")
@@ -483,14 +580,24 @@ async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_res
         assert (deals["d1"]["_status"], deals["d1"]["_changed"]) == ("updated", "stage,amount")
         # A refused row is refused whole: d1's good amount waits with its bad stage.
         assert await stored(server, "deals/d1") == {
-            "id": "d1", "title": "Big deal", "amount": 100, "stage": "lead", "currency": None,
-            "contact_id": None, "close_date": None, "notes": None, "_deleted": False}
+            "id": "d1",
+            "title": "Big deal",
+            "amount": 100,
+            "stage": "lead",
+            "currency": None,
+            "contact_id": None,
+            "close_date": None,
+            "notes": None,
+            "_deleted": False,
+        }
         assert await stored(server, f"deals/{bad_amount}") is None
 
         # The next sync sends them again (still refused), and nothing else is lost meanwhile.
         assert await a.sync() is True
         assert sorted(a.requests("/api/sync/outgoing")[-1]["body"]["experimentalRejectedIds"]) == [
-            "contacts", "deals"]
+            "contacts",
+            "deals",
+        ]
         assert await b.sync() is False
         assert set(await b.records("contacts")) == {good}
 
@@ -502,7 +609,10 @@ async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_res
         assert await b.sync() is False
         assert await a.sync() is False
         everything = await assert_converged(server, a, b)
-        assert everything["deals"]["d1"]["stage"] == "won" and everything["deals"]["d1"]["amount"] == 120
+        assert (
+            everything["deals"]["d1"]["stage"] == "won"
+            and everything["deals"]["d1"]["amount"] == 120
+        )
         assert everything["deals"][bad_amount]["amount"] == 5
         assert everything["contacts"][nameless]["name"] == "Who"
 
@@ -516,7 +626,8 @@ def pulled_ids(pull: dict[str, Any], table: str, kind: str) -> list[str]:
 
 
 async def test_an_apps_own_records_come_back_updated_and_others_created_so_it_logs_nothing(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     async with (
         watermelon_app(node, server, "phone-a") as a,
@@ -524,7 +635,9 @@ async def test_an_apps_own_records_come_back_updated_and_others_created_so_it_lo
     ):
         await a.sync()
         await b.sync()
-        mine = sorted([await a.create("contacts", name="Ada"), await a.create("contacts", name="Bob")])
+        mine = sorted(
+            [await a.create("contacts", name="Ada"), await a.create("contacts", name="Bob")]
+        )
         theirs = await b.create("contacts", name="Cy")
         admins = (await seed(server, "contacts", name="Dee"))["id"]
         for app in (a, b, a, b):
@@ -532,17 +645,26 @@ async def test_an_apps_own_records_come_back_updated_and_others_created_so_it_lo
 
         # Each pull before its own push, so: A pulls Dee; B pulls A's and Dee; A pulls its own
         # back and B's; B pulls its own back.
-        pulls_of_a, pulls_of_b = a.requests("/api/sync/incremental"), b.requests("/api/sync/incremental")
-        assert [(pulled_ids(p, "contacts", "created"), pulled_ids(p, "contacts", "updated"))
-                for p in pulls_of_a] == [([admins], []), ([theirs], mine)]
-        assert [(pulled_ids(p, "contacts", "created"), pulled_ids(p, "contacts", "updated"))
-                for p in pulls_of_b] == [(sorted([*mine, admins]), []), ([], [theirs])]
+        pulls_of_a, pulls_of_b = (
+            a.requests("/api/sync/incremental"),
+            b.requests("/api/sync/incremental"),
+        )
+        assert [
+            (pulled_ids(p, "contacts", "created"), pulled_ids(p, "contacts", "updated"))
+            for p in pulls_of_a
+        ] == [([admins], []), ([theirs], mine)]
+        assert [
+            (pulled_ids(p, "contacts", "created"), pulled_ids(p, "contacts", "updated"))
+            for p in pulls_of_b
+        ] == [(sorted([*mine, admins]), []), ([], [theirs])]
         await assert_converged(server, a, b)  # includes: neither app logged a complaint
 
 
 @pytest.mark.parametrize("created_as_updated", [True, False])
 async def test_apps_that_make_ids_from_data_pull_everything_as_updated_and_log_nothing(
-    node: str, server: RunningServer, created_as_updated: bool,
+    node: str,
+    server: RunningServer,
+    created_as_updated: bool,
 ) -> None:
     """Two apps create one id offline (a settings row, an imported contact). Told `created`,
     the second app logs that it already has the record; with sendCreatedAsUpdated both apps
@@ -565,20 +687,29 @@ async def test_apps_that_make_ids_from_data_pull_everything_as_updated_and_log_n
             assert await app.sync() is False
         if not created_as_updated:
             [complaint] = b.complaints
-            assert "Server wants client to create record contacts#ada, but it already exists" in complaint
+            assert (
+                "Server wants client to create record contacts#ada, but it already exists"
+                in complaint
+            )
             b.events = [e for e in b.events if e["event"] != "console"]
         everything = await assert_converged(server, a, b)
         assert everything["contacts"]["ada"] == {
-            "id": "ada", "name": "Ada", "email": None, "phone": "+33 1", "company": None,
-            "notes": None}
+            "id": "ada",
+            "name": "Ada",
+            "email": None,
+            "phone": "+33 1",
+            "company": None,
+            "notes": None,
+        }
         assert len(everything["contacts"]) == 4
         if created_as_updated:
             for pull in a.requests("/api/sync/") + b.requests("/api/sync/"):
                 if pull["method"] == "GET":
                     assert all(c["created"] == [] for c in pull["body"]["changes"].values())
-            assert [len(p["body"]["changes"]["contacts"]["updated"])
-                    for p in a.requests("/api/sync/initial")] == [2, 1]
-
+            assert [
+                len(p["body"]["changes"]["contacts"]["updated"])
+                for p in a.requests("/api/sync/initial")
+            ] == [2, 1]
 
 
 # The documented wiring
@@ -596,7 +727,8 @@ def test_docs_show_the_sync_function_these_tests_run() -> None:
 
 
 async def test_a_record_created_again_under_a_deleted_id_goes_away_as_deletes_are_final(
-    node: str, server: RunningServer,
+    node: str,
+    server: RunningServer,
 ) -> None:
     await seed(server, "contacts", id="ada", name="Ada")
     async with server.client() as admin:
@@ -612,7 +744,9 @@ async def test_a_record_created_again_under_a_deleted_id_goes_away_as_deletes_ar
         assert await a.sync() is False
         [push] = a.requests("/api/sync/outgoing")
         assert sorted((x["id"], x["action"]) for x in push["body"]["applied"]) == [
-            ("ada", "ignored"), ("bob", "created")]
+            ("ada", "ignored"),
+            ("bob", "created"),
+        ]
         assert await b.sync() is False
         everything = await assert_converged(server, a, b)
         assert set(everything["contacts"]) == {"bob"}

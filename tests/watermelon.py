@@ -49,7 +49,11 @@ class WatermelonDevice:
             answer = (await self.http.get("/api/sync/initial")).raise_for_status().json()
         else:
             params = {"since": self.last_pulled_at}
-            answer = (await self.http.get("/api/sync/incremental", params=params)).raise_for_status().json()
+            answer = (
+                (await self.http.get("/api/sync/incremental", params=params))
+                .raise_for_status()
+                .json()
+            )
         self.pull_log.append(answer)
         timestamp = answer["timestamp"]
         assert isinstance(timestamp, int) and timestamp > 0  # what synchronize() insists on
@@ -62,8 +66,11 @@ class WatermelonDevice:
                     # WatermelonDB keeps local changes of dirty columns (resolveConflict).
                     dirty = set(current["_changed"].split(",")) if current["_changed"] else set()
                     merged = {**raw, **{c: current[c] for c in dirty}}
-                    local[raw["id"]] = {**merged, "_status": current["_status"],
-                                        "_changed": current["_changed"]}
+                    local[raw["id"]] = {
+                        **merged,
+                        "_status": current["_status"],
+                        "_changed": current["_changed"],
+                    }
                 else:
                     local[raw["id"]] = {**raw, "_status": "synced", "_changed": ""}
             for record_id in changes["deleted"]:
@@ -80,8 +87,11 @@ class WatermelonDevice:
             updated = [dict(r) for r in rows if r["_status"] == "updated"]
             if self.send_created_as_updated:
                 created, updated = [], created + updated
-            out[table] = {"created": created, "updated": updated,
-                          "deleted": list(self.deleted.get(table, []))}
+            out[table] = {
+                "created": created,
+                "updated": updated,
+                "deleted": list(self.deleted.get(table, [])),
+            }
         return out
 
     async def push(self) -> dict[str, Any]:
@@ -94,8 +104,9 @@ class WatermelonDevice:
             for record_id, row in rows.items():
                 if record_id not in rejected.get(table, []):
                     row["_status"], row["_changed"] = "synced", ""
-        self.deleted = {t: [i for i in ids if i in rejected.get(t, [])]
-                        for t, ids in self.deleted.items()}
+        self.deleted = {
+            t: [i for i in ids if i in rejected.get(t, [])] for t, ids in self.deleted.items()
+        }
         return answer
 
     async def synchronize(self) -> None:

@@ -104,7 +104,10 @@ class LocalStore:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self._connection.aclose()
 
@@ -128,14 +131,17 @@ class LocalStore:
             return LocalChange(record_view, is_deleted(document), None)
         self._save(db, doc_id, document)
         cursor = db.execute(
-            "INSERT INTO queue (doc_id, data, intent, status, created_at) VALUES (?, ?, ?, 'pending', ?)",
+            "INSERT INTO queue (doc_id, data, intent, status, created_at)"
+            " VALUES (?, ?, ?, 'pending', ?)",
             (doc_id, update, intent.to_json(), self._clock()),
         )
         return LocalChange(record_view, is_deleted(document), int(cursor.lastrowid or 0))
 
     # -- what the server sends ----------------------------------------------------------------
 
-    async def apply_remote(self, updates: Sequence[tuple[DocId, bytes]], cursor: int | None) -> None:
+    async def apply_remote(
+        self, updates: Sequence[tuple[DocId, bytes]], cursor: int | None
+    ) -> None:
         """Apply the server's updates and store the cursor that covers them, in one transaction.
 
         Raises:
@@ -159,7 +165,9 @@ class LocalStore:
             try:
                 document.apply_update(update)
             except ValueError as exc:
-                raise ProtocolError(f"the server sent {doc_id} an update that does not decode: {exc}") from None
+                raise ProtocolError(
+                    f"the server sent {doc_id} an update that does not decode: {exc}"
+                ) from None
         for doc_id, document in documents.items():
             self._save(db, doc_id, document)
         if cursor is not None:
@@ -169,7 +177,9 @@ class LocalStore:
         """Drop acknowledged writes (each settles its document's changes up to its cseq)."""
         return await self._transaction(self._settle, acks, cursor)
 
-    def _settle(self, db: sqlite3.Connection, acks: Sequence[tuple[DocId, int]], cursor: int | None) -> int:
+    def _settle(
+        self, db: sqlite3.Connection, acks: Sequence[tuple[DocId, int]], cursor: int | None
+    ) -> int:
         dropped = 0
         for doc_id, cseq in acks:
             dropped += db.execute(
@@ -184,7 +194,9 @@ class LocalStore:
         """Mark the refused write's changes rejected with the server's reason; never resent."""
         return await self._transaction(self._reject, doc_id, cseq, code, reason)
 
-    def _reject(self, db: sqlite3.Connection, doc_id: DocId, cseq: int, code: str, reason: str) -> int:
+    def _reject(
+        self, db: sqlite3.Connection, doc_id: DocId, cseq: int, code: str, reason: str
+    ) -> int:
         return db.execute(
             "UPDATE queue SET status = 'rejected', code = ?, reason = ?, settled_at = ?"
             " WHERE doc_id = ? AND cseq <= ? AND status = 'pending'",
@@ -206,7 +218,9 @@ class LocalStore:
         try:
             document.apply_update(server_state)
         except ValueError as exc:
-            raise ProtocolError(f"the server sent {doc_id} a state that does not decode: {exc}") from None
+            raise ProtocolError(
+                f"the server sent {doc_id} a state that does not decode: {exc}"
+            ) from None
         pending = db.execute(
             "SELECT cseq, intent FROM queue WHERE doc_id = ? AND status = 'pending' ORDER BY cseq",
             (doc_id,),
@@ -218,7 +232,12 @@ class LocalStore:
                 db.execute(
                     "UPDATE queue SET status = 'rejected', code = ?, reason = ?, settled_at = ?"
                     " WHERE cseq = ?",
-                    (exc.code, f"{exc.message} (after an earlier change was refused)", self._clock(), cseq),
+                    (
+                        exc.code,
+                        f"{exc.message} (after an earlier change was refused)",
+                        self._clock(),
+                        cseq,
+                    ),
                 )
                 continue
             if update == EMPTY_UPDATE:
@@ -287,7 +306,9 @@ class LocalStore:
         """The state vector of each document held here (absent: not held)."""
         return await self._connection.run(self._state_vectors, doc_ids)
 
-    def _state_vectors(self, db: sqlite3.Connection, doc_ids: Sequence[DocId]) -> dict[DocId, bytes]:
+    def _state_vectors(
+        self, db: sqlite3.Connection, doc_ids: Sequence[DocId]
+    ) -> dict[DocId, bytes]:
         out: dict[DocId, bytes] = {}
         for doc_id in doc_ids:
             row = db.execute("SELECT state FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
@@ -347,11 +368,20 @@ class LocalStore:
         collection, record_id = self.records.collection_of(doc_id)
         record_view = view(document, collection, record_id)
         db.execute(
-            "INSERT INTO documents (doc_id, collection, record_id, state, view, is_deleted, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (doc_id) DO UPDATE SET state = excluded.state,"
-            " view = excluded.view, is_deleted = excluded.is_deleted, updated_at = excluded.updated_at",
-            (doc_id, collection.name, record_id, document.get_update(), json.dumps(record_view),
-             int(deleted), self._clock()),
+            "INSERT INTO documents"
+            " (doc_id, collection, record_id, state, view, is_deleted, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (doc_id) DO UPDATE SET"
+            " state = excluded.state, view = excluded.view, is_deleted = excluded.is_deleted,"
+            " updated_at = excluded.updated_at",
+            (
+                doc_id,
+                collection.name,
+                record_id,
+                document.get_update(),
+                json.dumps(record_view),
+                int(deleted),
+                self._clock(),
+            ),
         )
 
 
@@ -400,5 +430,3 @@ def _outgoing(
         if len(out) == limit:
             break
     return out
-
-

@@ -55,7 +55,7 @@ def websocket_url(server: str) -> str:
     base = server.rstrip("/")
     for http, ws in (("https://", "wss://"), ("http://", "ws://")):
         if base.startswith(http):
-            base = ws + base[len(http):]
+            base = ws + base[len(http) :]
     return base + "/ws"
 
 
@@ -96,8 +96,9 @@ class MuxLink:
         self._websocket = websocket
         try:
             board.update(state=SyncState.SYNCING)
-            hello = Hello(self.context.replica_id, await self.context.cursor(),
-                          self.context.collections)
+            hello = Hello(
+                self.context.replica_id, await self.context.cursor(), self.context.collections
+            )
             await self._send(hello)
             await _first_of(self._read(websocket), self._process(), self._push())
         finally:
@@ -121,7 +122,9 @@ class MuxLink:
         except (InvalidHandshake, InvalidURI) as exc:
             raise WebsocketUnavailable(f"{self.url}: websocket handshake failed: {exc}") from None
         except (OSError, TimeoutError) as exc:
-            raise ConnectionFailed(f"{self.url}: cannot connect: {exc or type(exc).__name__}") from None
+            raise ConnectionFailed(
+                f"{self.url}: cannot connect: {exc or type(exc).__name__}"
+            ) from None
 
     # -- the reader ---------------------------------------------------------------------------
 
@@ -253,9 +256,7 @@ class MuxLink:
         return len(batch)
 
     def _is_settled(self) -> bool:
-        return (
-            self.caught_up and not self.in_flight and not self.resetting and self.inbox.empty()
-        )
+        return self.caught_up and not self.in_flight and not self.resetting and self.inbox.empty()
 
     async def _send(self, message: Any) -> None:
         async with self._send_lock:

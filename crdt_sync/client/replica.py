@@ -71,8 +71,9 @@ class Replica:
         self.rest_interval = rest_interval
         self.websocket_retry = websocket_retry
         # A fresh Yjs client id per open: two processes on one file never share one.
-        self._local = LocalStore(self.path, self.records, random.getrandbits(32),
-                                 synchronous=synchronous)
+        self._local = LocalStore(
+            self.path, self.records, random.getrandbits(32), synchronous=synchronous
+        )
         self._board = StatusBoard(SyncStatus())
         self._context: SyncContext | None = None
         self._live_task: asyncio.Task[None] | None = None
@@ -94,7 +95,10 @@ class Replica:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self._stop_live()
         await self._local.__aexit__(exc_type, exc, tb)
@@ -264,8 +268,14 @@ class Replica:
         while True:
             on_rest = loop.time() < self._use_rest_until
             link: MuxLink | RestLink = (
-                RestLink(self._ctx, server, token, live=True, interval=self.rest_interval,
-                         until=self._use_rest_until)
+                RestLink(
+                    self._ctx,
+                    server,
+                    token,
+                    live=True,
+                    interval=self.rest_interval,
+                    until=self._use_rest_until,
+                )
                 if on_rest
                 else MuxLink(self._ctx, server, token, live=True)
             )

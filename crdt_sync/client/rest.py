@@ -80,7 +80,9 @@ class RestLink:
         board.update(state=SyncState.CONNECTING, transport=Transport.REST)
         headers = {"Authorization": f"Bearer {self.token}", "X-Client-Id": self.context.replica_id}
         loop = asyncio.get_running_loop()
-        async with httpx.AsyncClient(base_url=self.server, headers=headers, timeout=TIMEOUT) as http:
+        async with httpx.AsyncClient(
+            base_url=self.server, headers=headers, timeout=TIMEOUT
+        ) as http:
             while True:
                 self.context.wake.clear()
                 await self._pass(http)
@@ -113,9 +115,16 @@ class RestLink:
         local = self.context.local
         while True:
             since = await self.context.cursor() + 1
-            response = await _send(http, "GET", path, params={
-                "since": since, "collections": ",".join(self.context.collections),
-                "limit": UPDATES_PAGE})
+            response = await _send(
+                http,
+                "GET",
+                path,
+                params={
+                    "since": since,
+                    "collections": ",".join(self.context.collections),
+                    "limit": UPDATES_PAGE,
+                },
+            )
             if response.status_code in _NO_ENDPOINT:
                 return False
             if _is_behind(response, since):
@@ -132,9 +141,12 @@ class RestLink:
         collections = ",".join(self.context.collections)
         while True:
             since = await self.context.cursor() + 1
-            answer = await _json(http, "GET", "/api/sync/incremental",
-                                 params={"since": since, "collections": collections,
-                                         "limit": PULL_PAGE})
+            answer = await _json(
+                http,
+                "GET",
+                "/api/sync/incremental",
+                params={"since": since, "collections": collections, "limit": PULL_PAGE},
+            )
             doc_ids, timestamp, more = _changed_documents(answer)
             updates = await self._fetch_diffs(http, doc_ids)
             await self.context.local.apply_remote(updates, timestamp - 1)
@@ -163,10 +175,18 @@ class RestLink:
         )
         if not batch:
             return False
-        body = {"updates": [{"doc": w.doc_id, "update": base64.b64encode(w.update).decode()}
-                            for w in batch]}
-        answer = await _json(http, "POST", "/api/sync/outgoing", json=body,
-                             headers={"Idempotency-Key": self._batch_key(batch)})
+        body = {
+            "updates": [
+                {"doc": w.doc_id, "update": base64.b64encode(w.update).decode()} for w in batch
+            ]
+        }
+        answer = await _json(
+            http,
+            "POST",
+            "/api/sync/outgoing",
+            json=body,
+            headers={"Idempotency-Key": self._batch_key(batch)},
+        )
         applied, refused = _push_outcome(answer)
         local = self.context.local
         await local.settle([(w.doc_id, w.cseq) for w in batch if w.doc_id in applied], None)
@@ -178,12 +198,16 @@ class RestLink:
         await self.context.refresh()
         return True
 
-    async def _refused(self, http: httpx.AsyncClient, write: Outgoing, code: str, message: str) -> None:
+    async def _refused(
+        self, http: httpx.AsyncClient, write: Outgoing, code: str, message: str
+    ) -> None:
         if write.changes > 1:
             self.singles.add(write.doc_id)  # which of the merged changes is bad? one by one
         else:
             await self.context.local.reject(write.doc_id, write.cseq, code, message)
-        await self.context.local.rebuild(write.doc_id, await _document_update(http, write.doc_id, None))
+        await self.context.local.rebuild(
+            write.doc_id, await _document_update(http, write.doc_id, None)
+        )
 
     def _batch_key(self, batch: Sequence[Outgoing]) -> str:
         digest = hashlib.sha256()
@@ -195,8 +219,9 @@ class RestLink:
 async def _document_update(http: httpx.AsyncClient, doc_id: DocId, vector: bytes | None) -> bytes:
     collection, record_id = split_doc_id(doc_id)
     params = {} if vector is None else {"sv": base64.b64encode(vector).decode()}
-    response = await _request(http, "GET", f"/api/docs/{collection}/{record_id}/update",
-                              params=params)
+    response = await _request(
+        http, "GET", f"/api/docs/{collection}/{record_id}/update", params=params
+    )
     return response.content
 
 
@@ -208,7 +233,9 @@ async def _json(http: httpx.AsyncClient, method: str, path: str, **options: Any)
         raise ProtocolError(f"{method} {path}: the answer is not JSON") from None
 
 
-async def _request(http: httpx.AsyncClient, method: str, path: str, **options: Any) -> httpx.Response:
+async def _request(
+    http: httpx.AsyncClient, method: str, path: str, **options: Any
+) -> httpx.Response:
     return _check(await _send(http, method, path, **options), method, path)
 
 
@@ -276,7 +303,9 @@ def _log_page(content: bytes, since: int) -> tuple[list[tuple[DocId, bytes]], in
         if cursor < since - 1:
             raise TypeError
     except (KeyError, TypeError, ValueError) as exc:  # cbor2's decode errors are ValueErrors
-        raise ProtocolError(f"an update log answer of the wrong shape ({len(content)} bytes)") from exc
+        raise ProtocolError(
+            f"an update log answer of the wrong shape ({len(content)} bytes)"
+        ) from exc
     except DocumentError as exc:
         raise ProtocolError(f"an update log answer names a bad document: {exc}") from exc
     return updates, cursor, more
@@ -297,7 +326,9 @@ def _changed_documents(answer: Any) -> tuple[list[DocId], int, bool]:
         for doc_id in doc_ids:
             split_doc_id(doc_id)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"an incremental pull answer of the wrong shape: {_short(answer)}") from exc
+        raise ProtocolError(
+            f"an incremental pull answer of the wrong shape: {_short(answer)}"
+        ) from exc
     except DocumentError as exc:
         raise ProtocolError(f"an incremental pull answer names a bad record: {exc}") from exc
     return doc_ids, timestamp, answer.get("next") is not None

@@ -48,8 +48,14 @@ def export(
 
     summary = output.run(work)
     if as_json:
-        output.json({"file": str(file), "documents": summary.documents, "bytes": summary.bytes,
-                     "cursor": summary.header.cursor})
+        output.json(
+            {
+                "file": str(file),
+                "documents": summary.documents,
+                "bytes": summary.bytes,
+                "cursor": summary.header.cursor,
+            }
+        )
         return
     output.say(
         f"exported {summary.documents} record{'s' * (summary.documents != 1)} to "
@@ -88,8 +94,16 @@ def import_(
     report = output.run(work)
     refused = [{"doc_id": doc_id, "message": message} for doc_id, message in report.refused]
     if as_json:
-        output.json({"file": str(file), "documents": report.documents, "created": report.created,
-                     "merged": report.merged, "unchanged": report.unchanged, "refused": refused})
+        output.json(
+            {
+                "file": str(file),
+                "documents": report.documents,
+                "created": report.created,
+                "merged": report.merged,
+                "unchanged": report.unchanged,
+                "refused": refused,
+            }
+        )
     else:
         output.say(
             f"imported {report.documents} record{'s' * (report.documents != 1)} from "

@@ -43,8 +43,11 @@ DEFAULT_REPLICA = Path("replica.db")
 
 
 def _with_replica(
-    db: Path, schema: Path | None, work: Callable[[Replica], Awaitable[T]],
-    server: str | None = None, token: str | None = None,
+    db: Path,
+    schema: Path | None,
+    work: Callable[[Replica], Awaitable[T]],
+    server: str | None = None,
+    token: str | None = None,
 ) -> T:
     async def main() -> T:
         async with Replica(db, server=server, token=token, schema=schema_from(schema)) as replica:
@@ -54,7 +57,9 @@ def _with_replica(
 
 
 @client_app.command()
-def status(db: ReplicaDb = DEFAULT_REPLICA, schema: SchemaFile = None, as_json: AsJson = False) -> None:
+def status(
+    db: ReplicaDb = DEFAULT_REPLICA, schema: SchemaFile = None, as_json: AsJson = False
+) -> None:
     """The replica's sync status (from its file; no server needed) and its rejected changes."""
 
     async def work(replica: Replica) -> dict[str, Any]:
@@ -62,8 +67,13 @@ def status(db: ReplicaDb = DEFAULT_REPLICA, schema: SchemaFile = None, as_json: 
         return replica.status.to_json() | {
             "replica_id": replica.replica_id,
             "rejected_changes": [
-                {"doc": c.doc_id, "change": c.intent.operation.value, "patch": c.intent.patch,
-                 "code": c.code, "reason": c.reason}
+                {
+                    "doc": c.doc_id,
+                    "change": c.intent.operation.value,
+                    "patch": c.intent.patch,
+                    "code": c.code,
+                    "reason": c.reason,
+                }
                 for c in rejected
             ],
         }
@@ -83,8 +93,11 @@ def status(db: ReplicaDb = DEFAULT_REPLICA, schema: SchemaFile = None, as_json: 
 
 @client_app.command()
 def sync(
-    db: ReplicaDb = DEFAULT_REPLICA, server: Server = None, token: Token = None,
-    schema: SchemaFile = None, as_json: AsJson = False,
+    db: ReplicaDb = DEFAULT_REPLICA,
+    server: Server = None,
+    token: Token = None,
+    schema: SchemaFile = None,
+    as_json: AsJson = False,
 ) -> None:
     """One sync pass: catch up from the server, push the offline queue, wait for the answers."""
     result = _with_replica(db, schema, lambda replica: replica.sync(), server, token)
@@ -96,8 +109,11 @@ def sync(
 
 @client_app.command()
 def watch(
-    db: ReplicaDb = DEFAULT_REPLICA, server: Server = None, token: Token = None,
-    schema: SchemaFile = None, as_json: AsJson = False,
+    db: ReplicaDb = DEFAULT_REPLICA,
+    server: Server = None,
+    token: Token = None,
+    schema: SchemaFile = None,
+    as_json: AsJson = False,
     seconds: Annotated[
         float | None, typer.Option("--for", help="Stop after this many seconds (default: Ctrl-C).")
     ] = None,
@@ -124,7 +140,8 @@ def add(
     collection: Annotated[str, typer.Argument(help="contacts, deals, tasks, ...")],
     assignments: Assignments = None,
     record_id: Annotated[str | None, typer.Option("--id", help="Record id (default: new).")] = None,
-    db: ReplicaDb = DEFAULT_REPLICA, schema: SchemaFile = None,
+    db: ReplicaDb = DEFAULT_REPLICA,
+    schema: SchemaFile = None,
 ) -> None:
     """Create a record offline (queued for the next sync); prints it as JSON."""
     parsed = schema_from(schema)
@@ -138,7 +155,8 @@ def edit(
     collection: Annotated[str, typer.Argument()],
     record_id: Annotated[str, typer.Argument(metavar="ID")],
     assignments: Assignments = None,
-    db: ReplicaDb = DEFAULT_REPLICA, schema: SchemaFile = None,
+    db: ReplicaDb = DEFAULT_REPLICA,
+    schema: SchemaFile = None,
 ) -> None:
     """Change fields of a record offline; ``field=`` clears an optional field."""
     parsed = schema_from(schema)
@@ -153,7 +171,8 @@ def edit(
 def delete(
     collection: Annotated[str, typer.Argument()],
     record_id: Annotated[str, typer.Argument(metavar="ID")],
-    db: ReplicaDb = DEFAULT_REPLICA, schema: SchemaFile = None,
+    db: ReplicaDb = DEFAULT_REPLICA,
+    schema: SchemaFile = None,
 ) -> None:
     """Delete a record offline (a tombstone, synced like any change)."""
     _with_replica(db, schema, lambda r: r.delete(collection, record_id))
@@ -165,7 +184,9 @@ def list_records(
     collection: Annotated[str, typer.Argument()],
     where: Annotated[list[str] | None, typer.Option("--where", help="field=value filter.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many records.")] = None,
-    db: ReplicaDb = DEFAULT_REPLICA, schema: SchemaFile = None, as_json: AsJson = False,
+    db: ReplicaDb = DEFAULT_REPLICA,
+    schema: SchemaFile = None,
+    as_json: AsJson = False,
 ) -> None:
     """The records of a collection held by the replica, by id."""
     parsed = schema_from(schema)

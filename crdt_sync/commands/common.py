@@ -119,8 +119,10 @@ class Output:
             self.fail("interrupted", ExitCode.FAILURE, error_code="interrupted")
 
     @contextmanager
-    def progress(self, description: str, *, unit_bytes: bool = False) -> Iterator[Callable[[int, int], None]]:
-        """A progress bar on stderr (on a terminal, and not with --json); yields `update(done, total)`."""
+    def progress(
+        self, description: str, *, unit_bytes: bool = False
+    ) -> Iterator[Callable[[int, int], None]]:
+        """A progress bar on a terminal's stderr (not with --json); yields `update(done, total)`."""
         columns = [
             TextColumn("[bold]{task.description}"),
             BarColumn(),

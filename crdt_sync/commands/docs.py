@@ -34,7 +34,9 @@ from .common import (
     open_store,
 )
 
-app = typer.Typer(help="Inspect records: list them, show one, walk its history.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect records: list them, show one, walk its history.", no_args_is_help=True
+)
 
 PAGE = 500
 
@@ -45,7 +47,9 @@ class Format(StrEnum):
     STATE_VECTOR = "state-vector"
 
 
-DocIdArgument = Annotated[str, typer.Argument(metavar="COLLECTION/ID", help="The record, e.g. contacts/42.")]
+DocIdArgument = Annotated[
+    str, typer.Argument(metavar="COLLECTION/ID", help="The record, e.g. contacts/42.")
+]
 
 
 @app.command("list")
@@ -82,8 +86,14 @@ def list_records(
     for row, size in rows:
         style = "dim strike" if row.is_deleted else None
         title = _title(row, parsed) or ""
-        table.add_row(row.doc_id, escape(title) + (" (deleted)" if row.is_deleted else ""),
-                      str(row.last_seq), decimal(size), local_time(row.updated_at), style=style)
+        table.add_row(
+            row.doc_id,
+            escape(title) + (" (deleted)" if row.is_deleted else ""),
+            str(row.last_seq),
+            decimal(size),
+            local_time(row.updated_at),
+            style=style,
+        )
     output.out.print(table)
 
 
@@ -127,11 +137,18 @@ def _listed(row: RecordRow, size: int, schema: Schema) -> dict[str, Any]:
 @app.command("show")
 def show(
     doc_id: DocIdArgument,
-    format: Annotated[Format, typer.Option("--format", "-f", help="json: the merged view; update: "
-                      "the whole CRDT state (Yjs update v1); state-vector: its state vector.")]
-    = Format.JSON,
-    out: Annotated[Path | None, typer.Option("--output", "-o", help="Write bytes to this file.")]
-    = None,
+    format: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            "-f",
+            help="json: the merged view; update: "
+            "the whole CRDT state (Yjs update v1); state-vector: its state vector.",
+        ),
+    ] = Format.JSON,
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write bytes to this file.")
+    ] = None,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
@@ -151,14 +168,21 @@ def show(
         return
     data = state if format is Format.UPDATE else pycrdt.get_state(state)
     if as_json:
-        output.json({"doc_id": row.doc_id, "format": format.value,
-                     "base64": base64.b64encode(data).decode()})
+        output.json(
+            {
+                "doc_id": row.doc_id,
+                "format": format.value,
+                "base64": base64.b64encode(data).decode(),
+            }
+        )
     elif out is not None:
         out.write_bytes(data)
         output.note(f"wrote {len(data)} bytes ({format.value} of {row.doc_id}) to {out}")
     elif sys.stdout.isatty():
-        output.fail("binary output; redirect it to a file, or use -o FILE or --json (base64)",
-                    ExitCode.USAGE)
+        output.fail(
+            "binary output; redirect it to a file, or use -o FILE or --json (base64)",
+            ExitCode.USAGE,
+        )
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -167,8 +191,15 @@ def show(
 @app.command("history")
 def history(
     doc_id: DocIdArgument,
-    at: Annotated[int | None, typer.Option("--at", min=0, metavar="SEQ",
-                  help="Show the record as it was after this sequence number.")] = None,
+    at: Annotated[
+        int | None,
+        typer.Option(
+            "--at",
+            min=0,
+            metavar="SEQ",
+            help="Show the record as it was after this sequence number.",
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DB,
     schema: SchemaOption = None,
     as_json: JsonOption = False,
@@ -185,7 +216,9 @@ def history(
         try:
             return replay(records, checked, log)
         except UnknownCollection as exc:
-            raise UnknownCollection(exc.doc_id, f"{exc.reason}; pass the server's --schema FILE") from None
+            raise UnknownCollection(
+                exc.doc_id, f"{exc.reason}; pass the server's --schema FILE"
+            ) from None
 
     steps = output.run(work)
     checked = DocId(doc_id)
@@ -208,8 +241,13 @@ def history(
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("fields")
     for step in steps:
-        table.add_row(str(step.seq), local_time(step.at), escape(step.origin), decimal(step.size),
-                      _touched(step))
+        table.add_row(
+            str(step.seq),
+            local_time(step.at),
+            escape(step.origin),
+            decimal(step.size),
+            _touched(step),
+        )
     output.out.print(table)
 
 
@@ -226,8 +264,12 @@ async def _existing(store: SQLiteStore, doc_id: DocId, db: Path) -> RecordRow:
 
 
 def _row_facts(row: RecordRow) -> dict[str, Any]:
-    return {"first_seq": row.first_seq, "last_seq": row.last_seq, "created_by": row.created_by,
-            "updated_at": iso_time(row.updated_at)}
+    return {
+        "first_seq": row.first_seq,
+        "last_seq": row.last_seq,
+        "created_by": row.created_by,
+        "updated_at": iso_time(row.updated_at),
+    }
 
 
 def _print_view(

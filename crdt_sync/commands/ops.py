@@ -48,7 +48,10 @@ def status(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 def _status_json(statistics: StoreStatistics, db: str) -> dict[str, Any]:
     names = sorted(set(statistics.records) | set(statistics.deleted))
     collections = {
-        name: {"records": statistics.records.get(name, 0), "deleted": statistics.deleted.get(name, 0)}
+        name: {
+            "records": statistics.records.get(name, 0),
+            "deleted": statistics.deleted.get(name, 0),
+        }
         for name in names
     }
     return {
@@ -65,10 +68,12 @@ def _status_json(statistics: StoreStatistics, db: str) -> dict[str, Any]:
 
 
 def compact(
-    doc_id: Annotated[str | None, typer.Argument(metavar="[COLLECTION/ID]",
-                      help="The one record to compact.")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Compact every record that needs it.")]
-    = False,
+    doc_id: Annotated[
+        str | None, typer.Argument(metavar="[COLLECTION/ID]", help="The one record to compact.")
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Compact every record that needs it.")
+    ] = False,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
 ) -> None:
@@ -94,13 +99,15 @@ def compact(
 
     report = output.run(work)
     if as_json:
-        output.json({
-            "documents": report.documents,
-            "updates_before": report.updates_before,
-            "updates_after": report.updates_after,
-            "bytes_before": report.bytes_before,
-            "bytes_after": report.bytes_after,
-        })
+        output.json(
+            {
+                "documents": report.documents,
+                "updates_before": report.updates_before,
+                "updates_after": report.updates_after,
+                "bytes_before": report.bytes_before,
+                "bytes_after": report.bytes_after,
+            }
+        )
         return
     if not report.documents:
         output.say("nothing to compact: every record is already one snapshot")

@@ -178,7 +178,9 @@ def decode_yjs_message(frame: bytes | str) -> YjsMessage:
             length, start = (length & 0x7F) | (frame[3] << 7), 4
         if length < 0x4000 and start + length == len(frame):
             update = bytes(frame[start:])
-            return YjsUpdate(update) if frame[1] == YjsSyncMessageType.UPDATE else YjsSyncStep2(update)
+            return (
+                YjsUpdate(update) if frame[1] == YjsSyncMessageType.UPDATE else YjsSyncStep2(update)
+            )
     reader = _Reader(frame, "y-websocket message")
     if not frame:
         raise reader.error("empty frame")

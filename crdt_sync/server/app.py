@@ -52,10 +52,12 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with SQLiteStore(settings.db_path, synchronous=settings.synchronous) as store:
-            engine = Engine(store, settings.schema, cache_size=settings.cache_size,
-                            limits=settings.limits)
-            admission = Admission(settings.max_connections, settings.admission_rate,
-                                  settings.admission_burst)
+            engine = Engine(
+                store, settings.schema, cache_size=settings.cache_size, limits=settings.limits
+            )
+            admission = Admission(
+                settings.max_connections, settings.admission_rate, settings.admission_burst
+            )
             hub = Hub(store, engine, admission)
             app.state.store, app.state.engine, app.state.hub = store, engine, hub
             app.state.rooms = {}

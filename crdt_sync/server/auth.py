@@ -34,7 +34,9 @@ class Principal:
 
     def require_admin(self, what: str) -> None:
         if not self.is_admin:
-            raise Forbidden(f"{what} needs an admin token; token {self.name!r} is a {self.role} token")
+            raise Forbidden(
+                f"{what} needs an admin token; token {self.name!r} is a {self.role} token"
+            )
 
 
 def hash_token(token: str) -> str:

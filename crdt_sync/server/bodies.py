@@ -53,7 +53,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise BadRequest("the request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise BadRequest(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except ValueError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -92,6 +94,14 @@ def _refuse_constant(name: str) -> object:
 
 
 def _json_kind(value: object) -> str:
-    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-             type(None): "null", int: "a number", float: "a number", bytes: "bytes"}
+    kinds = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+        bytes: "bytes",
+    }
     return kinds.get(type(value), type(value).__name__)

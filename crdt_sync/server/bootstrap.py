@@ -12,23 +12,57 @@ from .auth import create_token
 
 DEMO_RECORDS: dict[str, list[dict[str, object]]] = {
     "contacts": [
-        {"id": "ada", "name": "Ada Lovelace", "email": "ada@example.com", "company": "Analytical",
-         "notes": "Met at the engine fair; wants a demo."},
-        {"id": "grace", "name": "Grace Hopper", "email": "grace@example.com", "phone": "+1 555 0100",
-         "company": "Navy"},
+        {
+            "id": "ada",
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "company": "Analytical",
+            "notes": "Met at the engine fair; wants a demo.",
+        },
+        {
+            "id": "grace",
+            "name": "Grace Hopper",
+            "email": "grace@example.com",
+            "phone": "+1 555 0100",
+            "company": "Navy",
+        },
         {"id": "alan", "name": "Alan Turing", "email": "alan@example.com", "company": "Bletchley"},
     ],
     "deals": [
-        {"id": "engine", "title": "Difference engine", "amount": 12000, "currency": "GBP",
-         "stage": "proposal", "contact_id": "ada", "close_date": "2027-01-15"},
-        {"id": "cobol", "title": "Compiler licence", "amount": 4500, "currency": "USD",
-         "stage": "qualified", "contact_id": "grace"},
+        {
+            "id": "engine",
+            "title": "Difference engine",
+            "amount": 12000,
+            "currency": "GBP",
+            "stage": "proposal",
+            "contact_id": "ada",
+            "close_date": "2027-01-15",
+        },
+        {
+            "id": "cobol",
+            "title": "Compiler licence",
+            "amount": 4500,
+            "currency": "USD",
+            "stage": "qualified",
+            "contact_id": "grace",
+        },
     ],
     "tasks": [
-        {"id": "call-ada", "title": "Call Ada about the proposal", "done": False,
-         "due_at": "2026-12-01T09:00:00Z", "contact_id": "ada", "deal_id": "engine"},
-        {"id": "send-docs", "title": "Send compiler docs", "done": True, "contact_id": "grace",
-         "deal_id": "cobol"},
+        {
+            "id": "call-ada",
+            "title": "Call Ada about the proposal",
+            "done": False,
+            "due_at": "2026-12-01T09:00:00Z",
+            "contact_id": "ada",
+            "deal_id": "engine",
+        },
+        {
+            "id": "send-docs",
+            "title": "Send compiler docs",
+            "done": True,
+            "contact_id": "grace",
+            "deal_id": "cobol",
+        },
     ],
 }
 

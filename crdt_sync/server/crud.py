@@ -35,6 +35,7 @@ from .telemetry import Telemetry
 LIST_PARAMETERS = frozenset({"q", "sort", "cursor", "limit"})
 SEARCHED_KINDS = (FieldKind.STRING, FieldKind.TEXT, FieldKind.ENUM, FieldKind.REFERENCE)
 
+
 def crud_router(schema: Schema) -> tuple[APIRouter, list[type[Any]]]:
     """The CRUD routes of every collection, and the request models to add to the OpenAPI."""
     router = APIRouter()
@@ -56,29 +57,61 @@ class CollectionRoutes:
         create, patch = create_body_model(self.collection), patch_body_model(self.collection)
         common: dict[str, Any] = {"tags": [name], "responses": ERROR_RESPONSES}
         router.add_api_route(
-            f"/api/{name}", self.list_records, methods=["GET"], response_model=page_model(
-                self.collection, record), summary=f"List {name}",
-            openapi_extra={"parameters": self._filter_parameters()}, **common)
+            f"/api/{name}",
+            self.list_records,
+            methods=["GET"],
+            response_model=page_model(self.collection, record),
+            summary=f"List {name}",
+            openapi_extra={"parameters": self._filter_parameters()},
+            **common,
+        )
         router.add_api_route(
-            f"/api/{name}", self.create_record, methods=["POST"], response_model=record,
-            status_code=201, summary=f"Create a record in {name}",
-            openapi_extra=_body(create.__name__), **common)
+            f"/api/{name}",
+            self.create_record,
+            methods=["POST"],
+            response_model=record,
+            status_code=201,
+            summary=f"Create a record in {name}",
+            openapi_extra=_body(create.__name__),
+            **common,
+        )
         router.add_api_route(
-            f"/api/{name}/{{record_id}}", self.get_record, methods=["GET"], response_model=record,
-            summary=f"Get a record of {name}", **common)
+            f"/api/{name}/{{record_id}}",
+            self.get_record,
+            methods=["GET"],
+            response_model=record,
+            summary=f"Get a record of {name}",
+            **common,
+        )
         router.add_api_route(
-            f"/api/{name}/{{record_id}}", self.patch_record, methods=["PATCH"],
-            response_model=record, summary=f"Change fields of a record of {name}",
-            openapi_extra=_body(patch.__name__), **common)
+            f"/api/{name}/{{record_id}}",
+            self.patch_record,
+            methods=["PATCH"],
+            response_model=record,
+            summary=f"Change fields of a record of {name}",
+            openapi_extra=_body(patch.__name__),
+            **common,
+        )
         router.add_api_route(
-            f"/api/{name}/{{record_id}}", self.delete_record, methods=["DELETE"], status_code=204,
-            response_class=Response, summary=f"Delete a record of {name} (a tombstone)", **common)
+            f"/api/{name}/{{record_id}}",
+            self.delete_record,
+            methods=["DELETE"],
+            status_code=204,
+            response_class=Response,
+            summary=f"Delete a record of {name} (a tombstone)",
+            **common,
+        )
         return [create, patch]
 
     def _filter_parameters(self) -> list[dict[str, Any]]:
         return [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
-             "description": f"only records whose {name} equals this ({spec.kind.value})"}
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": f"only records whose {name} equals this ({spec.kind.value})",
+            }
             for name, spec in self.collection.fields.items()
         ]
 
@@ -100,8 +133,9 @@ class CollectionRoutes:
             collection=name,
             equals=self._filters(request),
             search=q or None,
-            search_fields=tuple(n for n, f in self.collection.fields.items()
-                                if f.kind in SEARCHED_KINDS),
+            search_fields=tuple(
+                n for n, f in self.collection.fields.items() if f.kind in SEARCHED_KINDS
+            ),
             sort=sort_field,
             is_descending=is_descending,
             after=_parse_list_cursor(cursor) if cursor else None,
@@ -137,26 +171,32 @@ class CollectionRoutes:
         doc_id = make_doc_id(self.collection.name, record_id)
         store: Store = request.app.state.store
         if await store.get_record(doc_id) is not None:
-            raise RecordExists(doc_id, "a record with this id exists (or existed: deletes are final)")
-        result = await _counted(request, _engine(request).patch(
-            doc_id, body, origin=device_origin(request, who), creating=True))
-        return JSONResponse(result, status_code=201,
-                            headers={"Location": f"/api/{self.collection.name}/{record_id}"})
+            raise RecordExists(
+                doc_id, "a record with this id exists (or existed: deletes are final)"
+            )
+        result = await _counted(
+            request,
+            _engine(request).patch(doc_id, body, origin=device_origin(request, who), creating=True),
+        )
+        return JSONResponse(
+            result,
+            status_code=201,
+            headers={"Location": f"/api/{self.collection.name}/{record_id}"},
+        )
 
     async def get_record(self, request: Request, who: AdminOnly, record_id: str) -> JSONResponse:
         row = await self._live_row(request, record_id)
         return JSONResponse(flat_record(row, self.fields))
 
-    async def patch_record(
-        self, request: Request, who: AdminOnly, record_id: str
-    ) -> JSONResponse:
+    async def patch_record(self, request: Request, who: AdminOnly, record_id: str) -> JSONResponse:
         """Change the given fields only; null clears an optional field."""
         body = await json_object(request)
         if "id" in body and body.pop("id") != record_id:
             raise SchemaViolation(f"{self.collection.name}/{record_id}", "id cannot be changed")
         row = await self._live_row(request, record_id)
-        result = await _counted(request, _engine(request).patch(
-            row.doc_id, body, origin=device_origin(request, who)))
+        result = await _counted(
+            request, _engine(request).patch(row.doc_id, body, origin=device_origin(request, who))
+        )
         return JSONResponse(result)
 
     async def delete_record(self, request: Request, who: AdminOnly, record_id: str) -> Response:
@@ -230,12 +270,14 @@ def _body(model_name: str) -> dict[str, Any]:
 
 
 def _add_unknown_collection_routes(router: APIRouter) -> None:
-    """Last in line: any other /api/{collection} is an unknown collection (after the token check)."""
+    """Last in line: any other /api/{collection} names an unknown collection (token checked)."""
 
     async def unknown(request: Request, who: AdminOnly, collection: str) -> None:
         _engine(request).schema.collection(collection)  # raises UnknownCollection
         raise UnknownCollection(collection, f"unknown collection {collection!r}")
 
-    for path, methods in (("/api/{collection}", ["GET", "POST"]),
-                          ("/api/{collection}/{record_id}", ["GET", "PATCH", "DELETE"])):
+    for path, methods in (
+        ("/api/{collection}", ["GET", "POST"]),
+        ("/api/{collection}/{record_id}", ["GET", "PATCH", "DELETE"]),
+    ):
         router.add_api_route(path, unknown, methods=methods, include_in_schema=False)

@@ -32,13 +32,17 @@ def parse_since(
     changes, so it is refused rather than treated as a full resync.
     """
     if raw is None or raw == "" or raw == "null":
-        raise BadRequest("since is required: the timestamp of your last pull "
-                         "(for a first sync use /api/sync/initial)")
+        raise BadRequest(
+            "since is required: the timestamp of your last pull "
+            "(for a first sync use /api/sync/initial)"
+        )
     text = raw.strip()
     if text.endswith(".0"):  # JavaScript may print a whole number as 12.0
         text = text[:-2]
     if not text.isdigit():
-        raise BadRequest(f"since must be a timestamp this server issued (a whole number), got {raw!r}")
+        raise BadRequest(
+            f"since must be a timestamp this server issued (a whole number), got {raw!r}"
+        )
     value = int(text)
     if not 1 <= value <= timestamp_of(current):
         raise BadRequest(

@@ -46,19 +46,24 @@ async def document_view(
     if row is None:
         raise RecordNotFound(doc_id, "no such record")
     fields = list(request.app.state.engine.schema.collections[collection].fields)
-    return JSONResponse({
-        "doc": doc_id,
-        "record": flat_record(row, fields),
-        "is_deleted": row.is_deleted,
-        "seq": row.last_seq,
-        "created_seq": row.first_seq,
-        "created_by": row.created_by,
-        "updated_at": row.updated_at,
-    })
+    return JSONResponse(
+        {
+            "doc": doc_id,
+            "record": flat_record(row, fields),
+            "is_deleted": row.is_deleted,
+            "seq": row.last_seq,
+            "created_seq": row.first_seq,
+            "created_by": row.created_by,
+            "updated_at": row.updated_at,
+        }
+    )
 
 
-@router.get("/api/docs/{collection}/{record_id}/state-vector", response_class=Response,
-            responses=BINARY_RESPONSE)
+@router.get(
+    "/api/docs/{collection}/{record_id}/state-vector",
+    response_class=Response,
+    responses=BINARY_RESPONSE,
+)
 async def state_vector(
     request: Request, who: Authenticated, collection: str, record_id: str
 ) -> Response:
@@ -68,14 +73,17 @@ async def state_vector(
     return Response(document.get_state(), media_type=OCTETS)
 
 
-@router.get("/api/docs/{collection}/{record_id}/update", response_class=Response,
-            responses=BINARY_RESPONSE)
+@router.get(
+    "/api/docs/{collection}/{record_id}/update", response_class=Response, responses=BINARY_RESPONSE
+)
 async def document_update(
     request: Request,
     who: Authenticated,
     collection: str,
     record_id: str,
-    sv: Annotated[str | None, Query(description="base64 state vector: answer only the diff")] = None,
+    sv: Annotated[
+        str | None, Query(description="base64 state vector: answer only the diff")
+    ] = None,
 ) -> Response:
     """The whole committed state as one Yjs update, or the diff against a state vector `sv`."""
     engine: Engine = request.app.state.engine
@@ -91,8 +99,12 @@ async def document_update(
 
 @router.post(
     "/api/docs/{collection}/{record_id}/update",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        OCTETS: {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {OCTETS: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
 async def apply_update(
     request: Request, who: AdminOnly, collection: str, record_id: str
@@ -105,10 +117,12 @@ async def apply_update(
     update = await read_body(request, body_limit(request))
     engine: Engine = request.app.state.engine
     result = await engine.write(doc_id, update, origin=device_origin(request, who))
-    return JSONResponse({
-        "doc": doc_id,
-        "seq": result.seq,
-        "record": result.view,
-        "is_deleted": result.is_deleted,
-        "changed": list(result.changed_fields),
-    })
+    return JSONResponse(
+        {
+            "doc": doc_id,
+            "seq": result.seq,
+            "record": result.view,
+            "is_deleted": result.is_deleted,
+            "changed": list(result.changed_fields),
+        }
+    )

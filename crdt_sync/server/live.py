@@ -49,7 +49,8 @@ class Connection:
     def __post_init__(self) -> None:
         # A stuck peer blocks its writer inside send(): the overflow is acted on from outside.
         self.subscriber.overflowed.on_set = lambda: self.request_close(
-            CloseCode.SLOW_CONSUMER, "slow consumer: outgoing queue overflowed; reconnect with your cursor"
+            CloseCode.SLOW_CONSUMER,
+            "slow consumer: outgoing queue overflowed; reconnect with your cursor",
         )
 
     def request_close(self, code: int, reason: str) -> None:
@@ -151,7 +152,9 @@ class WritesInFlight:
             self._room = asyncio.get_running_loop().create_future()
             await self._room
 
-    def add(self, write: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]) -> None:
+    def add(
+        self, write: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]
+    ) -> None:
         """Track `write`; `answer(write)` is called once it is done."""
         self.pending.add(write)
         write.add_done_callback(lambda done: self._done(done, answer))
@@ -160,7 +163,9 @@ class WritesInFlight:
         if self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
 
-    def _done(self, write: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]) -> None:
+    def _done(
+        self, write: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]
+    ) -> None:
         self.pending.discard(write)
         if self._room is not None and not self._room.done():
             self._room.set_result(None)
@@ -208,7 +213,9 @@ class Hub:
         closed = 0
         for token_hash in {c.principal.token_hash for c in self.connections}:
             if await self.store.find_token(token_hash) is None:
-                for connection in [c for c in self.connections if c.principal.token_hash == token_hash]:
+                for connection in [
+                    c for c in self.connections if c.principal.token_hash == token_hash
+                ]:
                     connection.request_close(CloseCode.UNAUTHORIZED, "token revoked")
                     closed += 1
         return closed

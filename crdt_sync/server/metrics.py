@@ -56,8 +56,13 @@ async def sync_status(request: Request, who: Authenticated) -> dict[str, Any]:
             for c in sorted(hub.connections, key=lambda c: c.principal.name)
         ],
         "rest_devices": [
-            {"device": d.device, "client_id": d.client_id, "cursor": d.cursor,
-             "last_sync": d.last_sync, "pulls": d.pulls}
+            {
+                "device": d.device,
+                "client_id": d.client_id,
+                "cursor": d.cursor,
+                "last_sync": d.last_sync,
+                "pulls": d.pulls,
+            }
             for d in sorted(telemetry.devices.values(), key=lambda d: d.last_sync, reverse=True)
         ],
         "queues": {"outgoing_total": figures.queue_depth, "outgoing_max": figures.queue_depth_max},
@@ -84,33 +89,50 @@ class FiguresCollector(Collector):
         if f is None:
             return
         yield _gauge("crdt_sync_cursor", "Last sequence number in the update log.", f.cursor)
-        records = GaugeMetricFamily("crdt_sync_records", "Records per collection.",
-                                    labels=["collection", "state"])
+        records = GaugeMetricFamily(
+            "crdt_sync_records", "Records per collection.", labels=["collection", "state"]
+        )
         for name, count in f.records.items():
             records.add_metric([name, "live"], count)
             records.add_metric([name, "deleted"], f.deleted[name])
         yield records
         yield _gauge("crdt_sync_log_entries", "Rows in the update log.", f.log_entries)
-        yield _gauge("crdt_sync_compaction_debt", "Log rows compaction would fold away.",
-                     f.compaction_debt)
+        yield _gauge(
+            "crdt_sync_compaction_debt", "Log rows compaction would fold away.", f.compaction_debt
+        )
         yield _gauge("crdt_sync_store_bytes", "Size of the store file and its WAL.", f.file_bytes)
-        connections = GaugeMetricFamily("crdt_sync_connections", "Open websocket connections.",
-                                        labels=["endpoint"])
+        connections = GaugeMetricFamily(
+            "crdt_sync_connections", "Open websocket connections.", labels=["endpoint"]
+        )
         for endpoint in ("ws", "yjs"):
             connections.add_metric([endpoint], f.connections.get(endpoint, 0))
         yield connections
-        yield _gauge("crdt_sync_queue_depth", "Items waiting in outgoing queues, all connections.",
-                     f.queue_depth)
-        yield _gauge("crdt_sync_queue_depth_max", "Longest outgoing queue of one connection.",
-                     f.queue_depth_max)
+        yield _gauge(
+            "crdt_sync_queue_depth",
+            "Items waiting in outgoing queues, all connections.",
+            f.queue_depth,
+        )
+        yield _gauge(
+            "crdt_sync_queue_depth_max",
+            "Longest outgoing queue of one connection.",
+            f.queue_depth_max,
+        )
         yield _counter("crdt_sync_writes", "Updates committed since start.", f.writes)
-        yield _counter("crdt_sync_store_commits", "Store transactions since start.", f.store_commits)
-        yield _labelled_counter("crdt_sync_refused_writes", "Writes refused since start.", "code",
-                                f.refused_writes)
-        yield _labelled_counter("crdt_sync_http_errors", "HTTP answers >= 400 since start.",
-                                "status", {str(k): v for k, v in f.errors.items()})
-        yield _counter("crdt_sync_refused_connections", "Websocket connections refused.",
-                       f.refused_connections)
+        yield _counter(
+            "crdt_sync_store_commits", "Store transactions since start.", f.store_commits
+        )
+        yield _labelled_counter(
+            "crdt_sync_refused_writes", "Writes refused since start.", "code", f.refused_writes
+        )
+        yield _labelled_counter(
+            "crdt_sync_http_errors",
+            "HTTP answers >= 400 since start.",
+            "status",
+            {str(k): v for k, v in f.errors.items()},
+        )
+        yield _counter(
+            "crdt_sync_refused_connections", "Websocket connections refused.", f.refused_connections
+        )
         yield _labelled_counter("crdt_sync_pulls", "REST pulls since start.", "kind", f.pulls)
         yield _counter("crdt_sync_pushes", "REST pushes since start.", f.pushes)
         yield _gauge("crdt_sync_uptime_seconds", "Seconds since the server started.", f.uptime)

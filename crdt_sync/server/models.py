@@ -68,8 +68,10 @@ def record_model(collection: Collection) -> type[BaseModel]:
     fields: dict[str, Any] = {"id": (str, Field(pattern=RECORD_ID_PATTERN))}
     for name, spec in collection.fields.items():
         kind = _stored_type(spec)
-        fields[name] = (kind, Field(**_describe(spec))) if spec.required else (
-            kind | None, Field(default=None, **_describe(spec))
+        fields[name] = (
+            (kind, Field(**_describe(spec)))
+            if spec.required
+            else (kind | None, Field(default=None, **_describe(spec)))
         )
     return create_model(f"{model_prefix(collection)}Record", **fields)
 
@@ -77,13 +79,21 @@ def record_model(collection: Collection) -> type[BaseModel]:
 def create_body_model(collection: Collection) -> type[BaseModel]:
     """POST body: required fields required; `id` optional (the server makes one)."""
     fields: dict[str, Any] = {
-        "id": (str | None, Field(default=None, pattern=RECORD_ID_PATTERN,
-                                 description="client-made id; omit it and the server makes one"))
+        "id": (
+            str | None,
+            Field(
+                default=None,
+                pattern=RECORD_ID_PATTERN,
+                description="client-made id; omit it and the server makes one",
+            ),
+        )
     }
     for name, spec in collection.fields.items():
         kind = _input_type(spec)
-        fields[name] = (kind, Field(**_describe(spec))) if spec.required else (
-            kind | None, Field(default=None, **_describe(spec))
+        fields[name] = (
+            (kind, Field(**_describe(spec)))
+            if spec.required
+            else (kind | None, Field(default=None, **_describe(spec)))
         )
     return create_model(f"{model_prefix(collection)}Create", __config__=_FORBID, **fields)
 
@@ -182,7 +192,9 @@ class PullChanges(BaseModel):
 class PullAnswer(BaseModel):
     changes: dict[str, PullChanges]
     timestamp: int = Field(gt=0, description="pass as since= to the next incremental pull")
-    next: str | int | None = Field(description="more to pull: the page token, or since=; null: done")
+    next: str | int | None = Field(
+        description="more to pull: the page token, or since=; null: done"
+    )
 
 
 REQUEST_ONLY_MODELS: tuple[type[BaseModel], ...] = (PushBody,)

@@ -73,15 +73,17 @@ class MuxPeer:
         elif isinstance(event, UpdateReceived):
             await self.writes.wait_for_room()
             origin = Origin(self.connection.client_id or self.connection.principal.name)
-            write = self.hub.engine.write_nowait(event.doc, event.update, origin=origin,
-                                                 sender=self.connection.subscriber)
+            write = self.hub.engine.write_nowait(
+                event.doc, event.update, origin=origin, sender=self.connection.subscriber
+            )
             self.writes.add(write, functools.partial(self._written, event))
         elif isinstance(event, SyncStep1Received):
             diff = await self.hub.engine.committed_diff(event.doc, event.state_vector)
             self.connection.put_nowait(SyncStep2(event.doc, diff))
         elif isinstance(event, DocumentRefused):
-            self.connection.put_nowait(Error.for_document(event.error, doc=event.doc,
-                                                                  cseq=event.cseq))
+            self.connection.put_nowait(
+                Error.for_document(event.error, doc=event.doc, cseq=event.cseq)
+            )
         elif isinstance(event, AwarenessReceived):
             message = AwarenessUpdate(event.doc, event.data)
             for peer in self.hub.connections:
@@ -177,9 +179,12 @@ async def serve_mux(websocket: WebSocket, hub: Hub) -> None:
     connection = await hub.connect(
         websocket,
         "ws",
-        lambda principal: Subscriber(principal.name, collections=(),
-                                     max_queue=hub.engine.limits.subscriber_queue,
-                                     max_queue_bytes=hub.engine.limits.subscriber_queue_bytes),
+        lambda principal: Subscriber(
+            principal.name,
+            collections=(),
+            max_queue=hub.engine.limits.subscriber_queue,
+            max_queue_bytes=hub.engine.limits.subscriber_queue_bytes,
+        ),
     )
     if connection is None:
         return
@@ -188,4 +193,3 @@ async def serve_mux(websocket: WebSocket, hub: Hub) -> None:
         await connection.run(peer.read(), peer.write())
     finally:
         hub.disconnect(connection)
-

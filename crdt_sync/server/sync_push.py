@@ -141,8 +141,9 @@ def parse_push(body: Mapping[str, Any], *, is_cbor: bool) -> Push:
         raise BadRequest("batch_id must be a string")
     push.batch_id = batch_id
     last_pulled = body.get("lastPulledAt")
-    if last_pulled is not None and (isinstance(last_pulled, bool)
-                                    or not isinstance(last_pulled, int | float)):
+    if last_pulled is not None and (
+        isinstance(last_pulled, bool) or not isinstance(last_pulled, int | float)
+    ):
         raise BadRequest("lastPulledAt must be a number or null")
     changes, updates = body.get("changes"), body.get("updates")
     if changes is None and updates is None:
@@ -163,14 +164,16 @@ def _table_writes(table: str, changes: Any) -> list[BatchWrite]:
         raise BadRequest(f"{where} must be an object with created, updated, deleted")
     unknown = set(changes) - TABLE_KEYS
     if unknown:
-        raise BadRequest(f"{where}: unknown key {sorted(unknown)[0]!r} (expected created, "
-                         "updated, deleted)")
+        raise BadRequest(
+            f"{where}: unknown key {sorted(unknown)[0]!r} (expected created, updated, deleted)"
+        )
     writes: list[BatchWrite] = []
     for kind in ("created", "updated"):
         for index, row in enumerate(_list(changes.get(kind, []), f"{where}.{kind}")):
             record_id, fields = _row(row, f"{where}.{kind}[{index}]", narrow=kind == "updated")
-            writes.append(BatchWrite(DocId(f"{table}/{record_id}"), patch=fields,
-                                     creating=kind == "created"))
+            writes.append(
+                BatchWrite(DocId(f"{table}/{record_id}"), patch=fields, creating=kind == "created")
+            )
     for index, record_id in enumerate(_list(changes.get("deleted", []), f"{where}.deleted")):
         if not isinstance(record_id, str):
             raise BadRequest(f"{where}.deleted[{index}] must be a record id string")
@@ -233,17 +236,34 @@ def encode_answer(outcomes: list[BatchOutcome], cursor_before: Seq) -> bytes:
         collection, _, record_id = str(outcome.write.doc_id).partition("/")
         if outcome.error is not None:
             rejected_ids[collection].append(record_id)
-            rejected.append({"collection": collection, "id": record_id,
-                             "code": outcome.error.code, "message": outcome.error.message})
+            rejected.append(
+                {
+                    "collection": collection,
+                    "id": record_id,
+                    "code": outcome.error.code,
+                    "message": outcome.error.message,
+                }
+            )
             continue
         result = outcome.result
         assert result is not None  # an outcome holds a result or an error, by construction
         if result.seq is not None:
             cursor = max(cursor, int(result.seq))
-        applied.append({"collection": collection, "id": record_id, "action": _action(outcome),
-                        "seq": result.seq, "changed": list(result.changed_fields)})
-    answer = {"experimentalRejectedIds": dict(rejected_ids), "rejected": rejected,
-              "applied": applied, "cursor": cursor}
+        applied.append(
+            {
+                "collection": collection,
+                "id": record_id,
+                "action": _action(outcome),
+                "seq": result.seq,
+                "changed": list(result.changed_fields),
+            }
+        )
+    answer = {
+        "experimentalRejectedIds": dict(rejected_ids),
+        "rejected": rejected,
+        "applied": applied,
+        "cursor": cursor,
+    }
     return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
 
 

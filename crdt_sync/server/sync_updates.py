@@ -42,40 +42,65 @@ _BREAK = b"\xff"
 UPDATES_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The log entries after `since`, in seq order.",
-        "content": {CBOR: {"schema": {
-            "type": "object",
-            "required": ["updates", "cursor", "timestamp", "more"],
-            "properties": {
-                "updates": {"type": "array", "items": {
+        "content": {
+            CBOR: {
+                "schema": {
                     "type": "object",
-                    "required": ["doc", "update", "seq"],
+                    "required": ["updates", "cursor", "timestamp", "more"],
                     "properties": {
-                        "doc": {"type": "string", "description": "document id"},
-                        "update": {"type": "string", "format": "binary",
-                                   "description": "a Yjs update (CBOR byte string)"},
-                        "seq": {"type": "integer", "minimum": 1},
+                        "updates": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["doc", "update", "seq"],
+                                "properties": {
+                                    "doc": {"type": "string", "description": "document id"},
+                                    "update": {
+                                        "type": "string",
+                                        "format": "binary",
+                                        "description": "a Yjs update (CBOR byte string)",
+                                    },
+                                    "seq": {"type": "integer", "minimum": 1},
+                                },
+                            },
+                        },
+                        "cursor": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "the log cursor this answer covers",
+                        },
+                        "timestamp": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "`cursor + 1`: the `since` of the next pull",
+                        },
+                        "more": {
+                            "type": "boolean",
+                            "description": "the answer was cut: pull again from `timestamp`",
+                        },
                     },
-                }},
-                "cursor": {"type": "integer", "minimum": 0,
-                           "description": "the log cursor this answer covers"},
-                "timestamp": {"type": "integer", "minimum": 1,
-                              "description": "`cursor + 1`: the `since` of the next pull"},
-                "more": {"type": "boolean",
-                         "description": "the answer was cut: pull again from `timestamp`"},
-            },
-        }}},
+                }
+            }
+        },
     },
 }
 
 
-@router.get("/api/sync/updates", response_class=StreamingResponse, response_model=None,
-            responses=UPDATES_RESPONSE)
+@router.get(
+    "/api/sync/updates",
+    response_class=StreamingResponse,
+    response_model=None,
+    responses=UPDATES_RESPONSE,
+)
 async def updates(
     request: Request,
     who: Authenticated,
-    since: Annotated[str | None, Query(
-        description="The `timestamp` of your last pull (log cursor + 1); 1 for the whole log.",
-    )] = None,
+    since: Annotated[
+        str | None,
+        Query(
+            description="The `timestamp` of your last pull (log cursor + 1); 1 for the whole log.",
+        ),
+    ] = None,
     collections: Collections = None,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Most entries per answer.")] = 10_000,
 ) -> Response:
@@ -92,8 +117,9 @@ async def updates(
     current = await store.cursor()
     try:
         if since is None or since in ("", "null"):
-            raise BadRequest("since is required: the timestamp of your last pull, "
-                             "or 1 for the whole log")
+            raise BadRequest(
+                "since is required: the timestamp of your last pull, or 1 for the whole log"
+            )
         cursor = parse_since(since, current, start_over="pull from since=1 to start over")
     except BadRequest as exc:
         return error_response(exc, {"timestamp": timestamp_of(current)})
@@ -127,15 +153,17 @@ async def _updates_body(
             if served >= limit or size >= ANSWER_BUDGET:
                 is_cut = True
                 break
-            chunk.append(cbor2.dumps({"doc": entry.doc_id, "update": entry.update,
-                                      "seq": int(entry.seq)}))
+            chunk.append(
+                cbor2.dumps({"doc": entry.doc_id, "update": entry.update, "seq": int(entry.seq)})
+            )
             served, size, last = served + 1, size + len(entry.update), entry.seq
         if chunk:
             yield b"".join(chunk)
         if is_cut or len(page) < STORE_PAGE:
             break
-        page = await store.log_since(last, collections=names,
-                                     limit=min(STORE_PAGE, limit - served + 1))
+        page = await store.log_since(
+            last, collections=names, limit=min(STORE_PAGE, limit - served + 1)
+        )
     # Not cut: the log held nothing more when the last page was read, so everything up to
     # `current` (read before the first page) is covered too, whichever collections it touched.
     covered = last if is_cut else Seq(max(int(last), int(current)))

@@ -34,8 +34,10 @@ Collections = Annotated[
 # to create a record it already has (which WatermelonDB logs as an error).
 CreatedAsUpdated = Annotated[
     bool,
-    Query(description="Serve every record under `updated` (for WatermelonDB's "
-                      "`sendCreatedAsUpdated: true`)."),
+    Query(
+        description="Serve every record under `updated` (for WatermelonDB's "
+        "`sendCreatedAsUpdated: true`)."
+    ),
 ]
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -88,7 +90,12 @@ async def initial(
 
 
 async def _initial_body(
-    store: Store, schema: Schema, names: list[str], stable: Seq, after: DocId | None, limit: int,
+    store: Store,
+    schema: Schema,
+    names: list[str],
+    stable: Seq,
+    after: DocId | None,
+    limit: int,
     created_as_updated: bool,
 ) -> AsyncIterator[bytes]:
     # The records go in one list: `created`, or `updated` after an empty `created`.
@@ -115,8 +122,10 @@ async def _initial_body(
             if len(rows) < wanted:
                 break
         yield tail.encode()
-    more = served >= limit and last is not None and bool(
-        await store.snapshot(collections=names, after=last, limit=1)
+    more = (
+        served >= limit
+        and last is not None
+        and bool(await store.snapshot(collections=names, after=last, limit=1))
     )
     token = _encode(initial_page_token(stable, last)) if more and last is not None else "null"
     yield f'}},"timestamp":{timestamp_of(stable)},"next":{token}}}'.encode()
@@ -158,9 +167,13 @@ async def incremental(
         if row.is_deleted:
             bucket["deleted"].append(row.record_id)
         elif row.first_seq > cursor and row.created_by != origin and not created_as_updated:
-            bucket["created"].append(flat_record(row, list(schema.collections[row.collection].fields)))
+            bucket["created"].append(
+                flat_record(row, list(schema.collections[row.collection].fields))
+            )
         else:
-            bucket["updated"].append(flat_record(row, list(schema.collections[row.collection].fields)))
+            bucket["updated"].append(
+                flat_record(row, list(schema.collections[row.collection].fields))
+            )
     telemetry: Telemetry = request.app.state.telemetry
     telemetry.note_pull("incremental", who.name, origin, int(covered))
     timestamp = timestamp_of(covered)

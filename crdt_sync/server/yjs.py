@@ -47,7 +47,9 @@ class Room:
         self.awareness: dict[Connection, bytes] = {}
 
 
-async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], doc_path: str) -> None:
+async def serve_yjs(
+    websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], doc_path: str
+) -> None:
     collection, _, record_id = doc_path.partition("/")
     try:
         doc_id = make_doc_id(collection, record_id)
@@ -73,7 +75,9 @@ async def serve_yjs(websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], do
     try:
         # Subscribed before reading the state: nothing committed in between can be missed.
         # Only its state vector is kept: no document stays in memory per connection.
-        connection.put_nowait(encode_sync_step1(get_state(await hub.engine.committed_update(doc_id))))
+        connection.put_nowait(
+            encode_sync_step1(get_state(await hub.engine.committed_update(doc_id)))
+        )
         # As the reference server does: a late joiner sees who is here without waiting for
         # the others to renew their presence (stock clients never send query-awareness).
         for payload in room.awareness.values():
