@@ -138,6 +138,7 @@ def token_revoke(
 app.add_typer(_docs.app, name="docs")
 app.command("status")(_ops.status)
 app.command("compact")(_ops.compact)
+app.command("check")(_ops.check)
 app.command("export")(_archive.export)
 app.command("import")(_archive.import_)
 app.add_typer(client_app, name="client")

@@ -201,13 +201,15 @@ async def test_cli_reads_and_compaction_run_while_a_server_process_writes(tmp_pa
             writer = asyncio.create_task(keep_writing())
             cursors = []
             while not writer.done():
-                status, listed, compacted = await asyncio.gather(
+                status, listed, compacted, checked = await asyncio.gather(
                     run_async("status", "--db", str(db_path), "--json"),
                     run_async("docs", "list", "tasks", "--db", str(db_path), "--json"),
                     run_async("compact", "--all", "--db", str(db_path), "--json"),
+                    run_async("check", "--db", str(db_path), "--json"),
                 )
-                for ran in (status, listed, compacted):
+                for ran in (status, listed, compacted, checked):
                     assert ran.exit_code == 0, ran.stderr
+                assert checked.json()["ok"] is True
                 cursors.append(status.json()["cursor"])
             seqs = await writer
         assert seqs == sorted(seqs) and len(set(seqs)) == 120
@@ -218,6 +220,60 @@ async def test_cli_reads_and_compaction_run_while_a_server_process_writes(tmp_pa
     finally:
         process.process.terminate()
         process.process.wait(15)
+
+
+# check: is every log row where reads will find it
+
+
+@pytest.fixture
+def chained_store(tmp_path: Path) -> Path:
+    """contacts/a edited three times (seqs 1, 3, 5), contacts/b twice (2, 4)."""
+    path = tmp_path / "chained.db"
+
+    async def seed() -> None:
+        async with SQLiteStore(path) as store:
+            engine = Engine(store, DEFAULT_SCHEMA)
+            for n, name in enumerate("ababa"):
+                fields = {"name": f"{name} {n}"}
+                await engine.patch(
+                    DocId(f"contacts/{name}"), fields, origin=Origin("seed"), creating=n < 2
+                )
+
+    asyncio.run(seed())
+    return path
+
+
+def test_check_passes_a_sound_store_and_says_what_it_looked_at(chained_store: Path) -> None:
+    checked = run("check", "--db", str(chained_store))
+    assert checked.exit_code == 0, checked.stderr
+    assert checked.stdout.startswith("ok: 2 records, 5 log rows")
+    after_compaction = run("compact", "--all", "--db", str(chained_store))
+    assert after_compaction.exit_code == 0
+    assert run("check", "--db", str(chained_store), "--json").json()["log_rows"] == 2
+
+
+DAMAGE = {
+    # what another program did to the file, and what check must call it
+    "orphans": "UPDATE updates SET prev_seq = NULL WHERE seq = 3",  # seq 1 cut off
+    "broken_links": "UPDATE updates SET prev_seq = 2 WHERE seq = 3",  # b's row in a's chain
+    "forks": "UPDATE updates SET prev_seq = 1 WHERE seq = 5",  # 3 and 5 both follow 1
+    "bad_heads": "UPDATE records SET last_seq = 99 WHERE doc_id = 'contacts/b'",
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_check_finds_a_row_reads_would_miss_and_exits_7(chained_store: Path, kind: str) -> None:
+    db = sqlite3.connect(chained_store)
+    with db:
+        db.execute(DAMAGE[kind])
+    db.close()
+    checked = run("check", "--db", str(chained_store), "--json")
+    assert checked.exit_code == 7
+    report = checked.json()
+    assert report["ok"] is False and report[kind]["count"] >= 1
+    assert report[kind]["examples"]
+    plain = run("check", "--db", str(chained_store))
+    assert plain.exit_code == 7 and f"{kind.replace('_', ' ')}: " in plain.stdout
 
 
 # Errors: one line on stderr, a meaningful exit code, nothing created or changed.
@@ -244,6 +300,7 @@ INSPECTING = [
     ["docs", "list"],
     ["docs", "show", "contacts/ada"],
     ["docs", "history", "contacts/ada"],
+    ["check"],
     ["compact", "--all"],
     ["export", "OUT"],
     ["token", "list"],
@@ -363,7 +420,7 @@ def test_inspecting_a_store_changes_nothing_in_it(store_path: Path) -> None:
             db.close()
 
     before = dump()
-    for command in INSPECTING[:4]:
+    for command in INSPECTING[:5]:
         assert invoke(*command, "--db", str(store_path)).exit_code == 0
     assert dump() == before
 

@@ -701,6 +701,7 @@ def test_any_mix_of_writers_compactions_and_reopens_keeps_every_documents_histor
             for which, contact in enumerate(contacts):
                 doc_id = DocId(f"contacts/{which}")
                 for store in stores:
+                    assert (await store.check()).is_ok
                     assert [e.seq for e in await store.history(doc_id)] == seqs[which]
                     loaded = await store.load(doc_id)
                     assert (loaded is None and not seqs[which]) or view_of(

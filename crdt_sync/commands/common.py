@@ -54,6 +54,7 @@ class ExitCode(IntEnum):
     NO_STORE = 4  # the file is missing, not a crdt-sync store, or from a newer crdt-sync
     BAD_ARCHIVE = 5  # not a crdt-sync archive, or a damaged one; nothing was imported
     REFUSED = 6  # the import finished, but the schema refused some documents
+    DAMAGED = 7  # check found problems in the store
 
 
 class StoreUnavailable(CrdtSyncError):

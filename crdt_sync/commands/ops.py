@@ -1,4 +1,4 @@
-"""`crdt-sync status` and `crdt-sync compact`: how the store is doing, and folding its log."""
+"""`crdt-sync status`, `check` and `compact`: how the store is doing, is it whole, fold its log."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 from ..errors import RecordNotFound
 from ..ids import DocId, split_doc_id
 from ..store import CompactionReport, StoreStatistics
+from ..store.checks import CheckReport, Finding
 from .common import DEFAULT_DB, DbOption, ExitCode, JsonOption, Output, open_store
 
 
@@ -119,3 +120,55 @@ def compact(
         f"{report.updates_before} updates -> {report.updates_after}, "
         f"{decimal(report.bytes_before)} -> {decimal(report.bytes_after)}{share}"
     )
+
+
+def check(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
+    """Check the store: SQLite's quick_check, and that every log row is in its record's chain.
+
+    Reads the whole file in one read transaction; safe while a server runs. Exit code 7 when
+    it finds problems (listed, with a few examples of each).
+    """
+    output = Output(as_json)
+
+    async def work() -> CheckReport:
+        async with open_store(db) as store:
+            return await store.check()
+
+    with output.progress("checking the store"):  # no total: a pulsing bar on a terminal
+        report = output.run(work)
+    findings = {
+        "broken_links": report.broken_links,
+        "bad_heads": report.bad_heads,
+        "forks": report.forks,
+        "orphans": report.orphans,
+    }
+    if as_json:
+        output.json(
+            {
+                "db": str(db),
+                "ok": report.is_ok,
+                "records": report.records,
+                "log_rows": report.log_rows,
+                "sqlite": report.sqlite,
+                **{name: _finding_json(f) for name, f in findings.items()},
+            }
+        )
+    elif report.is_ok:
+        output.say(
+            f"ok: {report.records} records, {report.log_rows} log rows, each row in its"
+            " record's chain; SQLite's quick_check found nothing"
+        )
+    else:
+        for line in report.sqlite:
+            output.say(f"sqlite: {line}")
+        for name, finding in findings.items():
+            if finding.count:
+                output.say(f"{name.replace('_', ' ')}: {finding.count}")
+                for example in finding.examples:
+                    output.say(f"  {example}")
+    if not report.is_ok:
+        raise typer.Exit(int(ExitCode.DAMAGED))
+
+
+def _finding_json(finding: Finding) -> dict[str, Any]:
+    return {"count": finding.count, "examples": finding.examples}

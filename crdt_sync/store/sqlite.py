@@ -23,7 +23,7 @@ from typing import Self, TypeVar, cast
 
 from ..errors import ConfigError, StoreError
 from ..ids import DocId, Origin, Seq, split_doc_id
-from . import compaction, listing, reads
+from . import checks, compaction, listing, reads
 from .base import (
     Append,
     CommitListener,
@@ -288,6 +288,14 @@ class SQLiteStore:
                 await scanner.run(_scanning)
                 self._scanner = scanner
             return self._scanner
+
+    async def check(self) -> checks.CheckReport:
+        """SQLite's quick_check, and that every log row is in its record's chain (checks.py).
+
+        Reads the whole file, on the scanning connection so the reading one keeps its cache.
+        """
+        scanner = await self._open_scanner()
+        return await scanner.run(checks.check)
 
     async def list_records(self, query: listing.RecordQuery) -> list[RecordRow]:
         """One page of a collection's records, filtered, searched and sorted (admin listing)."""
