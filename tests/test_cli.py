@@ -225,22 +225,27 @@ async def test_cli_reads_and_compaction_run_while_a_server_process_writes(tmp_pa
 # check: is every log row where reads will find it
 
 
-@pytest.fixture
-def chained_store(tmp_path: Path) -> Path:
-    """contacts/a edited three times (seqs 1, 3, 5), contacts/b twice (2, 4)."""
-    path = tmp_path / "chained.db"
+def seeded(path: Path, *edits: tuple[str, str]) -> Path:
+    """A store with each (doc_id, name) patched in, in order, through the engine."""
 
     async def seed() -> None:
         async with SQLiteStore(path) as store:
             engine = Engine(store, DEFAULT_SCHEMA)
-            for n, name in enumerate("ababa"):
-                fields = {"name": f"{name} {n}"}
+            for n, (doc_id, name) in enumerate(edits):
+                is_new = all(earlier != doc_id for earlier, _ in edits[:n])
                 await engine.patch(
-                    DocId(f"contacts/{name}"), fields, origin=Origin("seed"), creating=n < 2
+                    DocId(doc_id), {"name": name}, origin=Origin("seed"), creating=is_new
                 )
 
     asyncio.run(seed())
     return path
+
+
+@pytest.fixture
+def chained_store(tmp_path: Path) -> Path:
+    """contacts/a edited three times (seqs 1, 3, 5), contacts/b twice (2, 4)."""
+    edits = [(f"contacts/{name}", f"{name} {n}") for n, name in enumerate("ababa")]
+    return seeded(tmp_path / "chained.db", *edits)
 
 
 def test_check_passes_a_sound_store_and_says_what_it_looked_at(chained_store: Path) -> None:
@@ -282,17 +287,7 @@ def test_check_finds_a_row_reads_would_miss_and_exits_7(chained_store: Path, kin
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     """A store holding contacts/ada, written through the engine."""
-    path = tmp_path / "crm.db"
-
-    async def seed() -> None:
-        async with SQLiteStore(path) as store:
-            engine = Engine(store, DEFAULT_SCHEMA)
-            await engine.patch(
-                DocId("contacts/ada"), {"name": "Ada"}, origin=Origin("seed"), creating=True
-            )
-
-    asyncio.run(seed())
-    return path
+    return seeded(tmp_path / "crm.db", ("contacts/ada", "Ada"))
 
 
 INSPECTING = [
