@@ -21,16 +21,13 @@ def node_with_packages(packages: tuple[str, ...], what: str) -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         missing = " and ".join(name for name, found in (("node", node), ("npm", npm)) if not found)
-        pytest.skip(
-            reason=f"the {what} tests need Node.js >= {MIN_NODE} and npm; "
-            f"{missing} not found on PATH"
-        )
+        why = f"the {what} tests need Node.js >= {MIN_NODE} and npm; {missing} not found on PATH"
+        pytest.skip(reason=why)
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
     major = int(version.stdout.strip().lstrip("v").split(".")[0])
     if major < MIN_NODE:
-        pytest.skip(
-            reason=f"the {what} tests need Node.js >= {MIN_NODE}; found {version.stdout.strip()}"
-        )
+        why = f"the {what} tests need Node.js >= {MIN_NODE}; found {version.stdout.strip()}"
+        pytest.skip(reason=why)
     if not all((TESTS / "node_modules" / name / "package.json").is_file() for name in packages):
         command = "ci" if (TESTS / "package-lock.json").is_file() else "install"
         done = subprocess.run(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,6 @@ from .client_helpers import (
 )
 from .conftest import RunningServer, free_socket, make_tokens, wait_for
 from .test_client_sync import schema_with_nickname
-
-HAS_REST = importlib.util.find_spec("crdt_sync.server.sync_push") is not None
-pytestmark = pytest.mark.skipif(
-    not HAS_REST, reason="needs /api/sync/* from the REST branch (issue 4)"
-)
 
 
 class WebsocketGate:
