@@ -1,24 +1,23 @@
 """Import an archive into a store: every document merged through the engine's one write path.
 
-An archived document is its whole CRDT state, so writing it with `Engine.write` merges it into
+An archived document is its whole CRDT state, so writing it with `Engine.write_many` merges it into
 whatever the store holds: into an empty store it gives the same document, into a non-empty one
 the CRDT merge of both, with views, seqs and fan-out exactly as for any other write.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .batches import BatchWrite
 from .engine import Engine
-from .errors import DocumentError, LimitExceeded
 from .ids import DocId, Origin
 from .store.archive import ArchivedDocument, ArchiveReader
 
 IMPORT_ORIGIN = Origin("import")
-WINDOW = 64  # documents in flight at once: they share group commits, memory stays bounded
+WINDOW = 64  # documents per transaction: memory and live records held stay bounded
 
 
 @dataclass(slots=True)
@@ -69,24 +68,17 @@ async def import_archive(
 async def _import_window(
     engine: Engine, window: list[ArchivedDocument], origin: Origin, report: ImportReport
 ) -> None:
-    async with asyncio.TaskGroup() as group:
-        for document in window:
-            group.create_task(_import_one(engine, document, origin, report))
-
-
-async def _import_one(
-    engine: Engine, document: ArchivedDocument, origin: Origin, report: ImportReport
-) -> None:
-    report.documents += 1
-    is_new = await engine.store.get_record(document.doc_id) is None
-    try:
-        result = await engine.write(document.doc_id, document.state, origin=origin)
-    except (DocumentError, LimitExceeded) as exc:
-        report.refused.append((document.doc_id, exc.message))
+    """One `write_many`: the window commits in one transaction, a refused document alone."""
+    if not window:
         return
-    if result.seq is None:
-        report.unchanged += 1
-    elif is_new:
-        report.created += 1
-    else:
-        report.merged += 1
+    writes = [BatchWrite(document.doc_id, update=document.state) for document in window]
+    for outcome in await engine.write_many(writes, origin=origin):
+        report.documents += 1
+        if outcome.error is not None:
+            report.refused.append((outcome.write.doc_id, outcome.error.message))
+        elif outcome.result is None or outcome.result.seq is None:
+            report.unchanged += 1
+        elif outcome.result.is_new:
+            report.created += 1
+        else:
+            report.merged += 1

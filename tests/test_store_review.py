@@ -1,0 +1,43 @@
+"""Fixes from the store review: import errors, the writer's foreign updates, fan-out."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from crdt_sync.engine import Engine
+from crdt_sync.errors import StoreError
+from crdt_sync.ids import DocId, Origin
+from crdt_sync.importing import import_archive
+from crdt_sync.schema import DEFAULT_SCHEMA
+from crdt_sync.store import SQLiteStore
+from crdt_sync.store.archive import export_archive
+
+
+async def contacts_archive(tmp_path: Path, count: int) -> Path:
+    archive = tmp_path / "contacts.cbor"
+    async with SQLiteStore(tmp_path / "source.db") as store:
+        engine = Engine(store, DEFAULT_SCHEMA)
+        for n in range(count):
+            await engine.patch(
+                DocId(f"contacts/c{n}"), {"name": f"C{n}"}, origin=Origin("seed"), creating=True
+            )
+        await export_archive(store, archive)
+    return archive
+
+
+async def test_an_import_whose_commit_fails_raises_store_error(tmp_path: Path) -> None:
+    archive = await contacts_archive(tmp_path, 3)
+    target = tmp_path / "target.db"
+    async with SQLiteStore(target, busy_timeout_ms=50) as store:
+        locker = sqlite3.connect(target, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with pytest.raises(StoreError, match="locked"):
+                await import_archive(Engine(store, DEFAULT_SCHEMA), archive)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert await store.snapshot(include_deleted=True, limit=10) == []
