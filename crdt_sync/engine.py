@@ -249,11 +249,14 @@ class Engine:
         checked: CheckedUpdate,
         release: bool,
     ) -> None:
+        """Once the commit is settled: bookkeeping first, then the outcome to `done`.
+
+        The bookkeeping holds even if the caller gave up (`done` cancelled): the write was
+        submitted, so it commits or fails all the same.
+        """
         self._senders.pop((doc_id, update), None)
         if release:
             self.live.release(doc_id)
-        if done.cancelled():
-            return
         exc = (
             committed.exception()
             if not committed.cancelled()
@@ -264,10 +267,12 @@ class Engine:
                 # The live document already holds an update the store does not: reload next time.
                 self.live.discard(doc_id)
             self.counters[f"refused:{type(exc).__name__}"] += 1
-            done.set_exception(exc)
+            if not done.cancelled():
+                done.set_exception(exc)
         else:
             self.counters["writes"] += 1
-            done.set_result(_result(doc_id, committed.result()[0], checked))
+            if not done.cancelled():
+                done.set_result(_result(doc_id, committed.result()[0], checked))
 
     async def patch(
         self,
@@ -352,26 +357,27 @@ class Engine:
             return WriteResult(doc_id, None, record.view, record.is_deleted, ())
         record.adopt(update)
         checked = CheckedUpdate(record.view, record.is_deleted, changed, False, len(update))
-        return _result(doc_id, await self._append(doc_id, update, checked, origin, sender), checked)
+        return await self._append(doc_id, update, checked, origin, sender)
 
-    async def _append(
+    def _append(
         self,
         doc_id: DocId,
         update: bytes,
         checked: CheckedUpdate,
         origin: Origin,
         sender: Subscriber | None,
-    ) -> Seq:
+    ) -> asyncio.Future[WriteResult]:
+        """Queue an update already applied to the live document; settled by `_finish_write`."""
+        done: asyncio.Future[WriteResult] = self._loop().create_future()
         try:
-            (seq,) = await self._submit(doc_id, update, checked, origin, sender)
-        except StoreError:
-            # The live document already holds an update the store does not: reload next time.
-            self.live.discard(doc_id)
-            raise
-        finally:
-            self._senders.pop((doc_id, update), None)
-        self.counters["writes"] += 1
-        return seq
+            committed = self._submit(doc_id, update, checked, origin, sender)
+        except StoreError as exc:  # not queued (the store is closed): fails like a commit
+            committed = self._loop().create_future()
+            committed.set_exception(exc)
+        committed.add_done_callback(
+            lambda f: self._finish_write(f, done, doc_id, update, checked, False)
+        )
+        return done
 
     def _submit(
         self,

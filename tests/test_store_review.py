@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -9,11 +10,14 @@ import pytest
 
 from crdt_sync.engine import Engine
 from crdt_sync.errors import StoreError
+from crdt_sync.fanout import Subscriber
 from crdt_sync.ids import DocId, Origin
 from crdt_sync.importing import import_archive
 from crdt_sync.schema import DEFAULT_SCHEMA
 from crdt_sync.store import SQLiteStore
 from crdt_sync.store.archive import export_archive
+
+from .conftest import wait_for
 
 
 async def contacts_archive(tmp_path: Path, count: int) -> Path:
@@ -41,3 +45,28 @@ async def test_an_import_whose_commit_fails_raises_store_error(tmp_path: Path) -
             locker.execute("ROLLBACK")
             locker.close()
         assert await store.snapshot(include_deleted=True, limit=10) == []
+
+
+async def test_a_patch_whose_caller_gives_up_still_commits_without_echo_to_its_sender(
+    tmp_path: Path,
+) -> None:
+    doc_id = DocId("contacts/c1")
+    async with SQLiteStore(tmp_path / "crm.db") as store:
+        engine = Engine(store, DEFAULT_SCHEMA)
+        ann, bob = Subscriber("ann", collections=None), Subscriber("bob", collections=None)
+        engine.subscribe(ann)
+        engine.subscribe(bob)
+        await engine.patch(doc_id, {"name": "A"}, origin=Origin("ann"), creating=True, sender=ann)
+        patching = asyncio.create_task(
+            engine.patch(doc_id, {"name": "B"}, origin=Origin("ann"), sender=ann)
+        )
+        await asyncio.sleep(0)  # the record is live: the patch is queued for commit by now
+        assert engine.counters["writes"] == 1
+        patching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await patching
+        await wait_for(lambda: bob.queue.qsize() == 2)  # the patch committed all the same
+        assert ann.queue.qsize() == 0
+        assert engine.counters["writes"] == 2
+        record = await store.get_record(doc_id)
+        assert record is not None and record.view["name"] == "B"
