@@ -5,7 +5,8 @@ The group-commit writer (writer.py) hands them jobs in order; nothing here await
 Rule: seqs are MAX(seq) + 1 ... read inside the write transaction (BEGIN IMMEDIATE), so another
 process writing the same file, such as the CLI, never hands out the same seq. Whatever another
 process committed since the writer last looked is read in the same transaction and reported
-(`Foreign`), so listeners see every update of the log, in seq order, whoever wrote it.
+(as `Committed(..., foreign=True)`), so listeners see every update of the log, in seq order,
+whoever wrote it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import cast
 
 from ..errors import StoreError
 from ..ids import DocId, Origin, Seq
+from .base import Committed
 from .chains import Heads
 from .connection import write_transaction
 
@@ -54,16 +56,6 @@ class FollowJob:
     """No write: only report what other processes committed since the writer last looked."""
 
     future: asyncio.Future[int]
-
-
-@dataclass(frozen=True, slots=True)
-class Foreign:
-    """An update another process committed, as read back from the log."""
-
-    seq: Seq
-    doc_id: DocId
-    update: bytes
-    origin: Origin
 
 
 @dataclass(eq=False, slots=True)
@@ -126,7 +118,7 @@ def commit_appends(
     known: Seq,
     heads: Heads,
     schema_version: int,
-) -> tuple[list[Outcome], list[Foreign]]:
+) -> tuple[list[Outcome], list[Committed]]:
     """Write the whole batch in one transaction; one outcome per job (its seqs, or its error).
 
     Also returns what other processes committed after seq `known` (all of it below this
@@ -145,13 +137,14 @@ def commit_appends(
     return outcomes, foreign
 
 
-def read_foreign(db: sqlite3.Connection, known: Seq, heads: Heads) -> list[Foreign]:
+def read_foreign(db: sqlite3.Connection, known: Seq, heads: Heads) -> list[Committed]:
     """The log after seq `known`: what other processes committed (a range of the primary key)."""
     rows = db.execute(
         "SELECT seq, doc_id, data, origin FROM updates WHERE seq > ? ORDER BY seq", (known,)
     )
     foreign = [
-        Foreign(Seq(seq), DocId(doc_id), data, Origin(origin)) for seq, doc_id, data, origin in rows
+        Committed(Seq(seq), DocId(doc_id), data, Origin(origin), foreign=True)
+        for seq, doc_id, data, origin in rows
     ]
     heads.advance((row.doc_id, row.seq) for row in foreign)
     return foreign
@@ -169,11 +162,6 @@ def still_at(db: sqlite3.Connection, schema_version: int) -> None:
             f"the store was migrated from schema version {schema_version} to {version} by"
             " another crdt-sync process; restart this one (nothing of this write was stored)"
         )
-
-
-def last_seq(db: sqlite3.Connection) -> Seq:
-    (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM updates").fetchone()
-    return Seq(seq)
 
 
 def _write(

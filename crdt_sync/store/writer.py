@@ -24,14 +24,13 @@ from ..ids import Seq
 from .base import CommitListener, Committed
 from .chains import Heads
 from .connection import Connection
+from .reads import cursor
 from .transactions import (
     AppendJob,
     ExclusiveJob,
     FollowJob,
-    Foreign,
     Outcome,
     commit_appends,
-    last_seq,
     read_foreign,
     run_exclusive,
 )
@@ -82,7 +81,7 @@ class CommitWriter:
 
     async def __aenter__(self) -> Self:
         name = f"crdt-sync writer {self._connection.path}"
-        self._known = await self._connection.run(last_seq)
+        self._known = await self._connection.run(cursor)
         self._task = asyncio.create_task(self._run(), name=name)
         return self
 
@@ -200,12 +199,11 @@ class CommitWriter:
             elif not job.future.done():
                 job.future.set_result(outcome)
 
-    def _record_foreign(self, foreign: list[Foreign]) -> list[Committed]:
-        if not foreign:
-            return []
-        self._known = max(self._known, foreign[-1].seq)
-        self.statistics.foreign += len(foreign)
-        return [Committed(f.seq, f.doc_id, f.update, f.origin, foreign=True) for f in foreign]
+    def _record_foreign(self, foreign: list[Committed]) -> list[Committed]:
+        if foreign:
+            self._known = max(self._known, foreign[-1].seq)
+            self.statistics.foreign += len(foreign)
+        return foreign
 
     def _record(self, batch: list[AppendJob], outcomes: list[Outcome]) -> list[Committed]:
         """Count the commit; the committed updates in seq order, if anyone listens."""
