@@ -70,3 +70,16 @@ async def test_a_patch_whose_caller_gives_up_still_commits_without_echo_to_its_s
         assert engine.counters["writes"] == 2
         record = await store.get_record(doc_id)
         assert record is not None and record.view["name"] == "B"
+
+
+async def test_store_statistics_count_the_updates_other_processes_committed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "crm.db"
+    async with SQLiteStore(path) as server, SQLiteStore(path) as cli:
+        cli_engine = Engine(cli, DEFAULT_SCHEMA)
+        for n in range(3):
+            await cli_engine.patch(DocId(f"contacts/c{n}"), {"name": "C"}, origin=Origin("cli"))
+        assert await server.follow() == 3
+        assert (await server.statistics()).extra["foreign"] == 3
+        assert (await cli.statistics()).extra["foreign"] == 0

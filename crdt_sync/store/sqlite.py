@@ -308,6 +308,7 @@ class SQLiteStore:
             commits=writer.commits,
             appends=writer.appends,
             largest_batch=writer.largest_batch,
+            foreign=writer.foreign,
             schema_version=self.schema_version,
         )
         return result
