@@ -475,10 +475,13 @@ class Engine:
                         subscriber.offer_published(Published(doc_id, others))
                 else:
                     subscriber.offer_published(published)
+        if not self._by_collections:
+            return
+        collections = [committed.doc_id.partition("/")[0] for committed in batch]
         for subscriber in self._by_collections:
-            for committed in batch:
+            for committed, collection in zip(batch, collections):
                 if (
-                    subscriber.wants(committed)
+                    subscriber.wants(collection)
                     and senders.get((committed.doc_id, committed.update)) is not subscriber
                 ):
                     subscriber.offer(committed)

@@ -190,10 +190,9 @@ class Subscriber:
         self.queue = Outbox(max_queue, max_queue_bytes)
         self.overflowed = Flag()
 
-    def wants(self, committed: Committed) -> bool:
-        if self.doc_id is not None:
-            return committed.doc_id == self.doc_id
-        return self.collections is None or committed.doc_id.partition("/")[0] in self.collections
+    def wants(self, collection: str) -> bool:
+        """For a multiplexed peer: whether it subscribed to `collection`'s updates."""
+        return self.collections is None or collection in self.collections
 
     def offer(self, committed: Committed) -> None:
         self.offer_frame(committed, len(committed.update))
