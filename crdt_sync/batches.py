@@ -8,9 +8,8 @@ from typing import Any
 
 from .errors import CrdtSyncError
 from .ids import DocId, Seq
+from .record import EMPTY_STATE_VECTOR as EMPTY_STATE_VECTOR  # re-exported for engine.py
 from .record import View
-
-EMPTY_STATE_VECTOR = b"\x00"  # the state vector of a document that has never been written
 
 
 @dataclass(frozen=True, slots=True)

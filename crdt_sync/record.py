@@ -25,6 +25,7 @@ META_ROOT = "meta"
 DELETED_KEY = "deleted"
 _ROOTS = frozenset({RECORD_ROOT, META_ROOT})
 EMPTY_UPDATE = b"\x00\x00"  # an update that holds nothing
+EMPTY_STATE_VECTOR = b"\x00"  # a document never written; as SyncStep1: "send me everything"
 # Numbers travel as IEEE doubles in Yjs; integral ones up to 2**53 read back as JSON integers.
 _EXACT_INTEGER = 2**53
 

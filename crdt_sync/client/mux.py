@@ -37,13 +37,13 @@ from ..protocol import (
     SyncUpdate,
     Welcomed,
 )
+from ..record import EMPTY_STATE_VECTOR
 from .context import SyncContext
 from .status import SyncState, Transport
 
 MAX_WRITES_IN_FLIGHT = 64  # the server works on 64 writes of one connection at a time
 MAX_BATCH = 2000  # events applied in one local transaction
 INBOX = 4096  # frames read ahead of the processor; a full inbox stops reading (backpressure)
-EMPTY_STATE_VECTOR = b"\x00"  # "I have nothing": the answer is the whole document
 POLL_INTERVAL = 1.0  # how often an idle link looks for changes made by another process
 OPEN_TIMEOUT = 10.0
 BYE_TIMEOUT = 5.0
