@@ -12,14 +12,19 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ..client import Replica, SyncState, SyncStatus
 from ..errors import CrdtSyncError
 from ..schema import FieldKind, Schema
 from .plain import fail, run, schema_from
+
+if TYPE_CHECKING:
+    from ..client import Replica, SyncStatus
+
+# `crdt_sync.client` (websockets, httpx, the protocol, the store) is imported inside the
+# functions that use it: cli.py registers these commands at start-up, for every command.
 
 T = TypeVar("T")
 
@@ -49,6 +54,8 @@ def _with_replica(
     server: str | None = None,
     token: str | None = None,
 ) -> T:
+    from ..client import Replica
+
     async def main() -> T:
         async with Replica(db, server=server, token=token, schema=schema_from(schema)) as replica:
             return await work(replica)
@@ -236,6 +243,8 @@ def _value(kind: FieldKind, text: str, pair: str) -> Any:
 
 
 def _line(status: SyncStatus) -> str:
+    from ..client import SyncState
+
     transport = f" via {status.transport.value}" if status.transport else ""
     line = (
         f"{time.strftime('%H:%M:%S')} {status.state.value:<10} pending {status.pending:<6}"
