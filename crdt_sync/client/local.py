@@ -24,9 +24,9 @@ from pycrdt import Doc, merge_updates
 
 from ..errors import DocumentError, ProtocolError
 from ..ids import DocId
-from ..record import EMPTY_UPDATE, Records, View, is_deleted, view
+from ..record import EMPTY_UPDATE, Records, View, has_content, is_deleted, view
 from ..store.connection import Connection, write_transaction
-from .intent import Intent, has_content, perform
+from .intent import Intent, perform
 from .layout import prepare
 
 T = TypeVar("T")
