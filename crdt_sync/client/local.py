@@ -37,7 +37,6 @@ __all__ = ["LocalChange", "LocalStore", "Outgoing", "QueueCounts", "QueuedChange
 @dataclass(frozen=True, slots=True)
 class LocalChange:
     view: View
-    is_deleted: bool
     cseq: int | None  # None: the change changed nothing, so nothing was queued
 
 
@@ -126,16 +125,15 @@ class LocalStore:
     def _change(self, db: sqlite3.Connection, doc_id: DocId, intent: Intent) -> LocalChange:
         document = self._load(db, doc_id)
         update = perform(self.records, doc_id, document, intent)
-        record_view = self.records.view(doc_id, document)
         if update == EMPTY_UPDATE:
-            return LocalChange(record_view, is_deleted(document), None)
-        self._save(db, doc_id, document)
+            return LocalChange(self.records.view(doc_id, document), None)
+        record_view = self._save(db, doc_id, document)
         cursor = db.execute(
             "INSERT INTO queue (doc_id, data, intent, status, created_at)"
             " VALUES (?, ?, ?, 'pending', ?)",
             (doc_id, update, intent.to_json(), self._clock()),
         )
-        return LocalChange(record_view, is_deleted(document), int(cursor.lastrowid or 0))
+        return LocalChange(record_view, int(cursor.lastrowid or 0))
 
     # -- what the server sends ----------------------------------------------------------------
 
@@ -173,21 +171,17 @@ class LocalStore:
         if cursor is not None:
             _advance_cursor(db, cursor)
 
-    async def settle(self, acks: Sequence[tuple[DocId, int]], cursor: int | None) -> int:
+    async def settle(self, acks: Sequence[tuple[DocId, int]]) -> int:
         """Drop acknowledged writes (each settles its document's changes up to its cseq)."""
-        return await self._transaction(self._settle, acks, cursor)
+        return await self._transaction(self._settle, acks)
 
-    def _settle(
-        self, db: sqlite3.Connection, acks: Sequence[tuple[DocId, int]], cursor: int | None
-    ) -> int:
+    def _settle(self, db: sqlite3.Connection, acks: Sequence[tuple[DocId, int]]) -> int:
         dropped = 0
         for doc_id, cseq in acks:
             dropped += db.execute(
                 "DELETE FROM queue WHERE doc_id = ? AND cseq <= ? AND status = 'pending'",
                 (doc_id, cseq),
             ).rowcount
-        if cursor is not None:
-            _advance_cursor(db, cursor)
         return dropped
 
     async def reject(self, doc_id: DocId, cseq: int, code: str, reason: str) -> int:
@@ -360,13 +354,14 @@ class LocalStore:
             document.apply_update(row[0])
         return document
 
-    def _save(self, db: sqlite3.Connection, doc_id: DocId, document: Doc[Any]) -> None:
+    def _save(self, db: sqlite3.Connection, doc_id: DocId, document: Doc[Any]) -> View:
+        """Store the document with its view (a document that holds nothing is dropped)."""
+        collection, record_id = self.records.collection_of(doc_id)
+        record_view = view(document, collection, record_id)
         deleted = is_deleted(document)
         if not deleted and not has_content(document):
             db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-            return
-        collection, record_id = self.records.collection_of(doc_id)
-        record_view = view(document, collection, record_id)
+            return record_view
         db.execute(
             "INSERT INTO documents"
             " (doc_id, collection, record_id, state, view, is_deleted, updated_at)"
@@ -383,6 +378,7 @@ class LocalStore:
                 self._clock(),
             ),
         )
+        return record_view
 
 
 def _in_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
@@ -410,12 +406,12 @@ def _outgoing(
     if limit <= 0:
         return []
     heads = db.execute(
-        "SELECT doc_id, MAX(cseq), COUNT(*) FROM queue WHERE status = 'pending'"
+        "SELECT doc_id, MAX(cseq) FROM queue WHERE status = 'pending'"
         " GROUP BY doc_id ORDER BY MIN(cseq) LIMIT ?",
         (limit + len(exclude),),
     ).fetchall()
     out: list[Outgoing] = []
-    for doc_id, cseq, _count in heads:
+    for doc_id, cseq in heads:
         if doc_id in exclude:
             continue
         rows = db.execute(

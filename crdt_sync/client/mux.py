@@ -173,7 +173,7 @@ class MuxLink:
             if remote or cursor:
                 await local.apply_remote(remote, cursor or None)
             if acks:
-                await local.settle(acks, None)
+                await local.settle(acks)
             remote, acks, cursor = [], [], 0
 
         for event in batch:
