@@ -31,7 +31,7 @@ from .layout import prepare
 
 T = TypeVar("T")
 
-__all__ = ["LocalChange", "LocalStore", "Outgoing", "QueueCounts", "QueuedChange"]
+__all__ = ["LocalChange", "LocalStore", "LocalSummary", "Outgoing", "QueuedChange"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +62,12 @@ class QueuedChange:
 
 
 @dataclass(frozen=True, slots=True)
-class QueueCounts:
+class LocalSummary:
+    """What the sync status shows of the file, read in one statement (one snapshot)."""
+
     pending: int
     rejected: int
+    cursor: int
 
 
 class LocalStore:
@@ -312,12 +315,21 @@ class LocalStore:
                 out[doc_id] = document.get_state()
         return out
 
-    async def counts(self) -> QueueCounts:
-        rows = await self._connection.run(
-            lambda db: db.execute("SELECT status, COUNT(*) FROM queue GROUP BY status").fetchall()
+    async def summary(self) -> LocalSummary:
+        pending, rejected, cursor = await self._connection.run(
+            lambda db: db.execute(
+                "SELECT (SELECT COUNT(*) FROM queue WHERE status = 'pending'),"
+                " (SELECT COUNT(*) FROM queue WHERE status = 'rejected'),"
+                " (SELECT value FROM replica_meta WHERE key = 'cursor')"
+            ).fetchone()
         )
-        by_status = dict(rows)
-        return QueueCounts(by_status.get("pending", 0), by_status.get("rejected", 0))
+        return LocalSummary(pending, rejected, int(cursor or 0))
+
+    async def cursor(self) -> int:
+        row = await self._connection.run(
+            lambda db: db.execute("SELECT value FROM replica_meta WHERE key = 'cursor'").fetchone()
+        )
+        return 0 if row is None else int(row[0])
 
     async def queued(self, status: str, *, limit: int = 1000) -> list[QueuedChange]:
         """Queue entries with `status` (pending or rejected), oldest first."""

@@ -153,15 +153,20 @@ class MuxLink:
             while len(batch) < MAX_BATCH and not self.inbox.empty():
                 batch.append(self.inbox.get_nowait())
             try:
-                await self._apply(batch)
-                await self.context.refresh()
+                changed = await self._apply(batch)
+                if changed:
+                    await self.context.refresh()
             finally:
                 for _ in batch:
                     self.inbox.task_done()
-            self.context.wake.set()
+            if changed:
+                self.context.wake.set()
 
-    async def _apply(self, batch: list[Event]) -> None:
+    async def _apply(self, batch: list[Event]) -> bool:
+        """Apply a batch of events to the file and the link; False if none changed anything
+        (then there is no status to refresh and nothing new for the pusher)."""
         local = self.context.local
+        changed = False
         remote: list[tuple[DocId, bytes]] = []
         acks: list[tuple[DocId, int]] = []
         cursor = 0
@@ -177,6 +182,7 @@ class MuxLink:
             remote, acks, cursor = [], [], 0
 
         for event in batch:
+            changed = changed or isinstance(event, _CHANGING)
             if isinstance(event, RemoteUpdate):
                 remote.append((event.doc, event.update))
                 cursor = max(cursor, event.seq or 0)
@@ -197,10 +203,12 @@ class MuxLink:
             elif isinstance(event, Welcomed):
                 if event.cursor < await self.context.cursor():
                     await local.reset_cursor()  # the server's log was replaced: start over
+                    changed = True
             elif isinstance(event, ErrorReceived):
                 await flush()
                 await self._refused(event)
         await flush()
+        return changed
 
     async def _refused(self, error: ErrorReceived) -> None:
         if error.cseq is None:
@@ -274,6 +282,11 @@ class MuxLink:
                 await self._websocket.send(frame)
             except ConnectionClosed:
                 return  # the reader sees the close and decides what it means
+
+
+# The events that change the local file or the link's state (a Welcomed only when it resets the
+# cursor); the rest (pings, pongs, awareness, the server's step 1) leave both as they were.
+_CHANGING = (RemoteUpdate, SyncStep2Received, Acked, CaughtUpReceived, ErrorReceived)
 
 
 def _closed(url: str, code: int | None, reason: str) -> Exception:
