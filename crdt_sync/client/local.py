@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, get_state, merge_updates
 
 from ..errors import DocumentError, ProtocolError
 from ..ids import DocId
@@ -30,6 +30,9 @@ from .intent import Intent, perform
 from .layout import prepare
 
 T = TypeVar("T")
+
+# Ids per `IN (...)` query: well under SQLite's limit on bound parameters (999 before 3.32).
+STATE_VECTOR_CHUNK = 500
 
 __all__ = ["LocalChange", "LocalStore", "LocalSummary", "Outgoing", "QueuedChange"]
 
@@ -301,19 +304,7 @@ class LocalStore:
 
     async def state_vectors(self, doc_ids: Sequence[DocId]) -> dict[DocId, bytes]:
         """The state vector of each document held here (absent: not held)."""
-        return await self._connection.run(self._state_vectors, doc_ids)
-
-    def _state_vectors(
-        self, db: sqlite3.Connection, doc_ids: Sequence[DocId]
-    ) -> dict[DocId, bytes]:
-        out: dict[DocId, bytes] = {}
-        for doc_id in doc_ids:
-            row = db.execute("SELECT state FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
-            if row is not None:
-                document: Doc[Any] = Doc()
-                document.apply_update(row[0])
-                out[doc_id] = document.get_state()
-        return out
+        return await self._connection.run(_state_vectors, doc_ids)
 
     async def summary(self) -> LocalSummary:
         pending, rejected, cursor = await self._connection.run(
@@ -410,6 +401,19 @@ def _advance_cursor(db: sqlite3.Connection, cursor: int) -> None:
     row = db.execute("SELECT value FROM replica_meta WHERE key = 'cursor'").fetchone()
     if row is None or int(row[0]) < cursor:
         _set_meta(db, "cursor", str(cursor))
+
+
+def _state_vectors(db: sqlite3.Connection, doc_ids: Sequence[DocId]) -> dict[DocId, bytes]:
+    # Read from the stored update itself (as server/yjs.py does): no document is built.
+    out: dict[DocId, bytes] = {}
+    for start in range(0, len(doc_ids), STATE_VECTOR_CHUNK):
+        chunk = doc_ids[start : start + STATE_VECTOR_CHUNK]
+        rows = db.execute(
+            f"SELECT doc_id, state FROM documents WHERE doc_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        out.update((DocId(doc_id), get_state(state)) for doc_id, state in rows)
+    return out
 
 
 def _outgoing(
