@@ -18,6 +18,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode as WebsocketCloseCode
 
 from ..errors import AuthError, ConnectionFailed, Forbidden, ProtocolError, WebsocketUnavailable
 from ..ids import DocId
@@ -85,9 +86,13 @@ class MuxLink:
         self.resetting: set[DocId] = set()  # refused: waiting for the server's whole state
         self.singles: set[DocId] = set()  # a merged write was refused: one change at a time
         self.said_bye = False
-        self.reached_live = False  # the connection got as far as caught_up: reset the backoff
         self._send_lock = asyncio.Lock()
         self._websocket: ClientConnection | None = None
+
+    @property
+    def reached_live(self) -> bool:
+        """The connection got as far as caught-up: the replica resets its backoff."""
+        return self.caught_up
 
     async def run(self) -> None:
         board = self.context.board
@@ -199,7 +204,7 @@ class MuxLink:
             elif isinstance(event, CaughtUpReceived):
                 cursor = max(cursor, event.cursor)
                 await flush()
-                self.caught_up = self.reached_live = True
+                self.caught_up = True
             elif isinstance(event, Welcomed):
                 if event.cursor < await self.context.cursor():
                     await local.reset_cursor()  # the server's log was replaced: start over
@@ -216,7 +221,8 @@ class MuxLink:
                 self.resetting.discard(DocId(error.doc))  # our step 1 was refused: give up on it
             self.context.board.update(last_error=f"{error.code}: {error.message}")
             return
-        doc, changes = self.in_flight.pop(error.cseq, (DocId(error.doc or ""), 1))
+        # The session refused an error for a cseq not in flight: this one is in `in_flight`.
+        doc, changes = self.in_flight.pop(error.cseq)
         if changes > 1:
             self.singles.add(doc)  # which of the merged changes is bad? send them one by one
         else:
@@ -298,7 +304,7 @@ def _closed(url: str, code: int | None, reason: str) -> Exception:
         return Forbidden(said)
     if code == CloseCode.BAD_REQUEST:
         return ProtocolError(said)
-    if code is None or code == 1006:
+    if code is None or code == WebsocketCloseCode.ABNORMAL_CLOSURE:  # dropped: no close frame
         return ConnectionFailed(f"{url}: connection lost")
     return ConnectionFailed(said)
 
