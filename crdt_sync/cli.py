@@ -13,7 +13,7 @@ from .commands import archive as _archive
 from .commands import docs as _docs
 from .commands import ops as _ops
 from .commands.client import client_app
-from .commands.common import DEFAULT_DB, DbOption
+from .commands.common import DEFAULT_DB, DbOption, ExitCode
 from .commands.plain import fail, run, schema_from
 from .errors import CrdtSyncError
 
@@ -37,7 +37,7 @@ def _store(db: Path, *, must_exist: bool = True):  # type: ignore[no-untyped-def
         try:
             require_store(db)  # never create or migrate a file that was only to be read
         except CrdtSyncError as exc:
-            fail(exc.message, 4)  # commands/common.py ExitCode.NO_STORE
+            fail(exc.message, ExitCode.NO_STORE)
     return SQLiteStore(db)
 
 

@@ -114,7 +114,7 @@ class Records:
             name: collection.field(name, doc_id).coerce(v, doc_id) for name, v in patch.items()
         }
         fields = document.get(RECORD_ROOT, type=Map)
-        if creating or not _has_content(document):
+        if creating or not has_content(document):
             for name in collection.required:
                 if values.get(name, fields.get(name)) is None:
                     raise SchemaViolation(doc_id, f"{name} is required")
@@ -179,7 +179,8 @@ _UNSEEN_DEPENDENCIES = (
 )
 
 
-def _has_content(document: Doc[Any]) -> bool:
+def has_content(document: Doc[Any]) -> bool:
+    """True once the record has a field: a document that only exists as a name holds nothing."""
     return len(document.get(RECORD_ROOT, type=Map)) > 0
 
 

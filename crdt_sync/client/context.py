@@ -22,14 +22,11 @@ class SyncContext:
 
     async def refresh(self) -> None:
         """Bring pending/rejected/cursor in the status up to date with the file."""
-        counts = await self.local.counts()
-        meta = await self.local.meta()
-        self.board.update(
-            pending=counts.pending, rejected=counts.rejected, cursor=int(meta.get("cursor", 0))
-        )
+        summary = await self.local.summary()
+        self.board.update(pending=summary.pending, rejected=summary.rejected, cursor=summary.cursor)
 
     async def cursor(self) -> int:
-        return int((await self.local.meta()).get("cursor", 0))
+        return await self.local.cursor()
 
     async def mark_synced(self) -> None:
         """A complete pass: caught up and the queue settled."""

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pycrdt import Doc, Map
+from pycrdt import Doc
 
 from ..errors import RecordNotFound
 from ..ids import DocId
-from ..record import RECORD_ROOT, Records, is_deleted
+from ..record import Records, has_content, is_deleted
 
 
 class Operation(StrEnum):
@@ -59,8 +59,3 @@ def perform(records: Records, doc_id: DocId, document: Doc[Any], intent: Intent)
     if intent.operation is Operation.DELETE:
         return records.delete(doc_id, document)
     return records.patch(doc_id, document, intent.patch)
-
-
-def has_content(document: Doc[Any]) -> bool:
-    """True once the record has a field: a document that only exists as a name holds nothing."""
-    return len(document.get(RECORD_ROOT, type=Map)) > 0

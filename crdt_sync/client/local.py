@@ -20,24 +20,26 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, get_state, merge_updates
 
 from ..errors import DocumentError, ProtocolError
 from ..ids import DocId
-from ..record import EMPTY_UPDATE, Records, View, is_deleted, view
+from ..record import EMPTY_UPDATE, Records, View, has_content, is_deleted, view
 from ..store.connection import Connection, write_transaction
-from .intent import Intent, has_content, perform
+from .intent import Intent, perform
 from .layout import prepare
 
 T = TypeVar("T")
 
-__all__ = ["LocalChange", "LocalStore", "Outgoing", "QueueCounts", "QueuedChange"]
+# Ids per `IN (...)` query: well under SQLite's limit on bound parameters (999 before 3.32).
+STATE_VECTOR_CHUNK = 500
+
+__all__ = ["LocalChange", "LocalStore", "LocalSummary", "Outgoing", "QueuedChange"]
 
 
 @dataclass(frozen=True, slots=True)
 class LocalChange:
     view: View
-    is_deleted: bool
     cseq: int | None  # None: the change changed nothing, so nothing was queued
 
 
@@ -63,9 +65,12 @@ class QueuedChange:
 
 
 @dataclass(frozen=True, slots=True)
-class QueueCounts:
+class LocalSummary:
+    """What the sync status shows of the file, read in one statement (one snapshot)."""
+
     pending: int
     rejected: int
+    cursor: int
 
 
 class LocalStore:
@@ -126,16 +131,15 @@ class LocalStore:
     def _change(self, db: sqlite3.Connection, doc_id: DocId, intent: Intent) -> LocalChange:
         document = self._load(db, doc_id)
         update = perform(self.records, doc_id, document, intent)
-        record_view = self.records.view(doc_id, document)
         if update == EMPTY_UPDATE:
-            return LocalChange(record_view, is_deleted(document), None)
-        self._save(db, doc_id, document)
+            return LocalChange(self.records.view(doc_id, document), None)
+        record_view = self._save(db, doc_id, document)
         cursor = db.execute(
             "INSERT INTO queue (doc_id, data, intent, status, created_at)"
             " VALUES (?, ?, ?, 'pending', ?)",
             (doc_id, update, intent.to_json(), self._clock()),
         )
-        return LocalChange(record_view, is_deleted(document), int(cursor.lastrowid or 0))
+        return LocalChange(record_view, int(cursor.lastrowid or 0))
 
     # -- what the server sends ----------------------------------------------------------------
 
@@ -173,21 +177,17 @@ class LocalStore:
         if cursor is not None:
             _advance_cursor(db, cursor)
 
-    async def settle(self, acks: Sequence[tuple[DocId, int]], cursor: int | None) -> int:
+    async def settle(self, acks: Sequence[tuple[DocId, int]]) -> int:
         """Drop acknowledged writes (each settles its document's changes up to its cseq)."""
-        return await self._transaction(self._settle, acks, cursor)
+        return await self._transaction(self._settle, acks)
 
-    def _settle(
-        self, db: sqlite3.Connection, acks: Sequence[tuple[DocId, int]], cursor: int | None
-    ) -> int:
+    def _settle(self, db: sqlite3.Connection, acks: Sequence[tuple[DocId, int]]) -> int:
         dropped = 0
         for doc_id, cseq in acks:
             dropped += db.execute(
                 "DELETE FROM queue WHERE doc_id = ? AND cseq <= ? AND status = 'pending'",
                 (doc_id, cseq),
             ).rowcount
-        if cursor is not None:
-            _advance_cursor(db, cursor)
         return dropped
 
     async def reject(self, doc_id: DocId, cseq: int, code: str, reason: str) -> int:
@@ -304,26 +304,23 @@ class LocalStore:
 
     async def state_vectors(self, doc_ids: Sequence[DocId]) -> dict[DocId, bytes]:
         """The state vector of each document held here (absent: not held)."""
-        return await self._connection.run(self._state_vectors, doc_ids)
+        return await self._connection.run(_state_vectors, doc_ids)
 
-    def _state_vectors(
-        self, db: sqlite3.Connection, doc_ids: Sequence[DocId]
-    ) -> dict[DocId, bytes]:
-        out: dict[DocId, bytes] = {}
-        for doc_id in doc_ids:
-            row = db.execute("SELECT state FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
-            if row is not None:
-                document: Doc[Any] = Doc()
-                document.apply_update(row[0])
-                out[doc_id] = document.get_state()
-        return out
-
-    async def counts(self) -> QueueCounts:
-        rows = await self._connection.run(
-            lambda db: db.execute("SELECT status, COUNT(*) FROM queue GROUP BY status").fetchall()
+    async def summary(self) -> LocalSummary:
+        pending, rejected, cursor = await self._connection.run(
+            lambda db: db.execute(
+                "SELECT (SELECT COUNT(*) FROM queue WHERE status = 'pending'),"
+                " (SELECT COUNT(*) FROM queue WHERE status = 'rejected'),"
+                " (SELECT value FROM replica_meta WHERE key = 'cursor')"
+            ).fetchone()
         )
-        by_status = dict(rows)
-        return QueueCounts(by_status.get("pending", 0), by_status.get("rejected", 0))
+        return LocalSummary(pending, rejected, int(cursor or 0))
+
+    async def cursor(self) -> int:
+        row = await self._connection.run(
+            lambda db: db.execute("SELECT value FROM replica_meta WHERE key = 'cursor'").fetchone()
+        )
+        return 0 if row is None else int(row[0])
 
     async def queued(self, status: str, *, limit: int = 1000) -> list[QueuedChange]:
         """Queue entries with `status` (pending or rejected), oldest first."""
@@ -360,13 +357,14 @@ class LocalStore:
             document.apply_update(row[0])
         return document
 
-    def _save(self, db: sqlite3.Connection, doc_id: DocId, document: Doc[Any]) -> None:
+    def _save(self, db: sqlite3.Connection, doc_id: DocId, document: Doc[Any]) -> View:
+        """Store the document with its view (a document that holds nothing is dropped)."""
+        collection, record_id = self.records.collection_of(doc_id)
+        record_view = view(document, collection, record_id)
         deleted = is_deleted(document)
         if not deleted and not has_content(document):
             db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-            return
-        collection, record_id = self.records.collection_of(doc_id)
-        record_view = view(document, collection, record_id)
+            return record_view
         db.execute(
             "INSERT INTO documents"
             " (doc_id, collection, record_id, state, view, is_deleted, updated_at)"
@@ -383,6 +381,7 @@ class LocalStore:
                 self._clock(),
             ),
         )
+        return record_view
 
 
 def _in_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
@@ -404,18 +403,31 @@ def _advance_cursor(db: sqlite3.Connection, cursor: int) -> None:
         _set_meta(db, "cursor", str(cursor))
 
 
+def _state_vectors(db: sqlite3.Connection, doc_ids: Sequence[DocId]) -> dict[DocId, bytes]:
+    # Read from the stored update itself (as server/yjs.py does): no document is built.
+    out: dict[DocId, bytes] = {}
+    for start in range(0, len(doc_ids), STATE_VECTOR_CHUNK):
+        chunk = doc_ids[start : start + STATE_VECTOR_CHUNK]
+        rows = db.execute(
+            f"SELECT doc_id, state FROM documents WHERE doc_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        out.update((DocId(doc_id), get_state(state)) for doc_id, state in rows)
+    return out
+
+
 def _outgoing(
     db: sqlite3.Connection, exclude: frozenset[DocId], singles: frozenset[DocId], limit: int
 ) -> list[Outgoing]:
     if limit <= 0:
         return []
     heads = db.execute(
-        "SELECT doc_id, MAX(cseq), COUNT(*) FROM queue WHERE status = 'pending'"
+        "SELECT doc_id, MAX(cseq) FROM queue WHERE status = 'pending'"
         " GROUP BY doc_id ORDER BY MIN(cseq) LIMIT ?",
         (limit + len(exclude),),
     ).fetchall()
     out: list[Outgoing] = []
-    for doc_id, cseq, _count in heads:
+    for doc_id, cseq in heads:
         if doc_id in exclude:
             continue
         rows = db.execute(

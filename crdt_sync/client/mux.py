@@ -18,6 +18,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode as WebsocketCloseCode
 
 from ..errors import AuthError, ConnectionFailed, Forbidden, ProtocolError, WebsocketUnavailable
 from ..ids import DocId
@@ -85,9 +86,13 @@ class MuxLink:
         self.resetting: set[DocId] = set()  # refused: waiting for the server's whole state
         self.singles: set[DocId] = set()  # a merged write was refused: one change at a time
         self.said_bye = False
-        self.reached_live = False  # the connection got as far as caught_up: reset the backoff
         self._send_lock = asyncio.Lock()
         self._websocket: ClientConnection | None = None
+
+    @property
+    def reached_live(self) -> bool:
+        """The connection got as far as caught-up: the replica resets its backoff."""
+        return self.caught_up
 
     async def run(self) -> None:
         board = self.context.board
@@ -153,15 +158,20 @@ class MuxLink:
             while len(batch) < MAX_BATCH and not self.inbox.empty():
                 batch.append(self.inbox.get_nowait())
             try:
-                await self._apply(batch)
-                await self.context.refresh()
+                changed = await self._apply(batch)
+                if changed:
+                    await self.context.refresh()
             finally:
                 for _ in batch:
                     self.inbox.task_done()
-            self.context.wake.set()
+            if changed:
+                self.context.wake.set()
 
-    async def _apply(self, batch: list[Event]) -> None:
+    async def _apply(self, batch: list[Event]) -> bool:
+        """Apply a batch of events to the file and the link; False if none changed anything
+        (then there is no status to refresh and nothing new for the pusher)."""
         local = self.context.local
+        changed = False
         remote: list[tuple[DocId, bytes]] = []
         acks: list[tuple[DocId, int]] = []
         cursor = 0
@@ -173,10 +183,11 @@ class MuxLink:
             if remote or cursor:
                 await local.apply_remote(remote, cursor or None)
             if acks:
-                await local.settle(acks, None)
+                await local.settle(acks)
             remote, acks, cursor = [], [], 0
 
         for event in batch:
+            changed = changed or isinstance(event, _CHANGING)
             if isinstance(event, RemoteUpdate):
                 remote.append((event.doc, event.update))
                 cursor = max(cursor, event.seq or 0)
@@ -193,14 +204,16 @@ class MuxLink:
             elif isinstance(event, CaughtUpReceived):
                 cursor = max(cursor, event.cursor)
                 await flush()
-                self.caught_up = self.reached_live = True
+                self.caught_up = True
             elif isinstance(event, Welcomed):
                 if event.cursor < await self.context.cursor():
                     await local.reset_cursor()  # the server's log was replaced: start over
+                    changed = True
             elif isinstance(event, ErrorReceived):
                 await flush()
                 await self._refused(event)
         await flush()
+        return changed
 
     async def _refused(self, error: ErrorReceived) -> None:
         if error.cseq is None:
@@ -208,7 +221,8 @@ class MuxLink:
                 self.resetting.discard(DocId(error.doc))  # our step 1 was refused: give up on it
             self.context.board.update(last_error=f"{error.code}: {error.message}")
             return
-        doc, changes = self.in_flight.pop(error.cseq, (DocId(error.doc or ""), 1))
+        # The session refused an error for a cseq not in flight: this one is in `in_flight`.
+        doc, changes = self.in_flight.pop(error.cseq)
         if changes > 1:
             self.singles.add(doc)  # which of the merged changes is bad? send them one by one
         else:
@@ -276,6 +290,11 @@ class MuxLink:
                 return  # the reader sees the close and decides what it means
 
 
+# The events that change the local file or the link's state (a Welcomed only when it resets the
+# cursor); the rest (pings, pongs, awareness, the server's step 1) leave both as they were.
+_CHANGING = (RemoteUpdate, SyncStep2Received, Acked, CaughtUpReceived, ErrorReceived)
+
+
 def _closed(url: str, code: int | None, reason: str) -> Exception:
     """The error for a connection the server ended (or that dropped: no code)."""
     said = f"{url}: closed by the server with {code}" + (f" ({reason})" if reason else "")
@@ -285,7 +304,7 @@ def _closed(url: str, code: int | None, reason: str) -> Exception:
         return Forbidden(said)
     if code == CloseCode.BAD_REQUEST:
         return ProtocolError(said)
-    if code is None or code == 1006:
+    if code is None or code == WebsocketCloseCode.ABNORMAL_CLOSURE:  # dropped: no close frame
         return ConnectionFailed(f"{url}: connection lost")
     return ConnectionFailed(said)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from ..errors import AuthError, ConfigError, ConnectionFailed, CrdtSyncError, WebsocketUnavailable
+from ..errors import AuthError, ConfigError, CrdtSyncError, WebsocketUnavailable
 from ..ids import DocId, make_doc_id
 from ..record import Records, View
 from ..schema import DEFAULT_SCHEMA, Schema
@@ -303,4 +303,4 @@ class Replica:
         return self.server, self.token
 
 
-__all__ = ["ConnectionFailed", "Replica"]
+__all__ = ["Replica"]

@@ -189,7 +189,7 @@ class RestLink:
         )
         applied, refused = _push_outcome(answer)
         local = self.context.local
-        await local.settle([(w.doc_id, w.cseq) for w in batch if w.doc_id in applied], None)
+        await local.settle([(w.doc_id, w.cseq) for w in batch if w.doc_id in applied])
         for write in batch:
             if write.doc_id in refused:
                 await self._refused(http, write, *refused[write.doc_id])

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.filesize import decimal
 from rich.markup import escape
 
-from ..engine import Engine, Limits
-from ..importing import ImportReport, import_archive
-from ..store.archive import ArchiveSummary, export_archive, verify_archive
 from .common import (
     DEFAULT_DB,
     DbOption,
@@ -22,6 +19,13 @@ from .common import (
     load_schema_option,
     open_store,
 )
+
+if TYPE_CHECKING:
+    from ..importing import ImportReport
+    from ..store.archive import ArchiveSummary
+
+# The engine, the store and the archive codec are imported inside the commands that use them:
+# cli.py registers every command at start-up, and `crdt-sync --help` should not pay for them.
 
 FileArgument = Annotated[Path, typer.Argument(metavar="FILE", help="The archive file.")]
 
@@ -37,6 +41,8 @@ def export(
     Safe while a server runs: the store is read a page at a time, never locked. The file
     appears whole or not at all.
     """
+    from ..store.archive import export_archive
+
     output = Output(as_json)
     if file.exists() and not force:
         output.fail(f"{file} exists; pass --force to replace it", ExitCode.USAGE)
@@ -76,6 +82,10 @@ def import_(
     running on the same store picks the imported updates up within a second and sends them to
     its peers (see "Other processes" in docs/ARCHITECTURE.md).
     """
+    from ..engine import Engine, Limits
+    from ..importing import import_archive
+    from ..store.archive import verify_archive
+
     output = Output(as_json)
     parsed = load_schema_option(schema, output)
     # Unlimited single updates here: an archived state is a whole document, up to its limit.

@@ -12,14 +12,19 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ..client import Replica, SyncState, SyncStatus
 from ..errors import CrdtSyncError
 from ..schema import FieldKind, Schema
 from .plain import fail, run, schema_from
+
+if TYPE_CHECKING:
+    from ..client import Replica, SyncStatus
+
+# `crdt_sync.client` (websockets, httpx, the protocol, the store) is imported inside the
+# functions that use it: cli.py registers these commands at start-up, for every command.
 
 T = TypeVar("T")
 
@@ -44,13 +49,15 @@ DEFAULT_REPLICA = Path("replica.db")
 
 def _with_replica(
     db: Path,
-    schema: Path | None,
+    schema: Schema,
     work: Callable[[Replica], Awaitable[T]],
     server: str | None = None,
     token: str | None = None,
 ) -> T:
+    from ..client import Replica
+
     async def main() -> T:
-        async with Replica(db, server=server, token=token, schema=schema_from(schema)) as replica:
+        async with Replica(db, server=server, token=token, schema=schema) as replica:
             return await work(replica)
 
     return run(main)
@@ -78,7 +85,7 @@ def status(
             ],
         }
 
-    report = _with_replica(db, schema, work)
+    report = _with_replica(db, schema_from(schema), work)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -100,7 +107,7 @@ def sync(
     as_json: AsJson = False,
 ) -> None:
     """One sync pass: catch up from the server, push the offline queue, wait for the answers."""
-    result = _with_replica(db, schema, lambda replica: replica.sync(), server, token)
+    result = _with_replica(db, schema_from(schema), lambda replica: replica.sync(), server, token)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -130,7 +137,7 @@ def watch(
                 pass  # --for elapsed
 
     try:
-        _with_replica(db, schema, work, server, token)
+        _with_replica(db, schema_from(schema), work, server, token)
     except KeyboardInterrupt:
         pass
 
@@ -146,7 +153,7 @@ def add(
     """Create a record offline (queued for the next sync); prints it as JSON."""
     parsed = schema_from(schema)
     fields = _assignments(parsed, collection, assignments or [])
-    view = _with_replica(db, schema, lambda r: r.create(collection, fields, id=record_id))
+    view = _with_replica(db, parsed, lambda r: r.create(collection, fields, id=record_id))
     typer.echo(json.dumps(view))
 
 
@@ -163,7 +170,7 @@ def edit(
     patch = _assignments(parsed, collection, assignments or [])
     if not patch:
         fail("nothing to change: give field=value pairs")
-    view = _with_replica(db, schema, lambda r: r.update(collection, record_id, patch))
+    view = _with_replica(db, parsed, lambda r: r.update(collection, record_id, patch))
     typer.echo(json.dumps(view))
 
 
@@ -175,7 +182,7 @@ def delete(
     schema: SchemaFile = None,
 ) -> None:
     """Delete a record offline (a tombstone, synced like any change)."""
-    _with_replica(db, schema, lambda r: r.delete(collection, record_id))
+    _with_replica(db, schema_from(schema), lambda r: r.delete(collection, record_id))
     typer.echo(f"deleted {collection}/{record_id}")
 
 
@@ -191,7 +198,7 @@ def list_records(
     """The records of a collection held by the replica, by id."""
     parsed = schema_from(schema)
     filters = _assignments(parsed, collection, where or [])
-    views = _with_replica(db, schema, lambda r: r.query(collection, filters, limit=limit))
+    views = _with_replica(db, parsed, lambda r: r.query(collection, filters, limit=limit))
     if as_json:
         typer.echo(json.dumps(views, indent=2))
         return
@@ -236,6 +243,8 @@ def _value(kind: FieldKind, text: str, pair: str) -> Any:
 
 
 def _line(status: SyncStatus) -> str:
+    from ..client import SyncState
+
     transport = f" via {status.transport.value}" if status.transport else ""
     line = (
         f"{time.strftime('%H:%M:%S')} {status.state.value:<10} pending {status.pending:<6}"

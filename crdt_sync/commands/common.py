@@ -15,18 +15,10 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
 from ..errors import (
     ArchiveError,
@@ -38,8 +30,9 @@ from ..errors import (
     UnknownCollection,
 )
 from ..schema import DEFAULT_SCHEMA, Schema, load_schema
-from ..store import SQLiteStore
-from ..store.files import require_store
+
+if TYPE_CHECKING:
+    from ..store import SQLiteStore
 
 T = TypeVar("T")
 
@@ -124,6 +117,15 @@ class Output:
         self, description: str, *, unit_bytes: bool = False
     ) -> Iterator[Callable[[int, int], None]]:
         """A progress bar on a terminal's stderr (not with --json); yields `update(done, total)`."""
+        from rich.progress import (  # only export and import draw one
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
         columns = [
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -154,6 +156,10 @@ async def open_store(db: Path, *, must_exist: bool = True) -> AsyncIterator[SQLi
     Raises:
         StoreUnavailable: missing, not a crdt-sync store, or a newer schema.
     """
+    # Here, not at the top: every command module imports this one at CLI start-up.
+    from ..store import SQLiteStore
+    from ..store.files import require_store
+
     try:
         if must_exist:
             require_store(db)

@@ -7,20 +7,16 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pycrdt
 import typer
 from rich.filesize import decimal
 from rich.markup import escape
 from rich.table import Table
 
 from ..errors import RecordNotFound, UnknownCollection
-from ..history import Step, replay, step_at
 from ..ids import COLLECTION_NAME, DocId, split_doc_id
-from ..record import Records, View
 from ..schema import Schema
-from ..store import RecordRow, SQLiteStore
 from .common import (
     DEFAULT_DB,
     DbOption,
@@ -33,6 +29,14 @@ from .common import (
     local_time,
     open_store,
 )
+
+if TYPE_CHECKING:
+    from ..history import Step
+    from ..record import View
+    from ..store import RecordRow, SQLiteStore
+
+# pycrdt, the record codec and the store are imported inside the commands that use them:
+# cli.py registers every command at start-up, and `crdt-sync --help` should not pay for them.
 
 app = typer.Typer(
     help="Inspect records: list them, show one, walk its history.", no_args_is_help=True
@@ -166,6 +170,8 @@ def show(
     if format is Format.JSON:
         _print_view(output, row.doc_id, row.view, row.is_deleted, _row_facts(row))
         return
+    import pycrdt
+
     data = state if format is Format.UPDATE else pycrdt.get_state(state)
     if as_json:
         output.json(
@@ -205,6 +211,9 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """Each stored update of a record: seq, time, origin, size, and the fields it changed."""
+    from ..history import replay, step_at
+    from ..record import Records
+
     output = Output(as_json)
     records = Records(load_schema_option(schema, output))
 

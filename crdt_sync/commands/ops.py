@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.filesize import decimal
@@ -10,9 +10,11 @@ from rich.table import Table
 
 from ..errors import RecordNotFound
 from ..ids import DocId, split_doc_id
-from ..store import CompactionReport, StoreStatistics
-from ..store.checks import CheckReport, Finding
 from .common import DEFAULT_DB, DbOption, ExitCode, JsonOption, Output, open_store
+
+if TYPE_CHECKING:  # the store is imported when a command opens it (common.open_store)
+    from ..store import CompactionReport, StoreStatistics
+    from ..store.checks import CheckReport, Finding
 
 
 def status(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
