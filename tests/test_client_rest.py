@@ -23,12 +23,12 @@ from .client_helpers import (
     admin_delete,
     admin_patch,
     replica_on,
+    schema_with_nickname,
     seed,
     server_view,
     two_replicas_and_an_admin_converge,
 )
 from .conftest import RunningServer, free_socket, make_tokens, wait_for
-from .test_client_sync import schema_with_nickname
 
 
 class WebsocketGate:

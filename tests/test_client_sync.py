@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from crdt_sync.client import Replica, SyncState, SyncStatus, Transport
-from crdt_sync.schema import DEFAULT_SCHEMA, Collection, Field, FieldKind, Schema
 
 from .client_helpers import (
     admin_delete,
     admin_patch,
     replica_on,
+    schema_with_nickname,
     seed,
     server_view,
     two_replicas_and_an_admin_converge,
@@ -44,15 +44,6 @@ async def test_a_fresh_replica_catches_up_and_then_gets_only_what_is_new(
         status = await replica.sync()
         assert status.cursor == cursor + 1
         assert (await replica.get("contacts", "c7") or {})["email"] == "c7@example.com"
-
-
-def schema_with_nickname() -> Schema:
-    contacts = DEFAULT_SCHEMA.collections["contacts"]
-    fields = dict(contacts.fields) | {"nickname": Field("nickname", FieldKind.STRING)}
-    return Schema(
-        dict(DEFAULT_SCHEMA.collections)
-        | {"contacts": Collection("contacts", fields, contacts.title_field)}
-    )
 
 
 async def test_a_change_the_server_refuses_is_rejected_with_its_reason_and_not_retried(
