@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from crdt_sync.client import Backoff, Replica
+from crdt_sync.client import Backoff, Replica, SyncStatus
 from crdt_sync.engine import Engine
-from crdt_sync.ids import DocId, Origin
+from crdt_sync.ids import DocId, Origin, split_doc_id
 from crdt_sync.schema import DEFAULT_SCHEMA, Collection, Field, FieldKind, Schema
 from crdt_sync.store import SQLiteStore
 
@@ -57,6 +57,21 @@ async def stored(
     if row is None:
         return None
     return {**row.view, "_deleted": row.is_deleted} if with_deleted else dict(row.view)
+
+
+async def field_is(holder: Replica | RunningServer, doc_id: str, name: str, value: object) -> bool:
+    """Whether the replica (or the server's store) holds the record with `name` set to `value`."""
+    if isinstance(holder, Replica):
+        view = await holder.get(*split_doc_id(DocId(doc_id)))
+    else:
+        view = await server_view(holder, doc_id)
+    return view is not None and view[name] == value
+
+
+async def collect_statuses(replica: Replica, seen: list[SyncStatus]) -> None:
+    """Append each status `replica.watch()` gives to `seen`; run it as a task, cancel it after."""
+    async for status in replica.watch():
+        seen.append(status)
 
 
 async def stored_rows(db_path: Path) -> dict[str, tuple[dict[str, Any], bool]]:
