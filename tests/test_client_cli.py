@@ -70,12 +70,13 @@ async def watch_until_synced(*args: str) -> tuple[list[str], Ran]:
                 states.append(json.loads(line)["state"])
             process.send_signal(signal.SIGINT)
             out, err = await process.communicate()
+            exit_code = await process.wait()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
     states += [json.loads(line)["state"] for line in out.splitlines()]
-    return states, Ran(process.returncode, out.decode(), err.decode(), out)
+    return states, Ran(exit_code, out.decode(), err.decode(), out)
 
 
 async def test_sync_and_watch_against_a_running_server(
