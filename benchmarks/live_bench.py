@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import queue
 import shutil
 import signal
@@ -50,6 +49,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _common import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -260,12 +261,6 @@ def peer_server(db: str, port: int) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # servers and load processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -19,11 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +33,8 @@ import psutil
 from pycrdt import Doc, Map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import bulk_fill, free_port, start_server
 
 from crdt_sync.schema import DEFAULT_SCHEMA
 from crdt_sync.server.auth import create_token
@@ -64,41 +63,18 @@ def filler_update() -> bytes:
     return doc.get_update()
 
 
-def bulk_fill(path: Path, records: int) -> int:
+def fill(path: Path, records: int) -> int:
     """Fill `records` contacts; returns the bytes of their plain JSON array."""
-    update = filler_update()
     rng = random.Random(records)
     plain = 2  # "[" and "]"
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA synchronous = OFF")
-        db.execute("BEGIN")
-        for start in range(0, records, 50_000):
-            views = [contact_view(rng, i) for i in range(start, min(start + 50_000, records))]
-            texts = [json.dumps(v, ensure_ascii=False, separators=(",", ":")) for v in views]
-            plain += sum(len(t.encode()) + 1 for t in texts)
-            db.executemany(
-                "INSERT INTO updates VALUES (?, ?, 'contacts', ?, 'bulk', 0, 0, NULL)",
-                ((int(v["id"]) + 1, f"contacts/{v['id']}", update) for v in views),
-            )
-            db.executemany(
-                "INSERT INTO records VALUES (?, 'contacts', ?, ?, 0, ?, ?, 'bulk', 0, ?)",
-                (
-                    (
-                        f"contacts/{v['id']}",
-                        v["id"],
-                        t,
-                        int(v["id"]) + 1,
-                        int(v["id"]) + 1,
-                        len(update),
-                    )
-                    for v, t in zip(views, texts)
-                ),
-            )
-        db.execute("COMMIT")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
+
+    def view_json(i: int) -> str:
+        nonlocal plain
+        text = json.dumps(contact_view(rng, i), ensure_ascii=False, separators=(",", ":"))
+        plain += len(text.encode()) + 1
+        return text
+
+    bulk_fill(path, records, filler_update(), view_json)
     return plain - 1  # no comma after the last
 
 
@@ -125,50 +101,14 @@ class PeakRSS:
             self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-def start_server(path: Path, port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "crdt_sync",
-            "serve",
-            "--db",
-            str(path),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("server did not start")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def measure(workdir: Path, records: int) -> dict[str, float]:
     path = workdir / f"rest-{records}.db"
     async with SQLiteStore(path) as store:
         device = await create_token(store, name="phone", role="device")
-    plain = bulk_fill(path, records)
+    plain = fill(path, records)
     port = free_port()
-    server = start_server(path, port)
+    serve = ["-m", "crdt_sync", "serve", "--db", str(path), "--port", str(port)]
+    server = start_server([*serve, "--log-level", "warning"], port, workdir / f"rest-{records}.log")
     figures: dict[str, float] = {"plain": plain}
     try:
         base = f"http://127.0.0.1:{port}"

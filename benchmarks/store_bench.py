@@ -23,7 +23,6 @@ import asyncio
 import gc
 import json
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from typing import Any
 from pycrdt import Doc, Map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import bulk_fill
 
 from crdt_sync.ids import DocId, Origin, Seq
 from crdt_sync.store import SQLiteStore
@@ -136,40 +137,15 @@ async def bench_group_commit(workdir: Path, quick: bool) -> None:
 # changes_since at scale
 
 
-def bulk_fill(path: Path, records: int) -> None:
-    """Put `records` records, one log row each, straight into the store's tables."""
-    update, view = Contact(random.Random(0)).edit()
-    view_json = json.dumps(view, separators=(",", ":"))
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA synchronous = OFF")
-        db.execute("BEGIN")
-        for start in range(0, records, 50_000):
-            ids = range(start, min(start + 50_000, records))
-            db.executemany(
-                "INSERT INTO updates VALUES (?, ?, 'contacts', ?, 'bulk', 0, 0, NULL)",
-                ((i + 1, f"contacts/{i:07d}", update) for i in ids),
-            )
-            db.executemany(
-                "INSERT INTO records VALUES (?, 'contacts', ?, ?, 0, ?, ?, 'bulk', 0, ?)",
-                (
-                    (f"contacts/{i:07d}", f"{i:07d}", view_json, i + 1, i + 1, len(update))
-                    for i in ids
-                ),
-            )
-        db.execute("COMMIT")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
-
-
 async def changes_since_seconds(workdir: Path, records: int) -> tuple[float, float]:
     """(seconds to build, median seconds of changes_since for 1,000 changes)."""
     path = workdir / f"changes-{records}.db"
     start = time.perf_counter()
     async with SQLiteStore(path):
         pass  # creates the schema
-    bulk_fill(path, records)
+    update, view = Contact(random.Random(0)).edit()
+    view_json = json.dumps(view, separators=(",", ":"))
+    bulk_fill(path, records, update, lambda _: view_json)  # one filler for every record
     rng = random.Random(records)
     async with SQLiteStore(path) as store:
         cursor = await store.cursor()

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from crdt_sync.client import Backoff, Replica
+from crdt_sync.client import Backoff, Replica, SyncStatus
 from crdt_sync.engine import Engine
-from crdt_sync.ids import DocId, Origin
+from crdt_sync.ids import DocId, Origin, split_doc_id
+from crdt_sync.schema import DEFAULT_SCHEMA, Collection, Field, FieldKind, Schema
 from crdt_sync.store import SQLiteStore
 
 from .conftest import RunningServer
@@ -44,6 +45,35 @@ async def server_view(server: RunningServer, doc_id: str) -> dict[str, Any] | No
     return None if deleted or all(v is None for k, v in view.items() if k != "id") else view
 
 
+async def stored(
+    server: RunningServer, doc_id: str, *, with_deleted: bool = False
+) -> dict[str, Any] | None:
+    """One record as the server's store file holds it (None if never written).
+
+    A deleted record keeps its view; `with_deleted` adds its `_deleted` flag to it.
+    """
+    async with SQLiteStore(server.db_path) as store:
+        row = await store.get_record(DocId(doc_id))
+    if row is None:
+        return None
+    return {**row.view, "_deleted": row.is_deleted} if with_deleted else dict(row.view)
+
+
+async def field_is(holder: Replica | RunningServer, doc_id: str, name: str, value: object) -> bool:
+    """Whether the replica (or the server's store) holds the record with `name` set to `value`."""
+    if isinstance(holder, Replica):
+        view = await holder.get(*split_doc_id(DocId(doc_id)))
+    else:
+        view = await server_view(holder, doc_id)
+    return view is not None and view[name] == value
+
+
+async def collect_statuses(replica: Replica, seen: list[SyncStatus]) -> None:
+    """Append each status `replica.watch()` gives to `seen`; run it as a task, cancel it after."""
+    async for status in replica.watch():
+        seen.append(status)
+
+
 async def stored_rows(db_path: Path) -> dict[str, tuple[dict[str, Any], bool]]:
     """Every record in a server store file: doc id -> (view, is_deleted)."""
     out: dict[str, tuple[dict[str, Any], bool]] = {}
@@ -54,6 +84,16 @@ async def stored_rows(db_path: Path) -> dict[str, tuple[dict[str, Any], bool]]:
                 out[row.doc_id] = (dict(row.view), row.is_deleted)
             after = page[-1].doc_id
     return out
+
+
+def schema_with_nickname() -> Schema:
+    """The default schema plus a `nickname` on contacts: a field the server refuses."""
+    contacts = DEFAULT_SCHEMA.collections["contacts"]
+    fields = dict(contacts.fields) | {"nickname": Field("nickname", FieldKind.STRING)}
+    return Schema(
+        dict(DEFAULT_SCHEMA.collections)
+        | {"contacts": Collection("contacts", fields, contacts.title_field)}
+    )
 
 
 async def seed(server: RunningServer) -> None:

@@ -19,8 +19,9 @@ from crdt_sync.schema import DEFAULT_SCHEMA, load_schema
 from crdt_sync.store import SQLiteStore
 from crdt_sync.store.archive import ArchiveReader, export_archive, verify_archive
 
+from .client_helpers import stored
 from .clis import delete_over_ws, invoke, invoke_async, run, run_async
-from .conftest import RunningServer, make_tokens, spawn_server, wait_for
+from .conftest import RunningServer, wait_for
 from .peers import mux_peer, record_of, yjs_peer
 
 records = Records(DEFAULT_SCHEMA)
@@ -307,16 +308,15 @@ async def test_import_into_the_store_of_a_running_server_reaches_its_peers_and_v
     archive = tmp_path / "crm.cbor"
     assert (await run_async("export", str(archive), "--db", str(source))).exit_code == 0
 
-    async def stored(doc_id: str) -> dict[str, object] | None:
-        async with SQLiteStore(server.db_path) as store:
-            row = await store.get_record(DocId(doc_id))
-            return None if row is None else row.view
+    async def ada_has(field: str) -> bool:
+        view = await stored(server, "contacts/ada")
+        return view is not None and bool(view[field])
 
     async with yjs_peer(server.ws("/yjs/contacts/ada")) as peer:
         fields = peer.get("record", type=Map)
         fields["name"] = "Ada L."
         fields["phone"] = "+44 20 7946 0000"  # the record is live in the server, and watched
-        await wait_for_async(lambda: stored("contacts/ada"), lambda v: v is not None and v["phone"])
+        await wait_for(lambda: ada_has("phone"))
 
         imported = await run_async("import", str(archive), "--db", str(server.db_path), "--json")
         assert imported.exit_code == 0, imported.stderr
@@ -325,10 +325,8 @@ async def test_import_into_the_store_of_a_running_server_reaches_its_peers_and_v
         # The peer is sent what the import merged, and its next edit keeps it in the view.
         await wait_for(lambda: record_of(peer).get("email") == "ada@archive.example")
         fields["company"] = "Analytical Engines"
-        await wait_for_async(
-            lambda: stored("contacts/ada"), lambda v: v is not None and v["company"]
-        )
-        view = await stored("contacts/ada")
+        await wait_for(lambda: ada_has("company"))
+        view = await stored(server, "contacts/ada")
         assert view is not None
         assert (view["email"], view["phone"], view["company"]) == (
             "ada@archive.example",
@@ -336,7 +334,7 @@ async def test_import_into_the_store_of_a_running_server_reaches_its_peers_and_v
             "Analytical Engines",
         )
         assert record_of(peer)["email"] == "ada@archive.example"
-    assert await stored("contacts/new") == {
+    assert await stored(server, "contacts/new") == {
         "id": "new",
         "name": "New",
         "email": None,
@@ -344,13 +342,3 @@ async def test_import_into_the_store_of_a_running_server_reaches_its_peers_and_v
         "company": None,
         "notes": None,
     }
-
-
-async def wait_for_async(read, ready, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await read()
-        if ready(value):
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"not ready in {timeout}s: {value!r}"
-        await asyncio.sleep(0.05)

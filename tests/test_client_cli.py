@@ -4,40 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from crdt_sync.cli import app
-
 from .client_helpers import admin_patch, server_view
+from .clis import Ran, invoke, run_async
 from .conftest import RunningServer
-
-runner = CliRunner()
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["client", *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_offline_add_edit_delete_list_and_status(tmp_path: Path) -> None:
     db = str(tmp_path / "phone.db")
-    code, out, _ = cli("add", "deals", "title=Engine", "amount=12000", "--id", "engine", "--db", db)
-    assert code == 0 and json.loads(out)["amount"] == 12000
-    code, out, _ = cli("edit", "deals", "engine", "stage=won", "amount=", "--db", db)
-    assert code == 0
-    assert (json.loads(out)["stage"], json.loads(out)["amount"]) == ("won", None)
-    cli("add", "deals", "title=Compiler", "--id", "cobol", "--db", db)
-    cli("delete", "deals", "cobol", "--db", db)
-    code, out, _ = cli("list", "deals", "--db", db)
-    assert code == 0 and out.split() == ["engine", "Engine"]
-    code, out, _ = cli("list", "deals", "--where", "stage=won", "--json", "--db", db)
-    assert [d["id"] for d in json.loads(out)] == ["engine"]
-    code, out, _ = cli("status", "--json", "--db", db)
-    status = json.loads(out)
-    assert (status["state"], status["pending"], status["last_sync_at"]) == ("offline", 4, None)
+    added = invoke(
+        "client", "add", "deals", "title=Engine", "amount=12000", "--id", "engine", "--db", db
+    )
+    assert added.exit_code == 0 and added.json()["amount"] == 12000
+    edited = invoke("client", "edit", "deals", "engine", "stage=won", "amount=", "--db", db)
+    assert edited.exit_code == 0
+    assert (edited.json()["stage"], edited.json()["amount"]) == ("won", None)
+    added = invoke("client", "add", "deals", "title=Compiler", "--id", "cobol", "--db", db)
+    assert added.exit_code == 0, added.stderr
+    deleted = invoke("client", "delete", "deals", "cobol", "--db", db)
+    assert deleted.exit_code == 0, deleted.stderr
+    listed = invoke("client", "list", "deals", "--db", db)
+    assert listed.exit_code == 0 and listed.stdout.split() == ["engine", "Engine"]
+    listed = invoke("client", "list", "deals", "--where", "stage=won", "--json", "--db", db)
+    assert listed.exit_code == 0
+    assert [d["id"] for d in listed.json()] == ["engine"]
+    status = invoke("client", "status", "--json", "--db", db)
+    assert status.exit_code == 0
+    state = status.json()
+    assert (state["state"], state["pending"], state["last_sync_at"]) == ("offline", 4, None)
 
 
 def test_bad_input_is_one_line_and_exit_1(tmp_path: Path) -> None:
@@ -50,25 +47,36 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path) -> None:
         (("edit", "deals", "ghost", "title=Boo"), "deals/ghost: no such record here"),
         (("sync",), "syncing needs a server URL and a token"),
     ]:
-        code, _, err = cli(*args, "--db", db)
-        assert code == 1, args
+        ran = invoke("client", *args, "--db", db)
+        assert ran.exit_code == 1, args
+        err = ran.stderr
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
-    code, out, _ = cli("status", "--json", "--db", db)
-    assert json.loads(out)["pending"] == 0
+    status = invoke("client", "status", "--json", "--db", db)
+    assert status.exit_code == 0 and status.json()["pending"] == 0
 
 
-async def run_cli(*args: str) -> tuple[int, str, str]:
+async def watch_until_synced(*args: str) -> tuple[list[str], Ran]:
+    """`client watch --json ARGS` until it prints the synced state, then Ctrl-C as a user would."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "crdt_sync",
-        "client",
-        *args,
+        *(sys.executable, "-m", "crdt_sync", "client", "watch", "--json", *args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate()
-    return process.returncode or 0, out.decode(), err.decode()
+    assert process.stdout is not None
+    states: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while "synced" not in states and (line := await process.stdout.readline()):
+                states.append(json.loads(line)["state"])
+            process.send_signal(signal.SIGINT)
+            out, err = await process.communicate()
+            exit_code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    states += [json.loads(line)["state"] for line in out.splitlines()]
+    return states, Ran(exit_code, out.decode(), err.decode(), out)
 
 
 async def test_sync_and_watch_against_a_running_server(
@@ -77,20 +85,22 @@ async def test_sync_and_watch_against_a_running_server(
     await admin_patch(server, "contacts/ada", {"name": "Ada"}, creating=True)
     db = str(tmp_path / "phone.db")
     auth = ["--server", server.http, "--token", server.device_token, "--db", db]
-    code, _, err = await run_cli("add", "contacts", "name=Grace", "--id", "grace", "--db", db)
-    assert code == 0, err
-    code, out, err = await run_cli("sync", "--json", *auth)
-    assert code == 0, err
-    synced = json.loads(out)
-    assert (synced["state"], synced["pending"], synced["transport"]) == ("synced", 0, "websocket")
+    added = await run_async("client", "add", "contacts", "name=Grace", "--id", "grace", "--db", db)
+    assert added.exit_code == 0, added.stderr
+    synced = await run_async("client", "sync", "--json", *auth)
+    assert synced.exit_code == 0, synced.stderr
+    status = synced.json()
+    assert (status["state"], status["pending"], status["transport"]) == ("synced", 0, "websocket")
     assert (await server_view(server, "contacts/grace") or {})["name"] == "Grace"
-    code, out, _ = await run_cli("list", "contacts", "--db", db)
-    assert [line.split()[0] for line in out.splitlines()] == ["ada", "grace"]
+    listed = await run_async("client", "list", "contacts", "--db", db)
+    assert listed.exit_code == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["ada", "grace"]
 
-    code, out, err = await run_cli("watch", "--json", "--for", "2", *auth)
-    assert code == 0, err
-    states = [json.loads(line)["state"] for line in out.splitlines()]
+    states, watched = await watch_until_synced(*auth)
+    assert (watched.exit_code, watched.stderr) == (0, "")  # Ctrl-C ends a watch quietly
     assert states[:3] == ["offline", "connecting", "syncing"] and "synced" in states
 
-    code, _, err = await run_cli("sync", "--server", server.http, "--token", "cs_bad", "--db", db)
-    assert code == 1 and "4401" in err
+    refused = await run_async(
+        "client", "sync", "--server", server.http, "--token", "cs_bad", "--db", db
+    )
+    assert refused.exit_code == 1 and "4401" in refused.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from crdt_sync.client import Replica, SyncState, SyncStatus
 
-from .client_helpers import admin_patch, replica_on, stored_rows
+from .client_helpers import admin_patch, collect_statuses, replica_on, stored_rows
 from .conftest import RunningServer, ServerProcess, make_tokens, wait_for
 
 
@@ -30,7 +30,7 @@ async def test_server_killed_in_the_middle_of_a_push_loses_and_doubles_nothing(
             await replica.update("contacts", "c0", {"notes": text})
         queued = replica.status.pending
         seen: list[SyncStatus] = []
-        watching = asyncio.create_task(_collect(replica, seen))
+        watching = asyncio.create_task(collect_statuses(replica, seen))
         async with replica.live():
             at_kill = await replica.wait_status(lambda s: s.pending < queued - 200, timeout=60)
             process.kill()
@@ -49,11 +49,6 @@ async def test_server_killed_in_the_middle_of_a_push_loses_and_doubles_nothing(
         view, deleted = rows[f"contacts/c{i}"]
         assert not deleted and view["name"] == f"C {i}"
         assert view["notes"] == (text if i == 0 else f"note {i}")
-
-
-async def _collect(replica: Replica, seen: list[SyncStatus]) -> None:
-    async for status in replica.watch():
-        seen.append(status)
 
 
 async def test_replica_process_killed_mid_sync_restarts_with_its_queue_intact(

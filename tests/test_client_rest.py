@@ -22,13 +22,14 @@ from crdt_sync.server.app import Settings, create_app
 from .client_helpers import (
     admin_delete,
     admin_patch,
+    field_is,
     replica_on,
+    schema_with_nickname,
     seed,
     server_view,
     two_replicas_and_an_admin_converge,
 )
 from .conftest import RunningServer, free_socket, make_tokens, wait_for
-from .test_client_sync import schema_with_nickname
 
 
 class WebsocketGate:
@@ -134,25 +135,15 @@ async def test_live_mode_falls_back_to_rest_and_returns_to_websockets_when_they_
         )
         assert (await replica.get("contacts", "ada") or {})["name"] == "Ada"
         await replica.update("contacts", "ada", {"email": "ada@example.com"})
-        await wait_for(lambda: _server_field(server, "ada", "email", "ada@example.com"))
+        await wait_for(lambda: field_is(server, "contacts/ada", "email", "ada@example.com"))
         await admin_patch(server, "contacts/ada", {"company": "Analytical"})
-        await wait_for(lambda: _replica_field(replica, "company", "Analytical"))
+        await wait_for(lambda: field_is(replica, "contacts/ada", "company", "Analytical"))
         gate.is_open = True
         await replica.wait_status(
             lambda s: s.transport is Transport.WEBSOCKET and s.state is SyncState.SYNCED, 10
         )
         await admin_patch(server, "contacts/ada", {"phone": "+33 1"})
-        await wait_for(lambda: _replica_field(replica, "phone", "+33 1"))
-
-
-async def _server_field(server: RunningServer, record_id: str, name: str, value: object) -> bool:
-    view = await server_view(server, f"contacts/{record_id}")
-    return view is not None and view[name] == value
-
-
-async def _replica_field(replica: Any, name: str, value: object) -> bool:
-    view = await replica.get("contacts", "ada")
-    return view is not None and view[name] == value
+        await wait_for(lambda: field_is(replica, "contacts/ada", "phone", "+33 1"))
 
 
 async def test_a_rest_pass_needs_a_valid_token(

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from crdt_sync.client import Replica, SyncState, SyncStatus, Transport
-from crdt_sync.schema import DEFAULT_SCHEMA, Collection, Field, FieldKind, Schema
 
 from .client_helpers import (
     admin_delete,
     admin_patch,
+    collect_statuses,
+    field_is,
     replica_on,
+    schema_with_nickname,
     seed,
     server_view,
     two_replicas_and_an_admin_converge,
@@ -44,15 +46,6 @@ async def test_a_fresh_replica_catches_up_and_then_gets_only_what_is_new(
         status = await replica.sync()
         assert status.cursor == cursor + 1
         assert (await replica.get("contacts", "c7") or {})["email"] == "c7@example.com"
-
-
-def schema_with_nickname() -> Schema:
-    contacts = DEFAULT_SCHEMA.collections["contacts"]
-    fields = dict(contacts.fields) | {"nickname": Field("nickname", FieldKind.STRING)}
-    return Schema(
-        dict(DEFAULT_SCHEMA.collections)
-        | {"contacts": Collection("contacts", fields, contacts.title_field)}
-    )
 
 
 async def test_a_change_the_server_refuses_is_rejected_with_its_reason_and_not_retried(
@@ -107,22 +100,17 @@ async def test_live_mode_carries_changes_both_ways_as_they_happen(
             await alice.wait_synced(10)
             await bob.wait_synced(10)
             await alice.update("contacts", "ada", {"email": "ada@example.com"})
-            await wait_for(lambda: _field(bob, "ada", "email", "ada@example.com"))
+            await wait_for(lambda: field_is(bob, "contacts/ada", "email", "ada@example.com"))
             await bob.update("contacts", "ada", {"phone": "+33 1"})
-            await wait_for(lambda: _field(alice, "ada", "phone", "+33 1"))
+            await wait_for(lambda: field_is(alice, "contacts/ada", "phone", "+33 1"))
             await admin_patch(server, "contacts/ada", {"company": "Analytical"})
-            await wait_for(lambda: _field(alice, "ada", "company", "Analytical"))
-            await wait_for(lambda: _field(bob, "ada", "company", "Analytical"))
+            await wait_for(lambda: field_is(alice, "contacts/ada", "company", "Analytical"))
+            await wait_for(lambda: field_is(bob, "contacts/ada", "company", "Analytical"))
             await admin_delete(server, "contacts/alan")
             await wait_for(lambda: _absent(bob, "alan"))
             await alice.wait_synced(10)
         assert alice.status.state is SyncState.OFFLINE
     assert (await server_view(server, "contacts/ada") or {})["phone"] == "+33 1"
-
-
-async def _field(replica: Replica, record_id: str, name: str, value: object) -> bool:
-    view = await replica.get("contacts", record_id)
-    return view is not None and view[name] == value
 
 
 async def _absent(replica: Replica, record_id: str) -> bool:
@@ -136,7 +124,7 @@ async def test_status_stream_shows_connecting_syncing_synced_and_back_after_a_ch
     async with replica_on(server, tmp_path / "phone.db", server.device_token) as replica:
         await replica.create("contacts", {"name": "Yan"}, id="yan")
         seen: list[SyncStatus] = []
-        watching = asyncio.create_task(_collect(replica, seen))
+        watching = asyncio.create_task(collect_statuses(replica, seen))
         try:
             async with replica.live():
                 await wait_for(lambda: _reached(seen, SyncState.SYNCED, 1))
@@ -161,11 +149,6 @@ async def test_status_stream_shows_connecting_syncing_synced_and_back_after_a_ch
     assert any(
         s.state is SyncState.SYNCING and s.pending == 1 for s in seen[seen.index(first_synced) :]
     )
-
-
-async def _collect(replica: Replica, seen: list[SyncStatus]) -> None:
-    async for status in replica.watch():
-        seen.append(status)
 
 
 def _reached(seen: list[SyncStatus], state: SyncState, times: int) -> bool:

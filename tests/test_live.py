@@ -23,18 +23,12 @@ from crdt_sync.protocol.ysync import (
 )
 from crdt_sync.record import Records, document_from_state
 from crdt_sync.schema import DEFAULT_SCHEMA
-from crdt_sync.store import SQLiteStore
 
+from .client_helpers import stored
 from .conftest import RunningServer, wait_for
 from .peers import mux_peer, record_of, yjs_peer
 
 records = Records(DEFAULT_SCHEMA)
-
-
-async def stored_view(server: RunningServer, doc_id: str) -> dict[str, object] | None:
-    async with SQLiteStore(server.db_path) as store:
-        row = await store.get_record(DocId(doc_id))
-        return None if row is None else row.view
 
 
 async def test_two_stock_yjs_clients_converge_and_the_store_holds_the_result(
@@ -62,7 +56,7 @@ async def test_two_stock_yjs_clients_converge_and_the_store_holds_the_result(
 
 
 async def _view_is(server: RunningServer, doc_id: str, expected: dict[str, object]) -> bool:
-    view = await stored_view(server, doc_id)
+    view = await stored(server, doc_id)
     return view is not None and all(view[k] == v for k, v in expected.items())
 
 
@@ -78,7 +72,7 @@ async def test_the_server_sends_its_sync_step_1_first_and_echoes_a_write_after_c
         echo = decode_yjs_message(await asyncio.wait_for(ws.recv(), 10))
         assert echo == YjsUpdate(update)
         # The echo came after commit: the store already has it.
-        assert (await stored_view(server, "contacts/7"))["name"] == "Echo"  # type: ignore[index]
+        assert (await stored(server, "contacts/7"))["name"] == "Echo"  # type: ignore[index]
 
 
 async def test_a_refused_write_gets_permission_denied_and_the_connection_stays_up(
@@ -101,7 +95,7 @@ async def test_a_refused_write_gets_permission_denied_and_the_connection_stays_u
         )
         await ws.send(encode_sync_update(good))
         assert decode_yjs_message(await asyncio.wait_for(ws.recv(), 10)) == YjsUpdate(good)
-    assert await stored_view(server, "deals/9") == {
+    assert await stored(server, "deals/9") == {
         "id": "9",
         "title": "ok",
         "amount": None,
@@ -194,7 +188,7 @@ async def test_a_refused_mux_write_names_the_document_and_keeps_the_connection(
         assert by_cseq[unknown].code == "unknown_collection"
         ok = await peer.wait_ack(await peer.edit("contacts/3", name="fine"))
         assert ok > 0
-    assert await stored_view(server, "deals/3") is None
+    assert await stored(server, "deals/3") is None
 
 
 async def test_status_lists_connected_clients(server: RunningServer) -> None:

@@ -22,10 +22,9 @@ import pytest
 import websockets
 from pycrdt import Awareness, Doc, Map, Text
 
-from crdt_sync.ids import DocId
 from crdt_sync.protocol.ysync import YjsAwareness, decode_yjs_message
-from crdt_sync.store import SQLiteStore
 
+from .client_helpers import stored
 from .conftest import RunningServer, wait_for
 from .nodejs import node_with_packages
 from .peers import mux_peer, record_of, yjs_peer
@@ -153,12 +152,6 @@ async def node_client(
         await client.close()
 
 
-async def stored_view(server: RunningServer, doc_id: str) -> dict[str, Any] | None:
-    async with SQLiteStore(server.db_path) as store:
-        row = await store.get_record(DocId(doc_id))
-        return None if row is None else row.view
-
-
 async def test_node_pycrdt_and_mux_clients_editing_one_record_at_once_converge_with_the_store(
     node: str,
     server: RunningServer,
@@ -212,7 +205,7 @@ async def test_node_pycrdt_and_mux_clients_editing_one_record_at_once_converge_w
             )
         )
         assert js.denied == [] and js.of("connection-close") == []
-    assert await stored_view(server, doc_id) == {"id": "42", **expected}
+    assert await stored(server, doc_id) == {"id": "42", **expected}
 
 
 async def test_a_node_client_writing_a_bad_value_gets_the_reason_and_stays_connected(
@@ -234,7 +227,7 @@ async def test_a_node_client_writing_a_bad_value_gets_the_reason_and_stays_conne
         assert "amount" not in record_of(py)
         assert js.of("connection-close") == [] and js.synced
         assert [e["status"] for e in js.of("status")] == ["connected"]
-    assert await stored_view(server, doc_id) == {
+    assert await stored(server, doc_id) == {
         "id": "9",
         "title": "Big deal",
         "amount": None,
@@ -312,7 +305,7 @@ async def test_a_node_clients_good_edits_after_a_refused_write_still_sync(
         await js.wait(lambda: record_of(py).get("amount") == 10 or len(js.denied) > 1)
         later_denials = js.denied[1:]
     assert later_denials == []
-    assert (await stored_view(server, doc_id) or {}).get("amount") == 10
+    assert (await stored(server, doc_id) or {}).get("amount") == 10
 
 
 async def test_a_node_client_joining_late_sees_the_presence_already_in_the_room(

@@ -6,8 +6,9 @@ from typing import Any
 
 import httpx
 
+from .client_helpers import stored
 from .conftest import RunningServer
-from .test_rest_sync import assert_error, cursor_of, stored
+from .rest_helpers import assert_error, cursor_of
 
 
 async def test_create_read_patch_delete_a_record(server: RunningServer) -> None:
@@ -40,7 +41,7 @@ async def test_create_read_patch_delete_a_record(server: RunningServer) -> None:
             409,
             "record_exists",
         )
-    assert (await stored(server, "deals/d1"))["_deleted"] is True  # type: ignore[index]
+    assert (await stored(server, "deals/d1", with_deleted=True))["_deleted"] is True  # type: ignore[index]
 
 
 async def make_deals(admin: httpx.AsyncClient) -> list[dict[str, Any]]:
@@ -172,7 +173,7 @@ async def test_crud_refuses_bad_input_with_the_error_shape_and_changes_nothing(
         assert_error(await anonymous.get("/api/contacts/c1"), 401, "unauthorized")
         assert_error(await anonymous.delete("/api/contacts/c1"), 401, "unauthorized")
     assert await cursor_of(server) == before
-    assert (await stored(server, "contacts/c1")) == {
+    assert (await stored(server, "contacts/c1", with_deleted=True)) == {
         "id": "c1",
         "name": "Ann",
         "email": None,

@@ -9,7 +9,7 @@ from pycrdt import Doc, Map, Text
 
 from .conftest import RunningServer
 from .peers import record_of
-from .test_rest_sync import assert_error, cursor_of
+from .rest_helpers import assert_error, cursor_of
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 

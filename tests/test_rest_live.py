@@ -8,7 +8,7 @@ from pycrdt import Map
 
 from .conftest import RunningServer, wait_for
 from .peers import mux_peer, record_of, yjs_peer
-from .test_rest_sync import assert_error
+from .rest_helpers import assert_error
 
 
 async def test_a_crud_edit_reaches_connected_websocket_clients(server: RunningServer) -> None:

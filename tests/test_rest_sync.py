@@ -11,47 +11,16 @@ import cbor2
 import httpx
 from pycrdt import Doc, Map
 
-from crdt_sync.ids import DocId
-from crdt_sync.store import SQLiteStore
-
+from .client_helpers import stored
 from .conftest import RunningServer
+from .rest_helpers import assert_error, cursor_of, device, ids
 from .watermelon import WatermelonDevice
-
-
-def device(server: RunningServer, client_id: str | None = None) -> httpx.AsyncClient:
-    client = server.client(server.device_token)
-    if client_id is not None:
-        client.headers["X-Client-Id"] = client_id
-    return client
 
 
 async def seed(server: RunningServer, collection: str, rows: list[dict[str, Any]]) -> None:
     async with server.client() as admin:
         for row in rows:
             (await admin.post(f"/api/{collection}", json=row)).raise_for_status()
-
-
-async def cursor_of(server: RunningServer) -> int:
-    async with server.client() as admin:
-        return int((await admin.get("/api/sync/status")).json()["cursor"])
-
-
-async def stored(server: RunningServer, doc_id: str) -> dict[str, Any] | None:
-    async with SQLiteStore(server.db_path) as store:
-        row = await store.get_record(DocId(doc_id))
-        return None if row is None else {**row.view, "_deleted": row.is_deleted}
-
-
-def ids(answer: dict[str, Any], collection: str, kind: str) -> list[str]:
-    items = answer["changes"][collection][kind]
-    return sorted(item if isinstance(item, str) else item["id"] for item in items)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code and error["message"]
-    return error
 
 
 # Pulls
@@ -235,7 +204,7 @@ async def test_watermelon_round_trip_pull_push_pull(server: RunningServer) -> No
     }
     assert tablet.row("contacts", "ada")["email"] == "ada@new.example"  # type: ignore[index]
     assert tablet.row("contacts", "bob") is None
-    assert (await stored(server, "contacts/bob"))["_deleted"] is True  # type: ignore[index]
+    assert (await stored(server, "contacts/bob", with_deleted=True))["_deleted"] is True  # type: ignore[index]
 
 
 async def test_two_devices_changing_different_fields_of_one_record_both_keep_their_change(

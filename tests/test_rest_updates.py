@@ -10,33 +10,26 @@ import pytest
 from pycrdt import Doc
 
 from crdt_sync.errors import StoreError
-from crdt_sync.ids import DocId, Origin, split_doc_id
+from crdt_sync.ids import DocId, split_doc_id
 from crdt_sync.record import view
 from crdt_sync.schema import DEFAULT_SCHEMA
 from crdt_sync.server import sync_updates
 from crdt_sync.store.base import Store
 
+from .client_helpers import admin_delete, admin_patch
 from .conftest import RunningServer
 
 Entry = tuple[str, bytes, int]
 
 
-async def write(
-    server: RunningServer, doc_id: str, patch: dict[str, Any], *, creating: bool = True
-) -> None:
-    await server.app.state.engine.patch(  # type: ignore[attr-defined]
-        DocId(doc_id), patch, origin=Origin("admin"), creating=creating
-    )
-
-
 async def seed(server: RunningServer) -> None:
     """Contacts and deals interleaved in the log, with later edits and a delete."""
     for i in range(6):
-        await write(server, f"contacts/c{i}", {"name": f"Contact {i}"})
-        await write(server, f"deals/d{i}", {"title": f"Deal {i}", "amount": i})
-    await write(server, "contacts/c1", {"email": "c1@example.com"}, creating=False)
-    await server.app.state.engine.delete(DocId("deals/d2"), origin=Origin("admin"))  # type: ignore[attr-defined]
-    await write(server, "contacts/c3", {"notes": "met at the fair"}, creating=False)
+        await admin_patch(server, f"contacts/c{i}", {"name": f"Contact {i}"}, creating=True)
+        await admin_patch(server, f"deals/d{i}", {"title": f"Deal {i}", "amount": i}, creating=True)
+    await admin_patch(server, "contacts/c1", {"email": "c1@example.com"})
+    await admin_delete(server, "deals/d2")
+    await admin_patch(server, "contacts/c3", {"notes": "met at the fair"})
 
 
 async def log(server: RunningServer) -> list[Entry]:

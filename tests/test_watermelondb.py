@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from pycrdt import Map, Text
 
-from crdt_sync.ids import DocId
 from crdt_sync.schema import DEFAULT_SCHEMA
-from crdt_sync.store import SQLiteStore
 
+from .client_helpers import stored
 from .conftest import RunningServer, wait_for
 from .nodejs import TESTS, node_with_packages
 from .peers import record_of, yjs_peer
+from .rest_helpers import ids
 
 pytestmark = pytest.mark.node
 
@@ -224,12 +224,6 @@ async def server_records(server: RunningServer, table: str) -> dict[str, Row]:
             cursor = page.get("next")
             if not cursor:
                 return out
-
-
-async def stored(server: RunningServer, doc_id: str) -> dict[str, Any] | None:
-    async with SQLiteStore(server.db_path) as store:
-        row = await store.get_record(DocId(doc_id))
-        return None if row is None else {**row.view, "_deleted": row.is_deleted}
 
 
 async def assert_converged(
@@ -464,7 +458,7 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
                 record_of(peer).get("phone") == "+33 1" and record_of(peer).get("company") == "Acme"
             )
         )
-        assert (await stored(server, "tasks/t1") or {}).get("_deleted") is True
+        assert (await stored(server, "tasks/t1", with_deleted=True) or {}).get("_deleted") is True
 
 
 async def test_two_apps_changing_different_fields_of_one_record_both_keep_their_change(
@@ -531,7 +525,7 @@ async def test_a_delete_wins_over_a_concurrent_update_in_either_sync_order(
         everything = await assert_converged(server, a, b)
         assert everything["deals"] == {}
         for doc_id in ("deals/d1", "deals/d2"):
-            assert (await stored(server, doc_id) or {}).get("_deleted") is True
+            assert (await stored(server, doc_id, with_deleted=True) or {}).get("_deleted") is True
         [b_push] = [e for e in b.requests("/api/sync/outgoing")]
         assert [(x["id"], x["action"]) for x in b_push["body"]["applied"]] == [("d2", "deleted")]
 
@@ -579,7 +573,7 @@ async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_res
         assert deals[bad_amount]["_status"] == "created"
         assert (deals["d1"]["_status"], deals["d1"]["_changed"]) == ("updated", "stage,amount")
         # A refused row is refused whole: d1's good amount waits with its bad stage.
-        assert await stored(server, "deals/d1") == {
+        assert await stored(server, "deals/d1", with_deleted=True) == {
             "id": "d1",
             "title": "Big deal",
             "amount": 100,
@@ -620,11 +614,6 @@ async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_res
 # Created or updated: what WatermelonDB expects of each
 
 
-def pulled_ids(pull: dict[str, Any], table: str, kind: str) -> list[str]:
-    items = pull["body"]["changes"][table][kind]
-    return sorted(item if isinstance(item, str) else item["id"] for item in items)
-
-
 async def test_an_apps_own_records_come_back_updated_and_others_created_so_it_logs_nothing(
     node: str,
     server: RunningServer,
@@ -650,11 +639,11 @@ async def test_an_apps_own_records_come_back_updated_and_others_created_so_it_lo
             b.requests("/api/sync/incremental"),
         )
         assert [
-            (pulled_ids(p, "contacts", "created"), pulled_ids(p, "contacts", "updated"))
+            (ids(p["body"], "contacts", "created"), ids(p["body"], "contacts", "updated"))
             for p in pulls_of_a
         ] == [([admins], []), ([theirs], mine)]
         assert [
-            (pulled_ids(p, "contacts", "created"), pulled_ids(p, "contacts", "updated"))
+            (ids(p["body"], "contacts", "created"), ids(p["body"], "contacts", "updated"))
             for p in pulls_of_b
         ] == [(sorted([*mine, admins]), []), ([], [theirs])]
         await assert_converged(server, a, b)  # includes: neither app logged a complaint
@@ -750,4 +739,4 @@ async def test_a_record_created_again_under_a_deleted_id_goes_away_as_deletes_ar
         assert await b.sync() is False
         everything = await assert_converged(server, a, b)
         assert set(everything["contacts"]) == {"bob"}
-    assert (await stored(server, "contacts/ada") or {}).get("_deleted") is True
+    assert (await stored(server, "contacts/ada", with_deleted=True) or {}).get("_deleted") is True
