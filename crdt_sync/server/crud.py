@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..engine import Engine
-from ..errors import DocumentError, RecordExists, RecordNotFound, SchemaViolation, UnknownCollection
+from ..errors import DocumentError, RecordNotFound, SchemaViolation, UnknownCollection
 from ..ids import make_doc_id
 from ..schema import Collection, FieldKind, Schema
 from ..store.base import RecordRow, Store
@@ -169,11 +169,6 @@ class CollectionRoutes:
         elif not isinstance(record_id, str):
             raise SchemaViolation(self.collection.name, f"id must be a string, got {record_id!r}")
         doc_id = make_doc_id(self.collection.name, record_id)
-        store: Store = request.app.state.store
-        if await store.get_record(doc_id) is not None:
-            raise RecordExists(
-                doc_id, "a record with this id exists (or existed: deletes are final)"
-            )
         result = await _counted(
             request,
             _engine(request).patch(doc_id, body, origin=device_origin(request, who), creating=True),
@@ -193,9 +188,12 @@ class CollectionRoutes:
         body = await json_object(request)
         if "id" in body and body.pop("id") != record_id:
             raise SchemaViolation(f"{self.collection.name}/{record_id}", "id cannot be changed")
-        row = await self._live_row(request, record_id)
+        doc_id = make_doc_id(self.collection.name, record_id)
         result = await _counted(
-            request, _engine(request).patch(row.doc_id, body, origin=device_origin(request, who))
+            request,
+            _engine(request).patch(
+                doc_id, body, origin=device_origin(request, who), creating=False
+            ),
         )
         return JSONResponse(result)
 

@@ -1,0 +1,38 @@
+"""Server behaviour the review asked to pin down: creates that race, refusals counted once,
+and what the server remembers about the devices it has seen."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .conftest import RunningServer
+from .test_rest_sync import assert_error
+
+
+async def test_two_concurrent_creates_of_one_id_give_one_201_and_one_409(
+    server: RunningServer,
+) -> None:
+    async with server.client() as admin:
+        for i in range(10):
+            first, second = await asyncio.gather(
+                admin.post("/api/contacts", json={"id": f"c{i}", "name": "first"}),
+                admin.post("/api/contacts", json={"id": f"c{i}", "name": "second"}),
+            )
+            made, refused = (first, second) if first.status_code == 201 else (second, first)
+            assert made.status_code == 201, (first.text, second.text)
+            assert_error(refused, 409, "record_exists")
+            stored = (await admin.get(f"/api/contacts/c{i}")).json()
+            assert stored == made.json()
+
+
+async def test_a_patch_of_a_record_never_created_is_404_and_creates_nothing(
+    server: RunningServer,
+) -> None:
+    async with server.client() as admin:
+        assert_error(
+            await admin.patch("/api/contacts/ghost", json={"name": "Ghost"}),
+            404,
+            "record_not_found",
+        )
+        assert_error(await admin.get("/api/contacts/ghost"), 404, "record_not_found")
+        assert (await admin.get("/api/contacts")).json()["items"] == []
