@@ -36,3 +36,23 @@ async def test_a_patch_of_a_record_never_created_is_404_and_creates_nothing(
         )
         assert_error(await admin.get("/api/contacts/ghost"), 404, "record_not_found")
         assert (await admin.get("/api/contacts")).json()["items"] == []
+
+
+async def test_each_refused_admin_write_is_counted_once_by_its_code(server: RunningServer) -> None:
+    async with server.client() as admin:
+        (await admin.post("/api/contacts", json={"id": "c1", "name": "Ann"})).raise_for_status()
+        assert_error(
+            await admin.post("/api/contacts", json={"id": "c1", "name": "B"}), 409, "record_exists"
+        )
+        assert_error(
+            await admin.patch("/api/contacts/c1", json={"name": 5}), 422, "schema_violation"
+        )
+        assert_error(
+            await admin.patch("/api/contacts/c9", json={"name": "C"}), 404, "record_not_found"
+        )
+        status = (await admin.get("/api/sync/status")).json()
+    assert status["refused_writes"] == {
+        "record_exists": 1,
+        "schema_violation": 1,
+        "record_not_found": 1,
+    }

@@ -28,7 +28,6 @@ class DeviceSync:
 class Telemetry:
     started_at: float = field(default_factory=time.time)
     errors: Counter[int] = field(default_factory=Counter)  # HTTP answers >= 400, by status
-    refused: Counter[str] = field(default_factory=Counter)  # REST writes refused, by error code
     pulls: Counter[str] = field(default_factory=Counter)  # "initial", "incremental"
     pushes: int = 0
     devices: dict[str, DeviceSync] = field(default_factory=dict)
@@ -100,7 +99,7 @@ async def gather(hub: Hub, telemetry: Telemetry, collections: list[str]) -> Figu
     stats = await hub.store.statistics()
     depths = [c.subscriber.queue.qsize() for c in hub.connections]
     endpoints: Counter[str] = Counter(c.endpoint for c in hub.connections)
-    refused: Counter[str] = Counter(telemetry.refused)
+    refused: Counter[str] = Counter()
     for key, count in hub.engine.counters.items():
         if key.startswith("refused:"):
             refused[_code_of(key.removeprefix("refused:"))] += count
