@@ -4,6 +4,12 @@ and what the server remembers about the devices it has seen."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
+
+from crdt_sync.errors import StoreError
+from crdt_sync.store.base import Store
 
 from .conftest import RunningServer
 from .test_rest_sync import assert_error
@@ -56,3 +62,19 @@ async def test_each_refused_admin_write_is_counted_once_by_its_code(server: Runn
         "schema_violation": 1,
         "record_not_found": 1,
     }
+
+
+async def test_an_initial_pull_whose_scan_fails_is_answered_503(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streamed pages come from `scan_snapshot`: its failure must surface while an error
+    answer can still be sent, not as a cut stream."""
+    store: Store = server.app.state.store  # type: ignore[attr-defined]
+
+    async def failing(*args: Any, **options: Any) -> Any:
+        raise StoreError("disk trouble")
+
+    monkeypatch.setattr(store, "scan_snapshot", failing)
+    async with server.client(server.device_token) as device:
+        response = await device.get("/api/sync/initial")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "store_error"
