@@ -48,7 +48,7 @@ def crud_router(schema: Schema) -> tuple[APIRouter, list[type[Any]]]:
 class CollectionRoutes:
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
-        self.fields = list(collection.fields)
+        self.fields = collection.fields
 
     def add_to(self, router: APIRouter) -> list[type[Any]]:
         name = self.collection.name

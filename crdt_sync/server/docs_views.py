@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from ..engine import Engine
 from ..errors import InvalidUpdate, RecordNotFound
 from ..ids import DocId, make_doc_id
+from ..schema import Schema
 from ..store.base import Store
 from .access import AdminOnly, Authenticated, BadRequest, device_origin
 from .bodies import body_limit, decode_base64, read_body
@@ -45,11 +46,11 @@ async def document_view(
     row = await store.get_record(doc_id)
     if row is None:
         raise RecordNotFound(doc_id, "no such record")
-    fields = list(request.app.state.engine.schema.collections[collection].fields)
+    schema: Schema = request.app.state.engine.schema
     return JSONResponse(
         {
             "doc": doc_id,
-            "record": flat_record(row, fields),
+            "record": flat_record(row, schema.collections[collection].fields),
             "is_deleted": row.is_deleted,
             "seq": row.last_seq,
             "created_seq": row.first_seq,

@@ -8,7 +8,7 @@ Timestamps and page tokens are described in cursors.py.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -51,7 +51,7 @@ def resolve_collections(schema: Schema, asked: Sequence[str] | None) -> list[str
     return sorted(names or schema.collections)
 
 
-def flat_record(row: RecordRow, fields: Sequence[str]) -> dict[str, Any]:
+def flat_record(row: RecordRow, fields: Iterable[str]) -> dict[str, Any]:
     """The pulled form of a record: id and every field, unset ones null; never _status/_changed."""
     view = row.view
     out: dict[str, Any] = {"id": row.record_id}
@@ -114,7 +114,7 @@ async def _initial_body(
     pending: list[RecordRow] | None = first
     for index, name in enumerate(names):
         yield (("," if index else "") + _encode(name) + ":{" + head).encode()
-        fields = list(schema.collections[name].fields)
+        fields = schema.collections[name].fields
         is_first = True
         while served < limit and not _is_past(name, last):
             wanted = min(STORE_PAGE, limit - served)
@@ -183,14 +183,10 @@ async def incremental(
         bucket = changes[row.collection]
         if row.is_deleted:
             bucket["deleted"].append(row.record_id)
-        elif row.first_seq > cursor and row.created_by != origin and not created_as_updated:
-            bucket["created"].append(
-                flat_record(row, list(schema.collections[row.collection].fields))
-            )
         else:
-            bucket["updated"].append(
-                flat_record(row, list(schema.collections[row.collection].fields))
-            )
+            is_created = row.first_seq > cursor and row.created_by != origin
+            kind = "created" if is_created and not created_as_updated else "updated"
+            bucket[kind].append(flat_record(row, schema.collections[row.collection].fields))
     telemetry: Telemetry = request.app.state.telemetry
     telemetry.note_pull("incremental", who.name, origin, int(covered))
     timestamp = timestamp_of(covered)
