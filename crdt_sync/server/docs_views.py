@@ -19,7 +19,7 @@ from ..ids import DocId, make_doc_id
 from ..schema import Schema
 from ..store.base import Store
 from .access import AdminOnly, Authenticated, BadRequest, device_origin
-from .bodies import body_limit, decode_base64, read_body
+from .bodies import decode_base64, media_type, read_body
 from .models import ERROR_RESPONSES
 from .sync_views import flat_record
 
@@ -112,10 +112,10 @@ async def apply_update(
 ) -> JSONResponse:
     """Apply a binary Yjs update through the one write path; answers the record after it."""
     doc_id = _doc_id(request, collection, record_id)
-    media = (request.headers.get("content-type") or OCTETS).split(";")[0].strip().lower()
+    media = media_type(request, OCTETS)
     if media != OCTETS:
         raise BadRequest(f"Content-Type must be {OCTETS}, got {media}")
-    update = await read_body(request, body_limit(request))
+    update = await read_body(request)
     engine: Engine = request.app.state.engine
     result = await engine.write(doc_id, update, origin=device_origin(request, who))
     return JSONResponse(
