@@ -15,8 +15,7 @@ import cbor2
 from fastapi import Request
 
 from ..cbor import load_one
-from ..errors import LimitExceeded
-from .access import BadRequest
+from ..errors import BadRequest, LimitExceeded
 
 
 async def read_body(request: Request) -> bytes:

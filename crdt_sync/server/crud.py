@@ -14,12 +14,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..engine import Engine
-from ..errors import RecordNotFound, SchemaViolation, UnknownCollection
+from ..errors import BadRequest, RecordNotFound, SchemaViolation, UnknownCollection
 from ..ids import make_doc_id
 from ..schema import Collection, FieldKind, Schema
 from ..store.base import RecordRow, Store
 from ..store.listing import ID_SORT, RecordQuery
-from .access import AdminOnly, BadRequest, device_origin
+from .access import AdminOnly, device_origin
 from .bodies import json_object
 from .cursors import decode_token, encode_token
 from .models import (

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..engine import Engine
-from ..errors import InvalidUpdate, RecordNotFound
+from ..errors import BadRequest, InvalidUpdate, RecordNotFound
 from ..ids import DocId, make_doc_id
 from ..schema import Schema
 from ..store.base import Store
-from .access import AdminOnly, Authenticated, BadRequest, device_origin
+from .access import AdminOnly, Authenticated, device_origin
 from .bodies import decode_base64, media_type, read_body
 from .models import ERROR_RESPONSES
 from .sync_views import flat_record

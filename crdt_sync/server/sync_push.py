@@ -20,8 +20,9 @@ from fastapi import APIRouter, Header, Request, Response
 
 from ..batches import BatchOutcome, BatchWrite
 from ..engine import Engine
+from ..errors import BadRequest
 from ..ids import DocId, Seq
-from .access import Authenticated, BadRequest, device_origin
+from .access import Authenticated, device_origin
 from .bodies import decode_base64, media_type, parse_cbor_map, parse_json_object, read_body
 from .models import PushAnswer
 from .telemetry import Telemetry
