@@ -23,7 +23,6 @@ from .errors import handle_crdt_sync_error, handle_unexpected
 from .live import Hub
 from .yjs import Room, serve_yjs
 
-SERVER_NAME = "crdt-sync/0.1"
 LOG = logging.getLogger(__name__)
 
 
