@@ -221,14 +221,6 @@ class Hub:
                     closed += 1
         return closed
 
-    async def watch_revocations(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep_revoked()
-            except CrdtSyncError:
-                log.warning("revocation sweep failed; retrying", exc_info=True)
-
     def close_all(self, code: int, reason: str) -> None:
         for connection in self.connections:
             connection.request_close(code, reason)
