@@ -78,3 +78,17 @@ async def test_an_initial_pull_whose_scan_fails_is_answered_503(
     async with server.client(server.device_token) as device:
         response = await device.get("/api/sync/initial")
     assert response.status_code == 503 and response.json()["error"]["code"] == "store_error"
+
+
+async def test_the_sync_status_keeps_only_the_most_recently_seen_rest_devices(
+    server: RunningServer,
+) -> None:
+    telemetry = server.app.state.telemetry  # type: ignore[attr-defined]
+    telemetry.max_devices = 3
+    async with server.client(server.device_token) as device:
+        for name in ("d1", "d2", "d3", "d1", "d4", "d5"):
+            pulled = await device.get("/api/sync/initial", headers={"X-Client-Id": name})
+            pulled.raise_for_status()
+        status = (await device.get("/api/sync/status")).json()
+    assert [d["client_id"] for d in status["rest_devices"]] == ["d5", "d4", "d1"]
+    assert [d["pulls"] for d in status["rest_devices"]] == [1, 1, 2]
