@@ -23,6 +23,7 @@ from .errors import (
     DocumentError,
     LimitExceeded,
     ProtocolError,
+    RecordExists,
     RecordNotFound,
     StoreError,
 )
@@ -280,19 +281,41 @@ class Engine:
         patch: Mapping[str, Any],
         *,
         origin: Origin,
-        creating: bool = False,
+        creating: bool | None = None,
         sender: Subscriber | None = None,
     ) -> WriteResult:
         """A field patch (REST, CLI, a non-CRDT client) made into one update and written.
 
-        Raises SchemaViolation / UnknownCollection before anything changes; RecordNotFound
-        for a deleted record.
+        With `creating=True` the record must be new (and the patch carry its required fields);
+        with `creating=False` it must exist; with None (the default) either will do. The check
+        is made under the record's lock, so two creates of one id cannot both succeed.
+        A refusal is counted in `counters` as `refused:{error class}`, as on the other paths.
+
+        Raises:
+            RecordExists: `creating`, and the record exists or existed (deletes are final).
+            RecordNotFound: the record is deleted, or never existed and `creating` is False.
+            SchemaViolation / UnknownCollection: before anything changes.
         """
-        async with self.live.using(doc_id) as record:
-            if record.is_deleted:
-                raise RecordNotFound(doc_id, "record is deleted")
-            update = self.records.patch(doc_id, record.document, patch, creating=creating)
-            return await self._commit_local(doc_id, record, update, tuple(patch), origin, sender)
+        try:
+            async with self.live.using(doc_id) as record:
+                is_new = record.document.get_state() == EMPTY_STATE_VECTOR
+                if creating and not is_new:
+                    raise RecordExists(
+                        doc_id, "a record with this id exists (or existed: deletes are final)"
+                    )
+                if record.is_deleted:
+                    raise RecordNotFound(doc_id, "record is deleted")
+                if creating is False and is_new:
+                    raise RecordNotFound(doc_id, "no such record")
+                update = self.records.patch(
+                    doc_id, record.document, patch, creating=creating is True
+                )
+                return await self._commit_local(
+                    doc_id, record, update, tuple(patch), origin, sender
+                )
+        except DocumentError as exc:
+            self.counters[f"refused:{type(exc).__name__}"] += 1
+            raise
 
     async def delete(self, doc_id: DocId, *, origin: Origin) -> WriteResult:
         async with self.live.using(doc_id) as record:

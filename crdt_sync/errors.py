@@ -2,7 +2,8 @@
 
     CrdtSyncError
     ├── ProtocolError        a peer broke the wire protocol (malformed frame, wrong order)
-    │   └── UnexpectedMessage  a legal frame in a state that does not allow it
+    │   ├── UnexpectedMessage  a legal frame in a state that does not allow it
+    │   └── BadRequest       (server) a REST request of the wrong shape: malformed JSON or CBOR
     ├── DocumentError        about one document; carries doc_id
     │   ├── UnknownCollection
     │   ├── RecordNotFound
@@ -41,6 +42,12 @@ class ProtocolError(CrdtSyncError):
 
 class UnexpectedMessage(ProtocolError):
     code = "unexpected_message"
+
+
+class BadRequest(ProtocolError):
+    """A request whose shape is wrong: malformed JSON or CBOR, a missing or mistyped key."""
+
+    code = "bad_request"
 
 
 class DocumentError(CrdtSyncError):

@@ -10,18 +10,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..errors import ProtocolError
+from ..errors import BadRequest
 from ..ids import Origin
 from ..store.base import Store
 from .auth import Principal, authenticate, bearer_token
 
 CLIENT_ID_HEADER = "x-client-id"
-
-
-class BadRequest(ProtocolError):
-    """A request whose shape is wrong: malformed JSON or CBOR, a missing or mistyped key."""
-
-    code = "bad_request"
 
 
 async def principal(request: Request) -> Principal:

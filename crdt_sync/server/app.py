@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
@@ -23,7 +23,6 @@ from .errors import handle_crdt_sync_error, handle_unexpected
 from .live import Hub
 from .yjs import Room, serve_yjs
 
-SERVER_NAME = "crdt-sync/0.1"
 LOG = logging.getLogger(__name__)
 
 
@@ -42,7 +41,6 @@ class Settings:
     # (`crdt-sync serve`), not for one that merely embeds an app (a test run, say).
     tune_gc: bool = False
     synchronous: str = "FULL"
-    extra: dict[str, object] = field(default_factory=dict)
     max_body_bytes: int = 16 << 20  # REST request bodies; larger ones are answered 413
 
 
@@ -61,20 +59,27 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             hub = Hub(store, engine, admission)
             app.state.store, app.state.engine, app.state.hub = store, engine, hub
             app.state.rooms = {}
-            watcher = asyncio.create_task(hub.watch_revocations(settings.revocation_interval))
-            follower = asyncio.create_task(follow_other_processes(store, settings.follow_interval))
+            # Every append notices other processes' commits (`crdt-sync import`) too; following
+            # bounds how long they wait when nobody writes here.
+            jobs = [
+                asyncio.create_task(
+                    repeat(settings.revocation_interval, hub.sweep_revoked, "revocation sweep")
+                ),
+                asyncio.create_task(
+                    repeat(settings.follow_interval, store.follow, "following other processes")
+                ),
+            ]
             if settings.tune_gc:
                 tune_garbage_collector()
             try:
                 yield
             finally:
-                watcher.cancel()
-                follower.cancel()
+                for job in jobs:
+                    job.cancel()
                 hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-                with contextlib.suppress(asyncio.CancelledError):
-                    await follower
+                for job in jobs:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await job
                 await engine.settle()  # view repairs still queued, before the store closes
 
     app = FastAPI(title="crdt-sync", version="0.1.0", lifespan=lifespan)
@@ -114,17 +119,17 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     return app
 
 
-async def follow_other_processes(store: SQLiteStore, interval: float) -> None:
-    """Pick up what other processes commit to the store (`crdt-sync import`) while idle.
+async def repeat(interval: float, job: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run `job` every `interval` seconds until cancelled.
 
-    Every append notices them too; this bounds how long they wait when nobody writes here.
+    A CrdtSyncError (a busy or failing disk) is logged, naming `what`; the next round tries again.
     """
     while True:
         await asyncio.sleep(interval)
         try:
-            await store.follow()
-        except CrdtSyncError as exc:  # a busy or failing disk: the next round tries again
-            LOG.warning("looking for other processes' commits failed: %s", exc)
+            await job()
+        except CrdtSyncError as exc:
+            LOG.warning("%s failed; retrying: %s", what, exc)
 
 
 def tune_garbage_collector() -> None:

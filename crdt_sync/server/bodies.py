@@ -15,14 +15,12 @@ import cbor2
 from fastapi import Request
 
 from ..cbor import load_one
-from ..errors import LimitExceeded
-from .access import BadRequest
-
-DEFAULT_MAX_BODY = 16 << 20
+from ..errors import BadRequest, LimitExceeded
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or LimitExceeded (413) as soon as it passes `limit` bytes."""
+async def read_body(request: Request) -> bytes:
+    """The whole body, or LimitExceeded (413) as soon as it passes the app's `max_body_bytes`."""
+    limit: int = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise LimitExceeded(f"request body of {declared} bytes is over the limit of {limit}")
@@ -36,13 +34,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def body_limit(request: Request) -> int:
-    return int(getattr(request.app.state.settings, "max_body_bytes", DEFAULT_MAX_BODY))
+def media_type(request: Request, default: str) -> str:
+    """The Content-Type without its parameters, lowercased; `default` when none is given."""
+    return (request.headers.get("content-type") or default).split(";")[0].strip().lower()
 
 
 async def json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object; BadRequest (400) for anything else."""
-    return parse_json_object(await read_body(request, body_limit(request)))
+    return parse_json_object(await read_body(request))
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 from ..engine import Engine
+from ..errors import RecordExists
 from ..ids import Origin, make_doc_id
 from ..schema import Schema
 from ..store import SQLiteStore
@@ -81,6 +83,6 @@ async def prepare_store(db: Path, schema: Schema, *, demo: bool) -> str | None:
                 for row in rows:
                     fields = {k: v for k, v in row.items() if k != "id"}
                     doc_id = make_doc_id(collection, str(row["id"]))
-                    if await store.get_record(doc_id) is None:
+                    with suppress(RecordExists):  # seeded by an earlier run
                         await engine.patch(doc_id, fields, origin=Origin("demo"), creating=True)
         return token

@@ -14,12 +14,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..engine import Engine
-from ..errors import DocumentError, RecordExists, RecordNotFound, SchemaViolation, UnknownCollection
+from ..errors import BadRequest, RecordNotFound, SchemaViolation, UnknownCollection
 from ..ids import make_doc_id
 from ..schema import Collection, FieldKind, Schema
 from ..store.base import RecordRow, Store
 from ..store.listing import ID_SORT, RecordQuery
-from .access import AdminOnly, BadRequest, device_origin
+from .access import AdminOnly, device_origin
 from .bodies import json_object
 from .cursors import decode_token, encode_token
 from .models import (
@@ -30,7 +30,6 @@ from .models import (
     record_model,
 )
 from .sync_views import flat_record
-from .telemetry import Telemetry
 
 LIST_PARAMETERS = frozenset({"q", "sort", "cursor", "limit"})
 SEARCHED_KINDS = (FieldKind.STRING, FieldKind.TEXT, FieldKind.ENUM, FieldKind.REFERENCE)
@@ -49,7 +48,7 @@ def crud_router(schema: Schema) -> tuple[APIRouter, list[type[Any]]]:
 class CollectionRoutes:
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
-        self.fields = list(collection.fields)
+        self.fields = collection.fields
 
     def add_to(self, router: APIRouter) -> list[type[Any]]:
         name = self.collection.name
@@ -169,17 +168,11 @@ class CollectionRoutes:
         elif not isinstance(record_id, str):
             raise SchemaViolation(self.collection.name, f"id must be a string, got {record_id!r}")
         doc_id = make_doc_id(self.collection.name, record_id)
-        store: Store = request.app.state.store
-        if await store.get_record(doc_id) is not None:
-            raise RecordExists(
-                doc_id, "a record with this id exists (or existed: deletes are final)"
-            )
-        result = await _counted(
-            request,
-            _engine(request).patch(doc_id, body, origin=device_origin(request, who), creating=True),
+        result = await _engine(request).patch(
+            doc_id, body, origin=device_origin(request, who), creating=True
         )
         return JSONResponse(
-            result,
+            result.view,
             status_code=201,
             headers={"Location": f"/api/{self.collection.name}/{record_id}"},
         )
@@ -193,11 +186,11 @@ class CollectionRoutes:
         body = await json_object(request)
         if "id" in body and body.pop("id") != record_id:
             raise SchemaViolation(f"{self.collection.name}/{record_id}", "id cannot be changed")
-        row = await self._live_row(request, record_id)
-        result = await _counted(
-            request, _engine(request).patch(row.doc_id, body, origin=device_origin(request, who))
+        doc_id = make_doc_id(self.collection.name, record_id)
+        result = await _engine(request).patch(
+            doc_id, body, origin=device_origin(request, who), creating=False
         )
-        return JSONResponse(result)
+        return JSONResponse(result.view)
 
     async def delete_record(self, request: Request, who: AdminOnly, record_id: str) -> Response:
         """Tombstone the record; deleting a deleted record again is a no-op."""
@@ -224,18 +217,6 @@ class CollectionRoutes:
 def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
-
-
-async def _counted(request: Request, write: Any) -> dict[str, Any]:
-    """Await an engine write; count a refusal for status and metrics. Returns the new view."""
-    try:
-        result = await write
-    except DocumentError as exc:
-        telemetry: Telemetry = request.app.state.telemetry
-        telemetry.refused[exc.code] += 1
-        raise
-    view: dict[str, Any] = result.view
-    return view
 
 
 def _typed(kind: FieldKind, name: str, raw: str) -> Any:

@@ -12,9 +12,8 @@ import binascii
 import json
 from typing import Any
 
-from ..errors import SchemaViolation
+from ..errors import BadRequest, SchemaViolation
 from ..ids import DocId, Seq, split_doc_id
-from .access import BadRequest
 
 
 def timestamp_of(cursor: Seq) -> int:

@@ -14,11 +14,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..engine import Engine
-from ..errors import InvalidUpdate, RecordNotFound
+from ..errors import BadRequest, InvalidUpdate, RecordNotFound
 from ..ids import DocId, make_doc_id
+from ..schema import Schema
 from ..store.base import Store
-from .access import AdminOnly, Authenticated, BadRequest, device_origin
-from .bodies import body_limit, decode_base64, read_body
+from .access import AdminOnly, Authenticated, device_origin
+from .bodies import decode_base64, media_type, read_body
 from .models import ERROR_RESPONSES
 from .sync_views import flat_record
 
@@ -45,11 +46,11 @@ async def document_view(
     row = await store.get_record(doc_id)
     if row is None:
         raise RecordNotFound(doc_id, "no such record")
-    fields = list(request.app.state.engine.schema.collections[collection].fields)
+    schema: Schema = request.app.state.engine.schema
     return JSONResponse(
         {
             "doc": doc_id,
-            "record": flat_record(row, fields),
+            "record": flat_record(row, schema.collections[collection].fields),
             "is_deleted": row.is_deleted,
             "seq": row.last_seq,
             "created_seq": row.first_seq,
@@ -111,10 +112,10 @@ async def apply_update(
 ) -> JSONResponse:
     """Apply a binary Yjs update through the one write path; answers the record after it."""
     doc_id = _doc_id(request, collection, record_id)
-    media = (request.headers.get("content-type") or OCTETS).split(";")[0].strip().lower()
+    media = media_type(request, OCTETS)
     if media != OCTETS:
         raise BadRequest(f"Content-Type must be {OCTETS}, got {media}")
-    update = await read_body(request, body_limit(request))
+    update = await read_body(request)
     engine: Engine = request.app.state.engine
     result = await engine.write(doc_id, update, origin=device_origin(request, who))
     return JSONResponse(

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from ..errors import (
     AuthError,
+    BadRequest,
     ConfigError,
     CrdtSyncError,
     DocumentError,
@@ -124,4 +125,4 @@ async def handle_validation_error(request: Request, error: Exception) -> JSONRes
     ]
     first = problems[0] if problems else {"where": "request", "problem": "invalid"}
     message = f"{first['where']}: {first['problem']}"
-    return JSONResponse(error_body("bad_request", message, problems), status_code=400)
+    return JSONResponse(error_body(BadRequest.code, message, problems), status_code=400)

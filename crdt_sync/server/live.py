@@ -27,6 +27,7 @@ from .errors import close_code, close_reason
 
 log = logging.getLogger("crdt_sync.server")
 CLOSE_TIMEOUT = 10.0
+MAX_WRITES_IN_FLIGHT = 64  # a connection's writes the server works on at once
 
 
 class Disconnected(Exception):
@@ -142,7 +143,7 @@ class WritesInFlight:
     pipelines from holding unbounded memory in the server.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int = MAX_WRITES_IN_FLIGHT) -> None:
         self.limit = limit
         self.pending: set[asyncio.Future[Any]] = set()
         self._room: asyncio.Future[None] | None = None
@@ -219,14 +220,6 @@ class Hub:
                     connection.request_close(CloseCode.UNAUTHORIZED, "token revoked")
                     closed += 1
         return closed
-
-    async def watch_revocations(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep_revoked()
-            except CrdtSyncError:
-                log.warning("revocation sweep failed; retrying", exc_info=True)
 
     def close_all(self, code: int, reason: str) -> None:
         for connection in self.connections:

@@ -63,7 +63,7 @@ async def sync_status(request: Request, who: Authenticated) -> dict[str, Any]:
                 "last_sync": d.last_sync,
                 "pulls": d.pulls,
             }
-            for d in sorted(telemetry.devices.values(), key=lambda d: d.last_sync, reverse=True)
+            for d in reversed(telemetry.devices.values())  # the most recently seen first
         ],
         "queues": {"outgoing_total": figures.queue_depth, "outgoing_max": figures.queue_depth_max},
         "writes": figures.writes,

@@ -40,7 +40,6 @@ from ..store.base import Committed
 from .live import Connection, Hub, WritesInFlight
 
 CATCH_UP_PAGE = 500
-MAX_WRITES_IN_FLIGHT = 64
 SERVER_NAME = "crdt-sync/0.1"
 
 
@@ -55,7 +54,8 @@ class MuxPeer:
         self.hello: HelloReceived
         self.caught_up_to = 0
         self.collections: tuple[str, ...] | None = None
-        self.writes = WritesInFlight(MAX_WRITES_IN_FLIGHT)
+        self.writes = WritesInFlight()
+        self.origin = Origin(connection.principal.name)  # set from the hello
 
     async def read(self) -> None:
         try:
@@ -72,9 +72,8 @@ class MuxPeer:
             await self._hello(event)
         elif isinstance(event, UpdateReceived):
             await self.writes.wait_for_room()
-            origin = Origin(self.connection.client_id or self.connection.principal.name)
             write = self.hub.engine.write_nowait(
-                event.doc, event.update, origin=origin, sender=self.connection.subscriber
+                event.doc, event.update, origin=self.origin, sender=self.connection.subscriber
             )
             self.writes.add(write, functools.partial(self._written, event))
         elif isinstance(event, SyncStep1Received):
@@ -97,6 +96,7 @@ class MuxPeer:
     async def _hello(self, hello: HelloReceived) -> None:
         """Only note it: the writer sends welcome, so nothing can go out ahead of it."""
         self.hello = hello
+        self.origin = Origin(hello.client or self.connection.principal.name)
         self.welcomed.set()
 
     async def _welcome(self) -> None:

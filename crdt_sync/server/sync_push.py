@@ -20,9 +20,10 @@ from fastapi import APIRouter, Header, Request, Response
 
 from ..batches import BatchOutcome, BatchWrite
 from ..engine import Engine
+from ..errors import BadRequest
 from ..ids import DocId, Seq
-from .access import Authenticated, BadRequest, device_origin
-from .bodies import body_limit, decode_base64, parse_cbor_map, parse_json_object, read_body
+from .access import Authenticated, device_origin
+from .bodies import decode_base64, media_type, parse_cbor_map, parse_json_object, read_body
 from .models import PushAnswer
 from .telemetry import Telemetry
 
@@ -64,8 +65,8 @@ async def outgoing(
     Answer: `{"experimentalRejectedIds": {collection: [id]}, "rejected": [{collection, id,
     code, message}], "applied": [{collection, id, action, seq, changed}], "cursor": N}`.
     """
-    body = await read_body(request, body_limit(request))
-    if _is_cbor(request.headers.get("content-type")):
+    body = await read_body(request)
+    if _is_cbor(media_type(request, "application/json")):
         push = parse_push(parse_cbor_map(body), is_cbor=True)
     else:
         push = parse_push(parse_json_object(body), is_cbor=False)
@@ -97,8 +98,7 @@ def _answer(body: bytes, *, replayed: bool) -> Response:
     return Response(body, media_type="application/json", headers=headers)
 
 
-def _is_cbor(content_type: str | None) -> bool:
-    media = (content_type or "application/json").split(";")[0].strip().lower()
+def _is_cbor(media: str) -> bool:
     if media == "application/cbor":
         return True
     if media not in ("application/json", ""):

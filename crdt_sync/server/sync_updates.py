@@ -20,9 +20,10 @@ import cbor2
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from ..errors import BadRequest
 from ..ids import Seq
 from ..store.base import LogEntry, Store
-from .access import Authenticated, BadRequest, device_origin
+from .access import Authenticated, device_origin
 from .cursors import parse_since, timestamp_of
 from .errors import error_response
 from .models import ERROR_RESPONSES

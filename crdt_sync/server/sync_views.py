@@ -8,7 +8,7 @@ Timestamps and page tokens are described in cursors.py.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -51,7 +51,7 @@ def resolve_collections(schema: Schema, asked: Sequence[str] | None) -> list[str
     return sorted(names or schema.collections)
 
 
-def flat_record(row: RecordRow, fields: Sequence[str]) -> dict[str, Any]:
+def flat_record(row: RecordRow, fields: Iterable[str]) -> dict[str, Any]:
     """The pulled form of a record: id and every field, unset ones null; never _status/_changed."""
     view = row.view
     out: dict[str, Any] = {"id": row.record_id}
@@ -81,11 +81,16 @@ async def initial(
     names = resolve_collections(schema, collections)
     current = await store.cursor()
     stable, after = parse_initial_page(page, current) if page else (current, None)
-    # A store that cannot be read fails here, while an error answer can still be sent.
-    await store.snapshot(collections=names[:1], after=after, limit=1)
+    # The first page is read here, so that a store that cannot be read is answered 503.
+    start = next((name for name in names if not _is_past(name, after)), None)
+    first = (
+        await store.scan_snapshot(collections=[start], after=after, limit=min(STORE_PAGE, limit))
+        if start is not None
+        else []
+    )
     telemetry: Telemetry = request.app.state.telemetry
     telemetry.note_pull("initial", who.name, device_origin(request, who), int(stable))
-    body = _initial_body(store, schema, names, stable, after, limit, created_as_updated)
+    body = _initial_body(store, schema, names, stable, after, limit, created_as_updated, first)
     return StreamingResponse(body, media_type="application/json")
 
 
@@ -97,20 +102,26 @@ async def _initial_body(
     after: DocId | None,
     limit: int,
     created_as_updated: bool,
+    first: list[RecordRow],
 ) -> AsyncIterator[bytes]:
+    """The answer, a store page at a time; `first` is the first page, read by the handler."""
     # The records go in one list: `created`, or `updated` after an empty `created`.
     head = '"created":[],"updated":[' if created_as_updated else '"created":['
     tail = '],"deleted":[]}' if created_as_updated else '],"updated":[],"deleted":[]}'
     yield b'{"changes":{'
     served = 0
     last = after
+    pending: list[RecordRow] | None = first
     for index, name in enumerate(names):
         yield (("," if index else "") + _encode(name) + ":{" + head).encode()
-        fields = list(schema.collections[name].fields)
+        fields = schema.collections[name].fields
         is_first = True
-        while served < limit and not (last is not None and last >= f"{name}0"):
+        while served < limit and not _is_past(name, last):
             wanted = min(STORE_PAGE, limit - served)
-            rows = await store.scan_snapshot(collections=[name], after=last, limit=wanted)
+            if pending is not None:  # the first scan is always this one
+                rows, pending = pending, None
+            else:
+                rows = await store.scan_snapshot(collections=[name], after=last, limit=wanted)
             if rows:
                 last = rows[-1].doc_id
             # Records created after the first page's timestamp come with the next pull instead.
@@ -129,6 +140,12 @@ async def _initial_body(
     )
     token = _encode(initial_page_token(stable, last)) if more and last is not None else "null"
     yield f'}},"timestamp":{timestamp_of(stable)},"next":{token}}}'.encode()
+
+
+def _is_past(collection: str, last: DocId | None) -> bool:
+    """Whether paging has gone past every doc id of `collection` (`name/...` sorts before
+    `name0`)."""
+    return last is not None and last >= f"{collection}0"
 
 
 @router.get("/api/sync/incremental", responses={200: {"model": PullAnswer}})
@@ -166,14 +183,10 @@ async def incremental(
         bucket = changes[row.collection]
         if row.is_deleted:
             bucket["deleted"].append(row.record_id)
-        elif row.first_seq > cursor and row.created_by != origin and not created_as_updated:
-            bucket["created"].append(
-                flat_record(row, list(schema.collections[row.collection].fields))
-            )
         else:
-            bucket["updated"].append(
-                flat_record(row, list(schema.collections[row.collection].fields))
-            )
+            is_created = row.first_seq > cursor and row.created_by != origin
+            kind = "created" if is_created and not created_as_updated else "updated"
+            bucket[kind].append(flat_record(row, schema.collections[row.collection].fields))
     telemetry: Telemetry = request.app.state.telemetry
     telemetry.note_pull("incremental", who.name, origin, int(covered))
     timestamp = timestamp_of(covered)

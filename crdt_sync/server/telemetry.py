@@ -28,20 +28,25 @@ class DeviceSync:
 class Telemetry:
     started_at: float = field(default_factory=time.time)
     errors: Counter[int] = field(default_factory=Counter)  # HTTP answers >= 400, by status
-    refused: Counter[str] = field(default_factory=Counter)  # REST writes refused, by error code
     pulls: Counter[str] = field(default_factory=Counter)  # "initial", "incremental"
     pushes: int = 0
+    # By client id, least recently seen first. Any token holder can make up client ids, so
+    # only the `max_devices` most recently seen are kept.
     devices: dict[str, DeviceSync] = field(default_factory=dict)
+    max_devices: int = 1000
 
     def note_pull(self, kind: str, device: str, origin: str, cursor: int) -> None:
         """A REST pull by token `device`, identified as `origin` (its client id, or `device`)."""
         self.pulls[kind] += 1
-        seen = self.devices.get(origin)
+        seen = self.devices.pop(origin, None)
         if seen is None:
             client_id = origin if origin != device else None
-            seen = self.devices[origin] = DeviceSync(device, client_id, cursor, time.time())
+            seen = DeviceSync(device, client_id, cursor, time.time())
+        self.devices[origin] = seen  # last: the most recently seen
         seen.cursor, seen.last_sync = cursor, time.time()
         seen.pulls += 1
+        while len(self.devices) > self.max_devices:
+            del self.devices[next(iter(self.devices))]
 
 
 class CountErrors:
@@ -100,7 +105,7 @@ async def gather(hub: Hub, telemetry: Telemetry, collections: list[str]) -> Figu
     stats = await hub.store.statistics()
     depths = [c.subscriber.queue.qsize() for c in hub.connections]
     endpoints: Counter[str] = Counter(c.endpoint for c in hub.connections)
-    refused: Counter[str] = Counter(telemetry.refused)
+    refused: Counter[str] = Counter()
     for key, count in hub.engine.counters.items():
         if key.startswith("refused:"):
             refused[_code_of(key.removeprefix("refused:"))] += count

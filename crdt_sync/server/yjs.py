@@ -36,7 +36,6 @@ from ..protocol.ysync import (
 from ..record import EMPTY_UPDATE
 from .live import Connection, Hub, WritesInFlight
 
-MAX_WRITES_IN_FLIGHT = 64
 MAX_MERGED_UPDATES = 256  # updates of one peer written as one, at most
 
 
@@ -99,7 +98,7 @@ def _encode_update(item: object) -> list[bytes]:
 
 
 async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> None:
-    writes = WritesInFlight(MAX_WRITES_IN_FLIGHT)
+    writes = WritesInFlight()
     origin = Origin(connection.principal.name)
     answer = functools.partial(_answer, connection)
     # Updates read back to back (a pipelining client: the frames of one TCP read) are

@@ -1,0 +1,94 @@
+"""Server behaviour the review asked to pin down: creates that race, refusals counted once,
+and what the server remembers about the devices it has seen."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from crdt_sync.errors import StoreError
+from crdt_sync.store.base import Store
+
+from .conftest import RunningServer
+from .test_rest_sync import assert_error
+
+
+async def test_two_concurrent_creates_of_one_id_give_one_201_and_one_409(
+    server: RunningServer,
+) -> None:
+    async with server.client() as admin:
+        for i in range(10):
+            first, second = await asyncio.gather(
+                admin.post("/api/contacts", json={"id": f"c{i}", "name": "first"}),
+                admin.post("/api/contacts", json={"id": f"c{i}", "name": "second"}),
+            )
+            made, refused = (first, second) if first.status_code == 201 else (second, first)
+            assert made.status_code == 201, (first.text, second.text)
+            assert_error(refused, 409, "record_exists")
+            stored = (await admin.get(f"/api/contacts/c{i}")).json()
+            assert stored == made.json()
+
+
+async def test_a_patch_of_a_record_never_created_is_404_and_creates_nothing(
+    server: RunningServer,
+) -> None:
+    async with server.client() as admin:
+        assert_error(
+            await admin.patch("/api/contacts/ghost", json={"name": "Ghost"}),
+            404,
+            "record_not_found",
+        )
+        assert_error(await admin.get("/api/contacts/ghost"), 404, "record_not_found")
+        assert (await admin.get("/api/contacts")).json()["items"] == []
+
+
+async def test_each_refused_admin_write_is_counted_once_by_its_code(server: RunningServer) -> None:
+    async with server.client() as admin:
+        (await admin.post("/api/contacts", json={"id": "c1", "name": "Ann"})).raise_for_status()
+        assert_error(
+            await admin.post("/api/contacts", json={"id": "c1", "name": "B"}), 409, "record_exists"
+        )
+        assert_error(
+            await admin.patch("/api/contacts/c1", json={"name": 5}), 422, "schema_violation"
+        )
+        assert_error(
+            await admin.patch("/api/contacts/c9", json={"name": "C"}), 404, "record_not_found"
+        )
+        status = (await admin.get("/api/sync/status")).json()
+    assert status["refused_writes"] == {
+        "record_exists": 1,
+        "schema_violation": 1,
+        "record_not_found": 1,
+    }
+
+
+async def test_an_initial_pull_whose_scan_fails_is_answered_503(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streamed pages come from `scan_snapshot`: its failure must surface while an error
+    answer can still be sent, not as a cut stream."""
+    store: Store = server.app.state.store  # type: ignore[attr-defined]
+
+    async def failing(*args: Any, **options: Any) -> Any:
+        raise StoreError("disk trouble")
+
+    monkeypatch.setattr(store, "scan_snapshot", failing)
+    async with server.client(server.device_token) as device:
+        response = await device.get("/api/sync/initial")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "store_error"
+
+
+async def test_the_sync_status_keeps_only_the_most_recently_seen_rest_devices(
+    server: RunningServer,
+) -> None:
+    telemetry = server.app.state.telemetry  # type: ignore[attr-defined]
+    telemetry.max_devices = 3
+    async with server.client(server.device_token) as device:
+        for name in ("d1", "d2", "d3", "d1", "d4", "d5"):
+            pulled = await device.get("/api/sync/initial", headers={"X-Client-Id": name})
+            pulled.raise_for_status()
+        status = (await device.get("/api/sync/status")).json()
+    assert [d["client_id"] for d in status["rest_devices"]] == ["d5", "d4", "d1"]
+    assert [d["pulls"] for d in status["rest_devices"]] == [1, 1, 2]
