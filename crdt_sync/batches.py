@@ -8,7 +8,6 @@ from typing import Any
 
 from .errors import CrdtSyncError
 from .ids import DocId, Seq
-from .record import EMPTY_STATE_VECTOR as EMPTY_STATE_VECTOR  # re-exported for engine.py
 from .record import View
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pycrdt import Doc, merge_updates
 
-from .batches import EMPTY_STATE_VECTOR, BatchOutcome, BatchWrite, PreparedWrite
+from .batches import BatchOutcome, BatchWrite, PreparedWrite
 from .errors import (
     CrdtSyncError,
     DocumentError,
@@ -31,6 +31,7 @@ from .fanout import Published, Subscriber, group_by_document
 from .ids import DocId, Origin, Seq, split_doc_id
 from .live_records import LiveDocuments
 from .record import (
+    EMPTY_STATE_VECTOR,
     EMPTY_UPDATE,
     NO_SIZE_LIMIT,
     CheckedUpdate,
