@@ -1,4 +1,4 @@
-"""Limits and policy over real sockets: sizes, connection caps, storms, slow consumers, revocation."""
+"""Limits and policy over real sockets: sizes, connection caps, storms, slow peers, revocation."""
 
 from __future__ import annotations
 
@@ -118,7 +118,8 @@ def stuck_websocket(port: int, path: str, first_frame: bytes) -> socket.socket:
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     response = b""
     while b"\r\n\r\n" not in response:

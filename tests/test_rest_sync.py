@@ -438,7 +438,8 @@ async def test_a_malformed_push_is_refused_whole_and_changes_nothing(
             "bad_request",
         ),
         (
-            b'{"changes": {"contacts": {"created": [GOOD], "updated": [{"id": "g", "_changed": 1}]}}}',
+            b'{"changes": {"contacts": {"created": [GOOD],'
+            b' "updated": [{"id": "g", "_changed": 1}]}}}',
             "application/json",
             400,
             "bad_request",

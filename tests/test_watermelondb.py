@@ -249,7 +249,7 @@ async def assert_converged(
 # Timestamps
 
 
-async def test_first_sync_on_an_empty_server_and_every_later_one_use_timestamps_watermelondb_accepts(
+async def test_first_and_every_later_sync_use_timestamps_watermelondb_accepts(
     node: str,
     server: RunningServer,
 ) -> None:
