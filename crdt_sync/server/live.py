@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ class Connection:
     client_id: str = ""
     cursor: int = 0
     last_sync: float | None = None
+    connected_at: float = field(default_factory=time.time)
     _close: asyncio.Future[tuple[int, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -208,6 +210,13 @@ class Hub:
             self.connections.discard(connection)
             self.engine.unsubscribe(connection.subscriber)
             self.admission.release()
+
+    def close_token(self, token_hash: str, reason: str) -> int:
+        """Close every connection of one token at once (its revocation through the API)."""
+        chosen = [c for c in self.connections if c.principal.token_hash == token_hash]
+        for connection in chosen:
+            connection.request_close(CloseCode.UNAUTHORIZED, reason)
+        return len(chosen)
 
     async def sweep_revoked(self) -> int:
         """Close every connection whose token was revoked (by the CLI or the API)."""

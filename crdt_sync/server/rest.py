@@ -4,6 +4,7 @@
     sync_updates.py GET  /api/sync/updates                         (CRDT pull: the log, CBOR)
     sync_push.py    POST /api/sync/outgoing                        (WatermelonDB push, CRDT updates)
     metrics.py      GET  /api/sync/status, /metrics
+    sync_admin.py   /api/admin/sync/*, /api/admin/tokens  (sync management; admin)
     docs_views.py   /api/docs/{collection}/{id}[/state-vector|/update]
     crud.py         /api/{collection}[/{id}]  (made per collection from the schema; admin)
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import docs_views, metrics, sync_push, sync_updates, sync_views
+from . import docs_views, metrics, sync_admin, sync_push, sync_updates, sync_views
 from .access import Authenticated, principal
 from .crud import crud_router
 from .errors import handle_http_exception, handle_validation_error
@@ -40,6 +41,7 @@ router.include_router(sync_updates.router)
 router.include_router(sync_push.router)
 router.include_router(metrics.router)
 router.include_router(docs_views.router)
+router.include_router(sync_admin.router)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
