@@ -21,6 +21,7 @@ from .batches import BatchOutcome, BatchWrite, PreparedWrite
 from .errors import (
     CrdtSyncError,
     DocumentError,
+    InvalidUpdate,
     LimitExceeded,
     ProtocolError,
     RecordExists,
@@ -42,6 +43,7 @@ from .record import (
 )
 from .schema import Schema
 from .store.base import Append, Committed, Store
+from .yupdate import MalformedUpdate, read_state_vector, read_update
 
 LOG = logging.getLogger(__name__)
 VIEW_REPAIR = Origin("view-repair")  # the origin of the empty updates that rewrite a view
@@ -140,7 +142,7 @@ class Engine:
         own, in order, so that only the refused ones fail. Returns one future per write made;
         each gives what `write` returns, or raises what it raises.
         """
-        if len(updates) > 1 and doc_id not in self._waiting:
+        if len(updates) > 1 and doc_id not in self._waiting and _all_decode(updates):
             record = self.live.acquire_nowait(doc_id)
             if record is not None:
                 try:
@@ -337,8 +339,15 @@ class Engine:
     async def committed_diff(self, doc_id: DocId, state_vector: bytes) -> bytes:
         """What the store holds that a peer with `state_vector` lacks (the answer to its step 1).
 
-        Raises ProtocolError for a state vector that does not decode.
+        Raises ProtocolError for a state vector that does not decode, or that names a client
+        id or clock JavaScript peers cannot hold (2**53 or more).
         """
+        try:
+            read_state_vector(state_vector)
+        except MalformedUpdate as exc:
+            raise ProtocolError(
+                f"{doc_id}: sync step 1 holds no usable state vector: {exc}"
+            ) from None
         document = await self.committed_state(doc_id)  # dropped on return, garbage collected
         try:
             return document.get_update(state_vector)
@@ -582,12 +591,17 @@ class Engine:
     def _apply_within_limits(
         self, doc_id: DocId, record: LiveRecord, update: bytes
     ) -> CheckedUpdate:
-        """`record.apply` for an update from outside; LimitExceeded for one over the size limits."""
+        """`record.apply` for an update from outside; LimitExceeded for one over the size limits.
+
+        Every door's updates pass here (websockets, REST CRDT pushes, import): an update that
+        a JavaScript peer could not decode exactly is refused before yrs sees it.
+        """
         if len(update) > self.limits.max_update_bytes:
             raise LimitExceeded(
                 f"{doc_id}: update of {len(update)} bytes is over the limit of "
                 f"{self.limits.max_update_bytes}"
             )
+        check_update_decodes(doc_id, update)
         return record.apply(update, max_document_bytes=self.limits.max_document_bytes)
 
     def _prepare_update(self, write: BatchWrite, record: LiveRecord, is_new: bool) -> PreparedWrite:
@@ -638,6 +652,28 @@ class Engine:
             raise
         self.counters["writes"] += len(seqs)
         return outcomes_at(seqs)
+
+
+def check_update_decodes(doc_id: DocId, update: bytes) -> None:
+    """InvalidUpdate unless every Yjs peer decodes `update` as pycrdt does (see yupdate.py).
+
+    yrs keeps a client id past 2**53 modulo 2**53 where JavaScript rounds it or throws, so
+    such an update would fork the record between the server and JavaScript replicas.
+    """
+    try:
+        read_update(update)
+    except MalformedUpdate as exc:
+        raise InvalidUpdate(doc_id, f"not a Yjs update every peer can decode: {exc}") from None
+
+
+def _all_decode(updates: Sequence[bytes]) -> bool:
+    """Merging (yrs) would hide a bad client id: such updates are written one by one."""
+    try:
+        for update in updates:
+            read_update(update)
+    except MalformedUpdate:
+        return False
+    return True
 
 
 def _result(doc_id: DocId, seq: Seq | None, checked: CheckedUpdate) -> WriteResult:

@@ -18,6 +18,7 @@ from ..errors import BadRequest, InvalidUpdate, RecordNotFound
 from ..ids import DocId, make_doc_id
 from ..schema import Schema
 from ..store.base import Store
+from ..yupdate import MalformedUpdate, read_state_vector
 from .access import AdminOnly, Authenticated, device_origin
 from .bodies import decode_base64, media_type, read_body
 from .models import ERROR_RESPONSES
@@ -90,6 +91,11 @@ async def document_update(
     engine: Engine = request.app.state.engine
     doc_id = _doc_id(request, collection, record_id)
     vector = decode_base64(sv, "sv") if sv is not None else None
+    if vector is not None:
+        try:
+            read_state_vector(vector)  # client ids past 2**53 included: JavaScript cannot hold them
+        except MalformedUpdate as exc:
+            raise InvalidUpdate(doc_id, f"sv is not a Yjs state vector: {exc}") from None
     document = await engine.committed_state(doc_id)
     try:
         update = document.get_update(vector) if vector is not None else document.get_update()
