@@ -49,9 +49,7 @@ async def test_a_backup_during_a_write_storm_holds_every_write_acked_before_it(
         writers = [asyncio.create_task(storm(w)) for w in range(WRITERS)]
         await asyncio.wait_for(started.wait(), 60)
         acked_before = [seq for seq, _, _ in acked]
-        ran = await run_async(
-            "backup", str(copy), "--db", str(db), "--step-pages", "2", "--json"
-        )
+        ran = await run_async("backup", str(copy), "--db", str(db), "--step-pages", "2", "--json")
         backup_done.set()
         await asyncio.gather(*writers)
         assert ran.exit_code == 0, ran.stderr
