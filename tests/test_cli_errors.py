@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .clis import Ran, run
+from .clis import run
 from .conftest import free_socket
 
 README = Path(__file__).parent.parent / "README.md"
