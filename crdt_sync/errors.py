@@ -14,8 +14,8 @@
     ├── AuthError            no token, a wrong one, or a role that may not do this
     │   └── Forbidden
     ├── StoreError           not a store, newer schema, disk trouble
-    │   └── StoreInUse       another server already serves this store file
-    ├── NameTaken            a name that must be unique is taken (a token's)
+    │   ├── StoreInUse       another server already serves this store file
+    │   └── NameTaken        a name that must be unique is taken (a token's)
     ├── AddressUnavailable   (server) cannot listen there: the port is taken, or not allowed
     ├── ConfigError          a schema file that does not parse; names the line or key
     ├── ArchiveError         a file that is not a crdt-sync archive, or a damaged one
@@ -103,7 +103,7 @@ class StoreInUse(StoreError):
     code = "store_in_use"
 
 
-class NameTaken(CrdtSyncError):
+class NameTaken(StoreError):
     code = "name_taken"
 
 
