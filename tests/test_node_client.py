@@ -280,16 +280,6 @@ async def test_a_node_clients_awareness_is_relayed_to_the_other_peers_and_to_its
         await ann.wait(lambda: ann.awareness.get(bob.client_id) == bob_state)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "known limitation (TODO #3 follow-up): after a refused write the stock client's document "
-        "keeps the refused item, so every later update it sends starts past a clock gap and /yjs "
-        "refuses it too ('update depends on changes this document has not seen'); the client can "
-        "never write the record again without discarding its document"
-    ),
-)
 async def test_a_node_clients_good_edits_after_a_refused_write_still_sync(
     node: str,
     server: RunningServer,
