@@ -646,8 +646,11 @@ class LiveRecord:
                     f"meta may only hold deleted=true (a delete is final), got {key}={shown!r}",
                 )
             deleted = True
-        if creating and not self._has_content and collection.required and has_content(
-            self.document
+        if (
+            creating
+            and not self._has_content
+            and collection.required
+            and has_content(self.document)
         ):
             check_created(collection, doc_id, after)
         return after, deleted
