@@ -29,11 +29,18 @@ EMPTY_UPDATE = b"\x00\x00"  # an update that holds nothing
 EMPTY_STATE_VECTOR = b"\x00"  # a document never written; as SyncStep1: "send me everything"
 # Numbers travel as IEEE doubles in Yjs; integral ones up to 2**53 read back as JSON integers.
 _EXACT_INTEGER = 2**53
-# The client id of this process's live documents. Low, so that a compensation (see
-# `LiveRecord.apply`) loses a tie against a writer's own quick correction: of two concurrent
-# writes of one map key, Yjs keeps the higher client id's. Random per process, not fixed, so
-# that two processes (nodes, the CLI beside a server) writing one record never share an id.
-SERVER_CLIENT_ID = random.randint(1, 2**20)
+# Live documents write with a low client id, so that a compensation (see `LiveRecord.apply`)
+# loses a tie against a writer's own quick correction: of two concurrent writes of one map
+# key, Yjs keeps the higher client id's (Yjs clients draw 32-bit ids). Random per engine,
+# not fixed, so that two engines (nodes, the CLI beside a server) writing one record do not
+# share an id: two writers with one id would make different items with the same ids.
+MAX_SERVER_CLIENT_ID = 2**20
+
+
+def server_client_id() -> int:
+    """A client id for one engine's live documents: random, at most MAX_SERVER_CLIENT_ID."""
+    return random.randint(1, MAX_SERVER_CLIENT_ID)
+
 
 View = dict[str, Any]
 
@@ -103,10 +110,13 @@ class Records:
         collection, record_id = self.collection_of(doc_id)
         return view(document, collection, record_id)
 
-    def live_record(self, doc_id: DocId, state: bytes | None) -> LiveRecord:
-        """The live form of a record holding `state`; raises as `collection_of` does."""
+    def live_record(
+        self, doc_id: DocId, state: bytes | None, *, client_id: int | None = None
+    ) -> LiveRecord:
+        """The live form of a record holding `state`, writing as `client_id` (None: a random
+        one, for a record that only reads); raises as `collection_of` does."""
         collection, record_id = self.collection_of(doc_id)
-        return LiveRecord(doc_id, collection, record_id, state)
+        return LiveRecord(doc_id, collection, record_id, state, client_id=client_id)
 
     def patch(
         self, doc_id: DocId, document: Doc[Any], patch: Mapping[str, Any], *, creating: bool = False
@@ -389,6 +399,7 @@ class LiveRecord:
 
     __slots__ = (
         "_changes",
+        "_client_id",
         "_fields",
         "_has_content",
         "_is_deleted",
@@ -405,8 +416,17 @@ class LiveRecord:
         "record_id",
     )
 
-    def __init__(self, doc_id: DocId, collection: Collection, record_id: str, state: bytes | None):
+    def __init__(
+        self,
+        doc_id: DocId,
+        collection: Collection,
+        record_id: str,
+        state: bytes | None,
+        *,
+        client_id: int | None = None,
+    ):
         self.doc_id = doc_id
+        self._client_id = client_id
         self.collection = collection
         self.record_id = record_id
         self._changes = _Changes()
@@ -416,7 +436,7 @@ class LiveRecord:
         self._since: list[bytes] = []
         self._since_bytes = 0
         self._size = len(self._snapshot)  # an upper bound of the encoded state; exact when checked
-        self._open(document_from_state(state, client_id=SERVER_CLIENT_ID))
+        self._open(document_from_state(state, client_id=client_id))
         self._view = view(self.document, collection, record_id)
         self._is_deleted = is_deleted(self.document)
         self._has_content = has_content(self.document)
@@ -525,8 +545,8 @@ class LiveRecord:
         on every replica, and the writer's overwritten items become deleted items: yrs drops
         their content (garbage collection) when this transaction commits, so the refused
         values are in no stored byte. A writer's own correction made before it saw this is
-        concurrent with it and wins the tie if the writer's client id is above
-        SERVER_CLIENT_ID (Yjs keeps the higher id's write of a map key).
+        concurrent with it and wins the tie if the writer's client id is above the live
+        document's (`server_client_id`; Yjs keeps the higher id's write of a map key).
 
         Raises:
             SchemaViolation: `refusal`, if the document did not come back to its view (the
@@ -610,7 +630,7 @@ class LiveRecord:
     def _rebuild(self) -> None:
         """The document as it was before the refused update: snapshot, then what came since."""
         self.close()
-        document = document_from_state(self._snapshot, client_id=SERVER_CLIENT_ID)
+        document = document_from_state(self._snapshot, client_id=self._client_id)
         for update in self._since:
             document.apply_update(update)
         self._open(document)
