@@ -180,6 +180,7 @@ class Engine:
                             False,
                             release=True,
                             counted=False,
+                            reencode=True,
                         )
                     ]
                 except (ValueError, DocumentError, LimitExceeded):
@@ -252,6 +253,7 @@ class Engine:
         release: bool = False,
         done: asyncio.Future[WriteResult] | None = None,
         counted: bool = True,
+        reencode: bool = False,
     ) -> asyncio.Future[WriteResult]:
         """Check and apply `update` now, queue it for commit now; the future resolves after.
 
@@ -263,15 +265,17 @@ class Engine:
         if done is None:
             done = self._loop().create_future()
         try:
-            checked = self._apply_within_limits(doc_id, record, update, compensate)
+            checked = self._apply_within_limits(doc_id, record, update, compensate, reencode)
             if checked.is_noop:
                 done.set_result(_result(doc_id, None, checked))
                 if release:
                     self.live.release(doc_id)
                 return done
             if checked.stored is not None:
+                update = checked.stored
+            if checked.refusal is not None:
                 # Not the sender's update any more: it must get the compensation too.
-                update, sender = checked.stored, None
+                sender = None
                 if not record.has_content and not checked.is_deleted:
                     # A refused create: its bytes must be kept (the writer holds them), but
                     # no view may serve a record that was never created (see ARCHITECTURE).
@@ -641,7 +645,12 @@ class Engine:
             return exc
 
     def _apply_within_limits(
-        self, doc_id: DocId, record: LiveRecord, update: bytes, compensate: bool = False
+        self,
+        doc_id: DocId,
+        record: LiveRecord,
+        update: bytes,
+        compensate: bool = False,
+        reencode: bool = False,
     ) -> CheckedUpdate:
         """`record.apply` for an update from outside; LimitExceeded for one over the size limits.
 
@@ -655,7 +664,10 @@ class Engine:
             )
         check_update_decodes(doc_id, update)
         return record.apply(
-            update, max_document_bytes=self.limits.max_document_bytes, compensate=compensate
+            update,
+            max_document_bytes=self.limits.max_document_bytes,
+            compensate=compensate,
+            reencode=reencode,
         )
 
     def _prepare_update(self, write: BatchWrite, record: LiveRecord, is_new: bool) -> PreparedWrite:

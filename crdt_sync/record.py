@@ -466,6 +466,7 @@ class LiveRecord:
         max_document_bytes: int,
         compensate: bool = False,
         stored: bool = False,
+        reencode: bool = False,
     ) -> CheckedUpdate:
         """Apply `update` to the live document if the result passes every check.
 
@@ -476,6 +477,9 @@ class LiveRecord:
         send. The view is unchanged; the refused values are deleted items in `stored`.
         With `stored`, the update was accepted once already (a replay, another process's
         commit): the creation rule (`check_created`), younger than some stores, is not applied.
+        With `reencode`, an accepted update comes back as `stored` too, re-encoded from the
+        document (garbage-collected): a merge of several updates keeps the content of items
+        the later ones overwrote, and what is overwritten may be a value the schema refuses.
 
         Raises (and then the document holds none of it):
             InvalidUpdate: not a Yjs update, or one depending on changes not seen here.
@@ -491,7 +495,7 @@ class LiveRecord:
         try:
             try:
                 vector_before, state_vector, roots = _apply_in_one_transaction(
-                    document, update, vector_before=compensate
+                    document, update, vector_before=compensate or reencode
                 )
                 # Structs the update holds beyond the new state were left pending: they
                 # depend on changes not seen here.
@@ -528,13 +532,14 @@ class LiveRecord:
             changes.clear()
         before, self._view, self._is_deleted = self._view, after, deleted
         self._size = size
-        self._accepted(update)
+        stored_update = document.get_update(vector_before) if reencode else None
+        self._accepted(stored_update or update)
         changed = tuple(
             name
             for name in self.collection.fields
             if name in touched and after[name] != before[name]
         )
-        return CheckedUpdate(dict(after), deleted, changed, False, size)
+        return CheckedUpdate(dict(after), deleted, changed, False, size, None, stored_update)
 
     def _compensate(
         self, refusal: SchemaViolation, vector_before: bytes, max_document_bytes: int

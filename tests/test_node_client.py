@@ -128,7 +128,11 @@ class NodeClient:
 
 @asynccontextmanager
 async def node_client(
-    node: str, server: RunningServer, room: str, token: str | None = None
+    node: str,
+    server: RunningServer,
+    room: str,
+    token: str | None = None,
+    client_id: int | None = None,
 ) -> AsyncIterator[NodeClient]:
     """A stock WebsocketProvider on ws://.../yjs + '/' + room, yielded once synced."""
     token = server.device_token if token is None else token
@@ -138,6 +142,7 @@ async def node_client(
         f"ws://127.0.0.1:{server.port}/yjs",
         room,
         token,
+        *([] if client_id is None else [str(client_id)]),
         cwd=TESTS,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

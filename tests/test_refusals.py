@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycrdt import Array, Doc, Map, Text
+from pycrdt import Array, Doc, Map, Text, merge_updates
 
 from crdt_sync.engine import Engine
 from crdt_sync.errors import InvalidUpdate, SchemaViolation
@@ -275,3 +275,18 @@ def test_a_stored_update_is_replayed_without_the_creation_rule() -> None:
     live = records.live_record(CONTACT, None)
     checked = live.apply(edit(writer, email="a@x"), max_document_bytes=NO_SIZE_LIMIT, stored=True)
     assert checked.view["email"] == "a@x" and checked.refusal is None
+
+
+def test_merged_updates_are_stored_without_the_content_later_ones_overwrote() -> None:
+    """A pipelining client's updates are checked as one; a value it overwrote at once (here
+    one the schema refuses) must not stay in the stored bytes either."""
+    writer = Doc(client_id=HIGH_CLIENT)
+    live = server_with(DEAL, writer, title="Roof")
+    merged = merge_updates(edit(writer, currency="euros-REFUSED"), edit(writer, currency="EUR"))
+    assert b"REFUSED" in merged
+    checked = live.apply(merged, max_document_bytes=NO_SIZE_LIMIT, reencode=True)
+    assert checked.refusal is None and checked.view["currency"] == "EUR"
+    assert checked.stored is not None and b"REFUSED" not in checked.stored
+    elsewhere = document_from_state(live.document.get_update())
+    elsewhere.apply_update(checked.stored)
+    assert fields_of(elsewhere) == {"title": "Roof", "currency": "EUR"}
