@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import ExitStack
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -26,6 +25,9 @@ from .commands.common import (
 from .commands.entry import run_cli
 from .commands.plain import fail, run, run_checked, schema_from
 
+if TYPE_CHECKING:
+    from .store import TokenRow
+
 T = TypeVar("T")
 
 app = typer.Typer(
@@ -33,9 +35,34 @@ app = typer.Typer(
     help="CRDT sync engine for a small CRM: serve, inspect and operate the store.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help, as click prints it: rich's shows every flag as `--demo <bool>`, as if it
+    # took a value, and keeps the docstrings' line breaks mid-sentence.
+    rich_markup_mode=None,
 )
-token_app = typer.Typer(help="Create, list and revoke access tokens.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="Create, list and revoke access tokens.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(token_app, name="token")
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        typer.echo(f"crdt-sync {version('crdt-sync')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """CRDT sync engine for a small CRM: serve, inspect and operate the store."""
 
 
 @app.command()
@@ -50,6 +77,15 @@ def serve(
     ] = False,
     schema: Annotated[Path | None, typer.Option(help="Schema file (TOML or JSON).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            metavar="ORIGIN",
+            help="Let browser apps on this origin (https://app.example.com, or *) call the"
+            " API with their token; repeatable. Off by default.",
+        ),
+    ] = None,
 ) -> None:
     """Run the sync server on an embedded SQLite store (created if missing).
 
@@ -60,9 +96,12 @@ def serve(
 
     from .server.app import Settings, create_app
     from .server.bootstrap import prepare_store
+    from .server.cors import checked_origins
     from .server.listen import bind, url_of
+    from .server.logs import redact_tokens_in_server_logs
 
     parsed = schema_from(schema)
+    origins = run_checked(lambda: checked_origins(cors_origin or ()))
     with ExitStack() as held:
         # Bound first: a taken port must not leave a new, empty store file behind.
         sock = held.enter_context(run_checked(lambda: bind(host, port)))
@@ -73,12 +112,13 @@ def serve(
             typer.echo(admin_token)
         typer.echo(f"crdt-sync serving {db} on {url_of(sock)}", err=True)
         config = uvicorn.Config(
-            create_app(Settings(db_path=db, schema=parsed, tune_gc=True)),
+            create_app(Settings(db_path=db, schema=parsed, tune_gc=True, cors_origins=origins)),
             log_level=log_level,
             ws_max_size=2 << 20,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
         )
+        redact_tokens_in_server_logs()  # uvicorn.Config configured its loggers just now
         uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -127,27 +167,44 @@ def token_list(
     db: DbOption = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List tokens: name, role, created, revoked."""
+    """List tokens: name, role, state, when created and when last used (to the minute)."""
+    from rich.table import Table
 
-    async def work() -> list[dict[str, object]]:
+    from .commands.common import Output, iso_time, local_time
+
+    output = Output(as_json)
+
+    async def work() -> list[TokenRow]:
         async with open_store(db) as store:
-            return [
+            return await store.list_tokens()
+
+    tokens = output.run(work)
+    if as_json:
+        output.json(
+            [
                 {
                     "name": t.name,
                     "role": t.role,
                     "created_at": t.created_at,
+                    "created": iso_time(t.created_at),
+                    "last_used_at": t.last_used_at,
                     "revoked_at": t.revoked_at,
                 }
-                for t in await store.list_tokens()
+                for t in tokens
             ]
-
-    rows = run(work)
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        )
         return
-    for row in rows:
-        state = "revoked" if row["revoked_at"] else "active"
-        typer.echo(f"{row['name']:<24} {row['role']:<7} {state}")
+    if not tokens:
+        output.note(f"no tokens in {db} (`crdt-sync token create --role device --name NAME`)")
+        return
+    table = Table(header_style="bold", caption=f"{len(tokens)} token{'s' * (len(tokens) != 1)}")
+    for column in ("name", "role", "state", "created", "last used"):
+        table.add_column(column, overflow="fold")
+    for t in tokens:
+        state = f"revoked {local_time(t.revoked_at)}" if t.revoked_at else "active"
+        used = local_time(t.last_used_at) if t.last_used_at else "never"
+        table.add_row(t.name, t.role, state, local_time(t.created_at), used)
+    output.out.print(table)
 
 
 @token_app.command("revoke")

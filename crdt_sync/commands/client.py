@@ -33,6 +33,7 @@ T = TypeVar("T")
 client_app = typer.Typer(
     help="An offline-first replica in a local file: edit records offline, sync, watch.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as cli.py's app
 )
 
 ReplicaDb = Annotated[Path, typer.Option("--db", help="The replica's local SQLite file.")]

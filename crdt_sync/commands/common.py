@@ -100,12 +100,19 @@ SchemaOption = Annotated[
 ]
 
 
+PIPED_WIDTH = 1_000
+
+
 class Output:
     """Where a command's words go: stdout for results, stderr for the rest."""
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self.out = Console(highlight=False)
+        if not self.out.is_terminal:
+            # Piped or redirected: no screen to fit, so a table takes its natural width rather
+            # than rich's default 80 columns, which cut ids and titles short ("Ada Lov...").
+            self.out = Console(highlight=False, width=PIPED_WIDTH)
         self.err = Console(stderr=True, highlight=False)
 
     def json(self, value: object) -> None:

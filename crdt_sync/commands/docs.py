@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 # cli.py registers every command at start-up, and `crdt-sync --help` should not pay for them.
 
 app = typer.Typer(
-    help="Inspect records: list them, show one, walk its history.", no_args_is_help=True
+    help="Inspect records: list them, show one, walk its history.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as cli.py's app
 )
 
 PAGE = 500
@@ -82,8 +84,9 @@ def list_records(
         output.json([_listed(row, size, parsed) for row, size in rows])
         return
     table = Table(caption=f"{len(rows)} record{'s' * (len(rows) != 1)}", header_style="bold")
-    table.add_column("document", no_wrap=True)
-    table.add_column("title")
+    # On a narrow terminal ids and titles fold onto more lines; they are never cut.
+    table.add_column("document", overflow="fold")
+    table.add_column("title", overflow="fold")
     table.add_column("last seq", justify="right", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("updated", no_wrap=True)
@@ -246,9 +249,9 @@ def history(
     table = Table(title=checked, header_style="bold", caption=caption)
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("time", no_wrap=True)
-    table.add_column("origin")
+    table.add_column("origin", overflow="fold")
     table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("fields")
+    table.add_column("fields", overflow="fold")
     for step in steps:
         table.add_row(
             str(step.seq),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import AuthError, BadRequest, Forbidden
 from ..ids import Origin
@@ -20,6 +21,15 @@ from .admin.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Session, 
 from .auth import Principal, Role, authenticate, bearer_token
 
 CLIENT_ID_HEADER = "x-client-id"
+
+# Declares the bearer scheme in /openapi.json, on every route that takes a token, so Swagger's
+# "Authorize" works; the token itself is read below (a session cookie may stand in for it).
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="A crdt-sync token (`crdt-sync token create`): admin, or device for /api/sync.",
+)
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
 
 
 async def principal(request: Request) -> Principal:
@@ -59,13 +69,17 @@ def current_session(request: Request) -> Session | None:
     return sessions(request).get(request.cookies.get(SESSION_COOKIE))
 
 
-async def admin(request: Request) -> Principal:
+async def authenticated(request: Request, _declared: Bearer) -> Principal:
+    return await principal(request)
+
+
+async def admin(request: Request, _declared: Bearer) -> Principal:
     who = await principal(request)
     who.require_admin(f"{request.method} {request.url.path}")
     return who
 
 
-Authenticated = Annotated[Principal, Depends(principal)]
+Authenticated = Annotated[Principal, Depends(authenticated)]
 AdminOnly = Annotated[Principal, Depends(admin)]
 
 

@@ -42,6 +42,7 @@ class Settings:
     tune_gc: bool = False
     synchronous: str = "FULL"
     max_body_bytes: int = 16 << 20  # REST request bodies; larger ones are answered 413
+    cors_origins: tuple[str, ...] = ()  # browser apps on these origins may call the API
 
 
 def create_app(settings: Settings = Settings()) -> FastAPI:
@@ -89,7 +90,10 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
                         await job
                 await engine.settle()  # view repairs still queued, before the store closes
 
-    app = FastAPI(title="crdt-sync", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc are api_docs.py's, with local assets instead of FastAPI's CDN ones.
+    app = FastAPI(
+        title="crdt-sync", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.add_exception_handler(CrdtSyncError, handle_crdt_sync_error)
     app.add_exception_handler(Exception, handle_unexpected)
@@ -103,6 +107,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         await serve_yjs(websocket, hub, rooms, f"{params['collection']}/{params['record_id']}")
 
     from .admin import install as install_admin
+    from .api_docs import install as install_api_docs
+    from .cors import allow_cross_origin
     from .mux import serve_mux
     from .rest import install as install_rest
     from .rest import router
@@ -116,6 +122,9 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     app.include_router(router)
     install_rest(app, settings)
     install_admin(app, settings.schema)
+    install_api_docs(app)
+    if settings.cors_origins:
+        allow_cross_origin(app, settings.cors_origins)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

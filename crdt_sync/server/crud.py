@@ -14,7 +14,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..engine import Engine
-from ..errors import BadRequest, RecordNotFound, SchemaViolation, UnknownCollection
+from ..errors import (
+    BadRequest,
+    DocumentError,
+    RecordNotFound,
+    SchemaViolation,
+    UnknownCollection,
+)
 from ..ids import make_doc_id
 from ..schema import Collection, FieldKind, Schema
 from ..store.base import RecordRow, Store
@@ -163,14 +169,20 @@ class CollectionRoutes:
         """Create a record; `id` is optional (the server makes one). 409 if the id is taken."""
         body = await json_object(request)
         record_id = body.pop("id", None)
+        made_here = record_id is None
         if record_id is None:
             record_id = secrets.token_urlsafe(12)
         elif not isinstance(record_id, str):
             raise SchemaViolation(self.collection.name, f"id must be a string, got {record_id!r}")
         doc_id = make_doc_id(self.collection.name, record_id)
-        result = await _engine(request).patch(
-            doc_id, body, origin=device_origin(request, who), creating=True
-        )
+        try:
+            result = await _engine(request).patch(
+                doc_id, body, origin=device_origin(request, who), creating=True
+            )
+        except DocumentError as exc:
+            if made_here and exc.doc_id == doc_id:  # never name an id that was not created
+                raise type(exc)(self.collection.name, exc.reason) from None
+            raise
         return JSONResponse(
             result.view,
             status_code=201,

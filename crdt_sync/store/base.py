@@ -84,6 +84,7 @@ class TokenRow:
     role: str
     created_at: float
     revoked_at: float | None
+    last_used_at: float | None = None  # to the minute: see `Store.touch_token`
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,10 @@ class Store(Protocol):
     async def list_tokens(self) -> list[TokenRow]: ...
 
     async def revoke_token(self, name: str) -> bool: ...
+
+    async def touch_token(self, token_hash: str) -> None:
+        """Record that the token was used now (`last_used_at`)."""
+        ...
 
     async def documents(
         self, *, after: DocId | None = None, limit: int = 100

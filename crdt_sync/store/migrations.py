@@ -101,6 +101,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX IF EXISTS records_by_last_seq",
         ),
     ),
+    Migration(
+        5,
+        "tokens.last_used_at: when a token last opened a connection or made a request",
+        (
+            # Written at most once a minute per token (auth.authenticate), not per request.
+            "ALTER TABLE tokens ADD COLUMN last_used_at REAL",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

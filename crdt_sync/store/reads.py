@@ -21,7 +21,7 @@ RECORD_COLUMNS = (
     "doc_id, collection, record_id, view, is_deleted, first_seq, last_seq, created_by, updated_at"
 )
 LOG_COLUMNS = "seq, doc_id, data, origin, at, is_snapshot"
-TOKEN_COLUMNS = "name, role, created_at, revoked_at"
+TOKEN_COLUMNS = "name, role, created_at, revoked_at, last_used_at"
 
 Query = tuple[str, tuple[Any, ...]]
 

@@ -38,7 +38,15 @@ from .base import (
 )
 from .connection import Connection
 from .migrations import prepare
-from .transactions import AppendJob, ExclusiveJob, FollowJob, Row, insert_token, revoke_token
+from .transactions import (
+    AppendJob,
+    ExclusiveJob,
+    FollowJob,
+    Row,
+    insert_token,
+    revoke_token,
+    touch_token,
+)
 from .writer import CommitWriter
 
 T = TypeVar("T")
@@ -389,6 +397,9 @@ class SQLiteStore:
 
     async def list_tokens(self) -> list[TokenRow]:
         return await self._read(reads.list_tokens)
+
+    async def touch_token(self, token_hash: str) -> None:
+        await self._exclusive(partial(touch_token, token_hash, self._clock()))
 
     async def revoke_token(self, name: str) -> bool:
         """True if a live token of that name was revoked now."""

@@ -286,6 +286,10 @@ def insert_token(name: str, role: str, token_hash: str, now: float, db: sqlite3.
         raise NameTaken(f"a token with this {taken} already exists (name {name!r})") from exc
 
 
+def touch_token(token_hash: str, now: float, db: sqlite3.Connection) -> None:
+    db.execute("UPDATE tokens SET last_used_at = ? WHERE token_hash = ?", (now, token_hash))
+
+
 def revoke_token(name: str, now: float, db: sqlite3.Connection) -> bool:
     cursor = db.execute(
         "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name)
