@@ -3,9 +3,9 @@ asked for, a 401 that says where tokens go, and no token in any log line."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -120,8 +120,8 @@ async def test_tokens_in_urls_never_reach_the_server_log(tmp_path: Path) -> None
     with free_socket() as sock:
         port = sock.getsockname()[1]
     with log.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "crdt_sync", "serve", "--db", str(db), "--port", str(port)],
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "crdt_sync", "serve", "--db", str(db), "--port", str(port)),
             stdout=err,  # uvicorn writes its access log to stdout
             stderr=err,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -129,8 +129,8 @@ async def test_tokens_in_urls_never_reach_the_server_log(tmp_path: Path) -> None
     try:
         deadline = time.monotonic() + 30
         while "serving" not in log.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+            assert process.returncode is None and time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.05)
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={device}"):
             pass
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -138,10 +138,10 @@ async def test_tokens_in_urls_never_reach_the_server_log(tmp_path: Path) -> None
             await http.get("/health")  # a later line: the log has caught up with the two above
         while "/health" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
     finally:
         process.terminate()
-        process.wait(15)
+        await asyncio.wait_for(process.wait(), 15)
     text = log.read_text()
     assert device not in text
     assert "/ws?token=***" in text and "/api/sync/status?token=***&x=1" in text
