@@ -13,6 +13,7 @@ import typer
 from .commands import archive as _archive
 from .commands import docs as _docs
 from .commands import ops as _ops
+from .commands import schemas as _schemas
 from .commands.client import client_app
 from .commands.common import (
     DEFAULT_DB,
@@ -26,6 +27,7 @@ from .commands.entry import run_cli
 from .commands.plain import fail, run, run_checked, schema_from
 
 if TYPE_CHECKING:
+    from .ids import DocId
     from .store import TokenRow
 
 T = TypeVar("T")
@@ -75,8 +77,22 @@ def serve(
     demo: Annotated[
         bool, typer.Option("--demo", help="Seed a few contacts, deals, tasks.")
     ] = False,
-    schema: Annotated[Path | None, typer.Option(help="Schema file (TOML or JSON).")] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            help="Schema file (TOML or JSON): collections added to the CRM's. Recorded in the"
+            " store; later runs and commands use it without this option."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    migrate_schema: Annotated[
+        bool,
+        typer.Option(
+            "--migrate-schema",
+            help="Serve with --schema although the store was served with another one, once"
+            " every stored record satisfies it.",
+        ),
+    ] = False,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -100,19 +116,22 @@ def serve(
     from .server.listen import bind, url_of
     from .server.logs import redact_tokens_in_server_logs
 
-    parsed = schema_from(schema)
+    parsed = None if schema is None else schema_from(schema)
     origins = run_checked(lambda: checked_origins(cors_origin or ()))
     with ExitStack() as held:
         # Bound first: a taken port must not leave a new, empty store file behind.
         sock = held.enter_context(run_checked(lambda: bind(host, port)))
         run_checked(lambda: _claim(db, held))
-        admin_token = run(lambda: prepare_store(db, parsed, demo=demo))
-        if admin_token is not None:
+        prepared = run(lambda: prepare_store(db, parsed, demo=demo, migrate_schema=migrate_schema))
+        if prepared.admin_token is not None:
             typer.echo("Created the first admin token (shown once; keep it safe):", err=True)
-            typer.echo(admin_token)
+            typer.echo(prepared.admin_token)
+        if demo:
+            _say_seeded(prepared.seeded)
         typer.echo(f"crdt-sync serving {db} on {url_of(sock)}", err=True)
+        settings = Settings(db_path=db, schema=prepared.schema, tune_gc=True, cors_origins=origins)
         config = uvicorn.Config(
-            create_app(Settings(db_path=db, schema=parsed, tune_gc=True, cors_origins=origins)),
+            create_app(settings),
             log_level=log_level,
             ws_max_size=2 << 20,
             ws_ping_interval=20.0,
@@ -120,6 +139,19 @@ def serve(
         )
         redact_tokens_in_server_logs()  # uvicorn.Config configured its loggers just now
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def _say_seeded(seeded: list[DocId]) -> None:
+    """What --demo put in the store, so the walkthrough's ids are ones that exist."""
+    if not seeded:
+        typer.echo("Demo records: already there from an earlier --demo.", err=True)
+        return
+    typer.echo(f"Seeded {len(seeded)} demo records:", err=True)
+    by_collection: dict[str, list[str]] = {}
+    for doc_id in seeded:
+        by_collection.setdefault(doc_id.partition("/")[0], []).append(doc_id)
+    for collection, doc_ids in by_collection.items():
+        typer.echo(f"  {collection:<9} {', '.join(doc_ids)}", err=True)
 
 
 def _claim(db: Path, held: ExitStack) -> None:
@@ -224,6 +256,7 @@ def token_revoke(
 
 # Inspecting and operating the store, and the client replica: each group in commands/.
 app.add_typer(_docs.app, name="docs")
+app.add_typer(_schemas.app, name="schema")
 app.command("status")(_ops.status)
 app.command("compact")(_ops.compact)
 app.command("check")(_ops.check)

@@ -18,6 +18,7 @@
     │   └── NameTaken        a name that must be unique is taken (a token's)
     ├── AddressUnavailable   (server) cannot listen there: the port is taken, or not allowed
     ├── ConfigError          a schema file that does not parse; names the line or key
+    │   └── SchemaMismatch   not the schema the store is served with, or records break it
     ├── ArchiveError         a file that is not a crdt-sync archive, or a damaged one
     └── ConnectionFailed     (client) the server could not be reached or the link dropped
         └── WebsocketUnavailable  the websocket upgrade was refused: use the REST fallback
@@ -117,6 +118,10 @@ class AddressUnavailable(CrdtSyncError):
 
 class ConfigError(CrdtSyncError):
     code = "config_error"
+
+
+class SchemaMismatch(ConfigError):
+    code = "schema_mismatch"
 
 
 class ArchiveError(CrdtSyncError):

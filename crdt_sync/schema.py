@@ -52,7 +52,7 @@ class Field:
     target: str | None = None  # reference: the collection referred to
     minimum: float | None = None  # number
     pattern: str | None = None  # string: a regular expression the whole value must match
-    max_length: int = 10_000  # string and text, in characters
+    max_length: int = 10_000  # string and text, in characters (DEFAULT_MAX_LENGTH)
 
     @property
     def is_text(self) -> bool:
@@ -196,6 +196,30 @@ class Schema:
         return found
 
 
+def view_problem(schema: Schema, doc_id: str, view: Mapping[str, Any]) -> str | None:
+    """Why a stored record's JSON view does not satisfy `schema` (the first reason), or None."""
+    collection_name = doc_id.partition("/")[0]
+    collection = schema.collections.get(collection_name)
+    if collection is None:
+        return f"{doc_id}: unknown collection {collection_name!r}"
+    for name, value in view.items():
+        if name == "id":
+            continue
+        spec = collection.fields.get(name)
+        if spec is None:
+            if value is not None:
+                return f"{doc_id}: unknown field {name!r}"
+            continue
+        try:
+            spec.coerce(value, doc_id)
+        except SchemaViolation as exc:
+            return exc.message
+    for name in collection.required:
+        if view.get(name) is None:
+            return f"{doc_id}: {name} is required"
+    return None
+
+
 def _f(name: str, kind: str, **options: Any) -> tuple[str, Field]:
     return name, Field(name, FieldKind(kind), **options)
 
@@ -278,14 +302,25 @@ def load_schema(path: str | Path) -> Schema:
 
 
 def schema_from_tree(tree: Any, *, where: str = "schema") -> Schema:
-    """Build a Schema from parsed TOML/JSON; ConfigError names the offending key path."""
+    """Build a Schema from parsed TOML/JSON; ConfigError names the offending key path.
+
+    A file adds its collections to the built-in CRM ones (one of the same name replaces that
+    one), unless it says `replace = true`: then its collections are the whole schema.
+    """
     if not isinstance(tree, dict) or not isinstance(tree.get("collections"), dict):
         raise ConfigError(f"{where}: expected a table 'collections' with one entry per collection")
-    collections = {}
+    unknown = set(tree) - {"collections", "replace"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {min(unknown)!r} (expected collections, replace)")
+    replace = tree.get("replace", False)
+    if not isinstance(replace, bool):
+        raise ConfigError(f"{where}: replace: expected true or false, got {replace!r}")
+    declared = {}
     for name, spec in tree["collections"].items():
-        collections[name] = _collection_from_tree(name, spec, f"{where}: collections.{name}")
-    if not collections:
+        declared[name] = _collection_from_tree(name, spec, f"{where}: collections.{name}")
+    if not declared:
         raise ConfigError(f"{where}: 'collections' declares no collection")
+    collections = declared if replace else {**DEFAULT_SCHEMA.collections, **declared}
     for collection in collections.values():
         for f in collection.fields.values():
             if f.target is not None and f.target not in collections:
@@ -294,6 +329,42 @@ def schema_from_tree(tree: Any, *, where: str = "schema") -> Schema:
                     f"no collection {f.target!r}"
                 )
     return Schema(collections)
+
+
+def schema_to_tree(schema: Schema) -> dict[str, Any]:
+    """The whole schema as a tree `schema_from_tree` reads back to an equal one (`replace`)."""
+    return {
+        "replace": True,
+        "collections": {
+            collection.name: {
+                "title": collection.title_field,
+                "fields": {f.name: _field_to_tree(f) for f in collection.fields.values()},
+            }
+            for collection in schema.collections.values()
+        },
+    }
+
+
+def schema_to_json(schema: Schema) -> str:
+    """The schema as JSON, collections and fields in their declared order (it is kept)."""
+    return json.dumps(schema_to_tree(schema), separators=(",", ":"))
+
+
+def _field_to_tree(f: Field) -> dict[str, Any]:
+    tree: dict[str, Any] = {"kind": f.kind.value}
+    if f.required:
+        tree["required"] = True
+    if f.choices:
+        tree["choices"] = list(f.choices)
+    if f.target is not None:
+        tree["target"] = f.target
+    if f.minimum is not None:
+        tree["minimum"] = f.minimum
+    if f.pattern is not None:
+        tree["pattern"] = f.pattern
+    if f.max_length != DEFAULT_MAX_LENGTH:
+        tree["max_length"] = f.max_length
+    return tree
 
 
 def _collection_from_tree(name: str, spec: Any, key: str) -> Collection:
@@ -314,6 +385,7 @@ def _collection_from_tree(name: str, spec: Any, key: str) -> Collection:
     return Collection(name, fields, title_field=title)
 
 
+DEFAULT_MAX_LENGTH = 10_000
 _FIELD_KEYS = {"kind", "required", "choices", "target", "minimum", "pattern", "max_length"}
 
 
@@ -364,5 +436,5 @@ def _field_from_tree(name: str, spec: Any, key: str) -> Field:
         target=spec.get("target"),
         minimum=spec.get("minimum"),
         pattern=spec.get("pattern"),
-        max_length=spec.get("max_length", 10_000),
+        max_length=spec.get("max_length", DEFAULT_MAX_LENGTH),
     )

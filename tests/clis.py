@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pycrdt import Doc, Map
@@ -79,3 +85,26 @@ async def delete_over_ws(peer: MuxPeer, doc_id: str) -> int:
     before = doc.get_state()
     doc.get("meta", type=Map)["deleted"] = True
     return await peer.wait_ack(await peer.write(doc_id, doc.get_update(before)))
+
+
+@contextmanager
+def serving(db: Path, *args: str) -> Iterator[int]:
+    """`crdt-sync serve --port 0 ARGS` as a user runs it; yields the port it says it got."""
+    log = db.with_name(db.name + ".serve.log")
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crdt_sync", "serve", "--db", str(db), "--port", "0", *args],
+            stdout=err,
+            stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"serving .* on http://127\.0\.0\.1:(\d+)", log.read_text())):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"serve said nothing in 30 s: {log.read_text()}"
+            time.sleep(0.05)
+        yield int(found.group(1))
+    finally:
+        process.terminate()
+        process.wait(15)

@@ -90,10 +90,11 @@ def import_(
     """
     from ..engine import Engine, Limits
     from ..importing import import_archive
+    from ..served_schema import schema_in_use
     from ..store.archive import verify_archive
 
     output = Output(as_json)
-    parsed = load_schema_option(schema, output)
+    given = None if schema is None else load_schema_option(schema, output)
     # Unlimited single updates here: an archived state is a whole document, up to its limit.
     limits = Limits(max_update_bytes=Limits().max_document_bytes)
 
@@ -101,7 +102,7 @@ def import_(
         with output.progress("checking", unit_bytes=True) as update:
             summary = verify_archive(file, progress=update)
         async with open_store(db, must_exist=False) as store:
-            engine = Engine(store, parsed, limits=limits)
+            engine = Engine(store, await schema_in_use(store, given), limits=limits)
             with output.progress("importing") as update:
                 return await import_archive(
                     engine, file, progress=lambda done: update(done, summary.documents)

@@ -30,6 +30,7 @@ from ..errors import (
     NameTaken,
     RecordExists,
     RecordNotFound,
+    SchemaMismatch,
     SchemaViolation,
     StoreError,
     StoreInUse,
@@ -58,6 +59,7 @@ class ExitCode(IntEnum):
     STORE_IN_USE = 9  # serve: another server already serves this store
     UNREACHABLE = 10  # client: the server could not be reached, or the link dropped (retry)
     TOKEN_REFUSED = 11  # client: the server refused the token (unknown, revoked, wrong role)
+    SCHEMA_MISMATCH = 12  # not the store's schema (serve: --migrate-schema), or records break it
 
 
 class StoreUnavailable(CrdtSyncError):
@@ -80,6 +82,7 @@ EXIT_CODES: tuple[tuple[type[CrdtSyncError], ExitCode], ...] = (
     (SchemaViolation, ExitCode.USAGE),
     (UnknownCollection, ExitCode.USAGE),
     (RecordExists, ExitCode.USAGE),
+    (SchemaMismatch, ExitCode.SCHEMA_MISMATCH),
     (ConfigError, ExitCode.USAGE),
     (BadArgument, ExitCode.USAGE),
     (NameTaken, ExitCode.USAGE),

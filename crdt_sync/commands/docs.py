@@ -16,7 +16,8 @@ from rich.table import Table
 
 from ..errors import RecordNotFound, UnknownCollection
 from ..ids import COLLECTION_NAME, DocId, split_doc_id
-from ..schema import DEFAULT_SCHEMA, Schema
+from ..schema import Schema
+from ..served_schema import schema_in_use
 from .common import (
     DEFAULT_DB,
     DbOption,
@@ -68,18 +69,19 @@ def list_records(
 ) -> None:
     """Records with their title, last sequence number and stored size, by id."""
     output = Output(as_json)
-    parsed = load_schema_option(schema, output)
+    given = None if schema is None else load_schema_option(schema, output)
     if collection is not None and not COLLECTION_NAME.fullmatch(collection):
         output.fail(f"bad collection name {collection!r}", ExitCode.USAGE)
 
-    async def work() -> list[tuple[RecordRow, int]]:
+    async def work() -> tuple[list[tuple[RecordRow, int]], Schema]:
         async with open_store(db) as store:
+            parsed = await schema_in_use(store, given)
             rows = await _all_records(store, collection, deleted)
         if collection is not None and not rows and collection not in parsed.collections:
             parsed.collection(collection)  # raises UnknownCollection, naming the known ones
-        return rows
+        return rows, parsed
 
-    rows = output.run(work)
+    rows, parsed = output.run(work)
     if as_json:
         output.json([_listed(row, size, parsed) for row, size in rows])
         return
@@ -218,11 +220,12 @@ def history(
     from ..record import Records
 
     output = Output(as_json)
-    records = Records(load_schema_option(schema, output))
+    given = None if schema is None else load_schema_option(schema, output)
 
     async def work() -> list[Step]:
         checked = _checked_id(doc_id)
         async with open_store(db) as store:
+            records = Records(await schema_in_use(store, given))
             await _existing(store, checked, db, records.schema)
             log = await store.history(checked)
         try:
@@ -269,12 +272,13 @@ def _checked_id(doc_id: str) -> DocId:
 
 
 async def _existing(
-    store: SQLiteStore, doc_id: DocId, db: Path, schema: Schema = DEFAULT_SCHEMA
+    store: SQLiteStore, doc_id: DocId, db: Path, schema: Schema | None = None
 ) -> RecordRow:
     """The record's row. A misspelt collection is named as one, not as a missing record."""
     row = await store.get_record(doc_id)
     if row is not None:
         return row
+    schema = schema or await schema_in_use(store, None)
     collection = doc_id.partition("/")[0]
     if collection not in schema.collections and not await store.snapshot(
         collections=[collection], limit=1, include_deleted=True

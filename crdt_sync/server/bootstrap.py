@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import Engine
 from ..errors import RecordExists
-from ..ids import Origin, make_doc_id
+from ..ids import DocId, Origin, make_doc_id
 from ..schema import Schema
+from ..served_schema import settle_schema
 from ..store import SQLiteStore
 from .auth import create_token
 
@@ -69,20 +71,38 @@ DEMO_RECORDS: dict[str, list[dict[str, object]]] = {
 }
 
 
-async def prepare_store(db: Path, schema: Schema, *, demo: bool) -> str | None:
-    """Create the store if needed; return a new admin token if it had none, else None."""
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    admin_token: str | None  # a new admin token, if the store had no token yet
+    schema: Schema  # the schema to serve: the store's own (served_schema.settle_schema)
+    seeded: list[DocId]  # demo records created now (not those an earlier --demo made)
+
+
+async def prepare_store(
+    db: Path, schema: Schema | None, *, demo: bool, migrate_schema: bool = False
+) -> Prepared:
+    """Create the store if needed, settle its schema, make the first admin token, seed a demo.
+
+    Raises:
+        SchemaMismatch: `schema` is not the store's and `migrate_schema` is false, or stored
+            records break the schema it would record.
+    """
     async with SQLiteStore(db) as store:
+        settled = await settle_schema(store, schema, migrate=migrate_schema)
         token = None
         if not await store.list_tokens():
             token = await create_token(store, name="admin", role="admin")
+        seeded: list[DocId] = []
         if demo:
-            engine = Engine(store, schema)
+            engine = Engine(store, settled)
             for collection, rows in DEMO_RECORDS.items():
-                if collection not in schema.collections:
+                if collection not in settled.collections:
                     continue
                 for row in rows:
                     fields = {k: v for k, v in row.items() if k != "id"}
                     doc_id = make_doc_id(collection, str(row["id"]))
                     with suppress(RecordExists):  # seeded by an earlier run
                         await engine.patch(doc_id, fields, origin=Origin("demo"), creating=True)
-        return token
+                        seeded.append(doc_id)
+            await engine.settle()
+        return Prepared(token, settled, seeded)

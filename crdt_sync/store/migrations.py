@@ -103,10 +103,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
-        "tokens.last_used_at: when a token last opened a connection or made a request",
+        "tokens.last_used_at; store_meta, holding the schema the store is served with",
         (
             # Written at most once a minute per token (auth.authenticate), not per request.
             "ALTER TABLE tokens ADD COLUMN last_used_at REAL",
+            # key 'schema': the canonical JSON of the schema (schema.schema_to_json) that
+            # `serve` runs with; every command reads it, and another one needs a migration.
+            "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ),
     ),
 )

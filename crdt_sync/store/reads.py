@@ -225,3 +225,8 @@ def record_sizes(db: sqlite3.Connection, doc_ids: Sequence[DocId]) -> dict[DocId
         ):
             sizes[DocId(doc_id)] = size
     return sizes
+
+
+def meta(db: sqlite3.Connection, key: str) -> str | None:
+    row = db.execute("SELECT value FROM store_meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])

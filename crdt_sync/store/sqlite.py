@@ -45,6 +45,7 @@ from .transactions import (
     Row,
     insert_token,
     revoke_token,
+    set_meta,
     touch_token,
 )
 from .writer import CommitWriter
@@ -397,6 +398,12 @@ class SQLiteStore:
 
     async def list_tokens(self) -> list[TokenRow]:
         return await self._read(reads.list_tokens)
+
+    async def served_schema(self) -> str | None:
+        return await self._read(reads.meta, "schema")
+
+    async def record_served_schema(self, schema_json: str) -> None:
+        await self._exclusive(partial(set_meta, "schema", schema_json))
 
     async def touch_token(self, token_hash: str) -> None:
         await self._exclusive(partial(touch_token, token_hash, self._clock()))

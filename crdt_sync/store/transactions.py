@@ -286,6 +286,14 @@ def insert_token(name: str, role: str, token_hash: str, now: float, db: sqlite3.
         raise NameTaken(f"a token with this {taken} already exists (name {name!r})") from exc
 
 
+def set_meta(key: str, value: str, db: sqlite3.Connection) -> None:
+    db.execute(
+        "INSERT INTO store_meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
 def touch_token(token_hash: str, now: float, db: sqlite3.Connection) -> None:
     db.execute("UPDATE tokens SET last_used_at = ? WHERE token_hash = ?", (now, token_hash))
 
