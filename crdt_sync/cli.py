@@ -72,6 +72,9 @@ def serve(
         ws_max_size=2 << 20,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
+        # An open admin change feed (SSE) never ends by itself: without a bound, stopping the
+        # server would wait for every browser tab to close. EventSource resumes after restart.
+        timeout_graceful_shutdown=3,
     )
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import re
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .conftest import RunningServer
+from .conftest import RunningServer, ServerProcess, make_tokens, wait_for
 from .rest_helpers import assert_error, device
 
 
@@ -136,3 +139,49 @@ async def test_the_feed_is_in_the_openapi_document(server: RunningServer) -> Non
     async with server.client() as admin:
         paths = (await admin.get("/openapi.json")).json()["paths"]
     assert "text/event-stream" in paths["/api/admin/feed"]["get"]["responses"]["200"]["content"]
+
+
+async def test_an_open_feed_does_not_keep_the_server_from_stopping(
+    tmp_path: Path, server_process: Callable[..., ServerProcess]
+) -> None:
+    db = tmp_path / "server.db"
+    admin_token, _ = await make_tokens(db)
+    served = server_process(db)
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}", headers=headers) as admin,
+        open_feed(admin) as feed,
+    ):
+        assert (await feed.next()).name == "ready"
+        served.process.send_signal(signal.SIGINT)
+        await wait_for(lambda: served.process.poll() is not None, timeout=30)
+    assert served.process.returncode == 0
+
+
+async def sign_in(client: httpx.AsyncClient, server: RunningServer) -> str:
+    """Sign `client` in through the sign-in form, as a browser does; the page's CSRF token."""
+    form = await client.get("/admin/sign-in")
+    form_token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert form_token
+    signed = await client.post(
+        "/admin/sign-in", data={"csrf": form_token[1], "token": server.admin_token}
+    )
+    assert signed.status_code == 303
+    page = await client.get("/admin/contacts")
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+    assert csrf
+    return csrf[1]
+
+
+async def test_signing_out_ends_the_sessions_open_feed_at_once(server: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10.0) as client:
+        csrf = await sign_in(client, server)
+        async with open_feed(client) as feed:
+            assert (await feed.next()).name == "ready"
+            out = await client.post("/admin/sign-out", data={"csrf": csrf})
+            assert out.status_code == 303
+            try:
+                event: Event | None = await feed.next(timeout=5)
+            except EOFError:
+                event = None
+            assert event is None, "the feed went on after sign-out"

@@ -83,8 +83,14 @@ async def feed(
         session.on_end.append(ended.set)
     engine.subscribe(wakeup)  # before the first read: no commit can fall between the two
     events = _events(store, engine.schema, wakeup, ended, Seq(start), names, doc, who.token_hash)
+
+    def close() -> None:
+        engine.unsubscribe(wakeup)
+        if session is not None and ended.set in session.on_end:
+            session.on_end.remove(ended.set)
+
     return StreamingResponse(
-        _unsubscribing(events, lambda: engine.unsubscribe(wakeup)),
+        _unsubscribing(events, close),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
