@@ -155,7 +155,9 @@ async def test_an_open_feed_does_not_keep_the_server_from_stopping(
         assert (await feed.next()).name == "ready"
         served.process.send_signal(signal.SIGINT)
         await wait_for(lambda: served.process.poll() is not None, timeout=30)
-    assert served.process.returncode == 0
+    # uvicorn.Server.run re-raises the SIGINT it handled once shut down: 130, as for Ctrl-C.
+    assert served.process.returncode in (0, 130)
+    assert "Traceback" not in db.with_suffix(".log").read_text()
 
 
 async def sign_in(client: httpx.AsyncClient, server: RunningServer) -> str:

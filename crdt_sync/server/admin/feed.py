@@ -36,6 +36,23 @@ KEEPALIVE = 15.0  # seconds of quiet before a comment line (and a check of the t
 PAGE = 500  # records read at once
 
 
+class Feeds:
+    """The app's open feeds, so that stopping the server can end them first: a stream that
+    never ends would hold uvicorn's graceful shutdown until every browser tab closed."""
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def opened(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def stop(self) -> None:
+        """End every feed (EventSource reconnects after the restart); safe from a signal."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.stopping.set)
+
+
 class Wakeup(Subscriber):
     """A subscriber that queues nothing: each commit it wants only sets its event."""
 
@@ -77,12 +94,23 @@ async def feed(
     current = int(await store.cursor())
     start = _start(last_event_id, since, current)
     wakeup = Wakeup(f"feed:{who.name}", names)
+    feeds: Feeds = request.app.state.admin_feeds
+    feeds.opened()
     ended = asyncio.Event()
     session = current_session(request)
     if session is not None:  # sign-out and revocation end the feed at once
         session.on_end.append(ended.set)
     engine.subscribe(wakeup)  # before the first read: no commit can fall between the two
-    events = _events(store, engine.schema, wakeup, ended, Seq(start), names, doc, who.token_hash)
+    events = _events(
+        store,
+        engine.schema,
+        wakeup,
+        (ended, feeds.stopping),
+        Seq(start),
+        names,
+        doc,
+        who.token_hash,
+    )
 
     def close() -> None:
         engine.unsubscribe(wakeup)
@@ -110,7 +138,7 @@ async def _events(
     store: Store,
     schema: Schema,
     wakeup: Wakeup,
-    ended: asyncio.Event,
+    ends: tuple[asyncio.Event, ...],
     cursor: Seq,
     collections: list[str] | None,
     doc: str | None,
@@ -118,7 +146,7 @@ async def _events(
 ) -> AsyncIterator[str]:
     yield "retry: 1000\n" + _event("ready", {"cursor": cursor}, None)
     loop = asyncio.get_running_loop()
-    while not ended.is_set():
+    while not any(end.is_set() for end in ends):
         wakeup.changed.clear()
         while True:  # read until nothing is left after the cursor
             rows = await store.changes_since(cursor, collections=collections, limit=PAGE)
@@ -130,7 +158,7 @@ async def _events(
             if len(rows) < PAGE:
                 break
         flushed_at = loop.time()
-        if not await _wait(wakeup.changed, ended, KEEPALIVE):
+        if not await _wait(wakeup.changed, ends, KEEPALIVE):
             if await store.find_token(token_hash) is None:
                 return  # revoked: the token's feeds end with it
             yield ": keepalive\n\n"
@@ -139,9 +167,9 @@ async def _events(
         await asyncio.sleep(max(0.0, flushed_at + FLUSH_INTERVAL - loop.time()))
 
 
-async def _wait(changed: asyncio.Event, ended: asyncio.Event, timeout: float) -> bool:
-    """Wait for a change or the end; False after `timeout` seconds of neither."""
-    waits = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(ended.wait())]
+async def _wait(changed: asyncio.Event, ends: tuple[asyncio.Event, ...], timeout: float) -> bool:
+    """Wait for a change or an end; False after `timeout` seconds of neither."""
+    waits = [asyncio.ensure_future(event.wait()) for event in (changed, *ends)]
     try:
         done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:

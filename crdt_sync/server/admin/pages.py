@@ -22,6 +22,7 @@ from ...errors import AuthError
 from ...schema import Schema
 from ..access import current_session, sessions
 from ..auth import authenticate
+from .feed import Feeds
 from .sessions import SESSION_COOKIE, Session, Sessions
 
 HERE = Path(__file__).parent
@@ -43,6 +44,7 @@ environment = Environment(
 def install(app: FastAPI, schema: Schema) -> None:
     """Add the panel's pages, its static files and its session table to `app`."""
     app.state.admin_sessions = Sessions()
+    app.state.admin_feeds = Feeds()
     app.mount("/admin/static", StaticFiles(directory=HERE / "static"), name="admin-static")
     pages = Pages(schema)
     for path, endpoint, methods in (
