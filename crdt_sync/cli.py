@@ -110,7 +110,7 @@ def serve(
     """
     import uvicorn
 
-    from .server.app import Settings, create_app
+    from .server.app import Server, Settings, create_app
     from .server.bootstrap import prepare_store
     from .server.cors import checked_origins
     from .server.listen import bind, url_of
@@ -136,9 +136,10 @@ def serve(
             ws_max_size=2 << 20,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=10,  # a stuck request must not keep the server up
         )
         redact_tokens_in_server_logs()  # uvicorn.Config configured its loggers just now
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])  # ends the admin change feeds first
 
 
 def _say_seeded(seeded: list[DocId]) -> None:
