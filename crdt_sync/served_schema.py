@@ -11,11 +11,14 @@ NEW (`crdt-sync schema check NEW` lists the ones that do not).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, SchemaMismatch
 from .ids import DocId
 from .schema import DEFAULT_SCHEMA, Schema, schema_from_tree, schema_to_json, view_problem
-from .store.base import Store
+
+if TYPE_CHECKING:  # the store package loads aiosqlite; the CLI imports this module at start-up
+    from .store.base import Store
 
 PAGE = 1000
 EXAMPLES = 5
