@@ -48,10 +48,14 @@ def test_the_readme_table_lists_every_exit_code_the_cli_uses() -> None:
         (["docs", "show", "contacts/a b"], 2, "contacts/a b"),
         (["docs", "frobnicate"], 2, "No such command 'frobnicate'"),
         (["compact"], 2, "say what to compact"),
+        (["backup"], 2, "Missing argument 'DEST'"),
+        (["schema", "check", "nope.toml"], 2, "cannot read schema file"),
+        (["client", "watch", "--for", "soon"], 2, "Invalid value for '--for'"),
+        (["import", "nope.cbor"], 5, "no archive at nope.cbor"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
-def test_a_bad_argument_is_one_line_and_exit_2(
+def test_a_bad_argument_is_one_line_and_its_code(
     tmp_path: Path, args: list[str], code: int, message: str
 ) -> None:
     ran = run(*args, "--db", str(tmp_path / "crm.db"))
