@@ -12,10 +12,11 @@ talks to it over stdout/stdin with one line per message:
 Every client speaks plain y-websocket (the same bytes to every server): on open it sends sync
 step 1 with its state vector, answers the server's step 1 with a step 2, and is synced when
 the server's step 2 arrives. For Hocuspocus (`"dialect": "hocuspocus"`) the same messages go
-in its envelope: each prefixed with the document's name, after an authentication message. Edits set `record["company"]` to a marker `#wwww.iiiiiii#`
-(writer, index) that appears verbatim in the update bytes, so a receiver knows which edit a
-frame carries with one regex, without decoding it into a document. Every loop is bounded in
-count and in time; every address is 127.0.0.1.
+in its envelope: each prefixed with the document's name, after an authentication message.
+Edits set `record["company"]` to a marker `#wwww.iiiiiii#` (writer, index) that appears
+verbatim in the update bytes, so a receiver knows which edit a frame carries with one regex,
+without decoding it into a document. Every loop is bounded in count and in time; every
+address is 127.0.0.1.
 """
 
 from __future__ import annotations

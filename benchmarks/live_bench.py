@@ -982,20 +982,24 @@ class Bench:
                     )
                 )
         if "d" in r:
-            lost: dict[str, float | None] = {}
-            for side in self.sides:
-                good = [
-                    x for runs in r["d"].values() for x in runs.get(side, []) if "error" not in x
-                ]
-                lost[side] = float(sum(x["lost_sent"] for x in good)) if good else None
-            rows.append(
-                (
-                    f"(d) edits lost on SIGKILL after bursts of {a.dur_writers * a.dur_edits}, "
-                    "all runs",
-                    lost,
-                    False,
+            for key, what in (("lost_acked", "acknowledged"), ("lost_sent", "sent")):
+                lost: dict[str, float | None] = {}
+                for side in self.sides:
+                    good = [
+                        x
+                        for runs in r["d"].values()
+                        for x in runs.get(side, [])
+                        if "error" not in x
+                    ]
+                    lost[side] = float(sum(x[key] for x in good)) if good else None
+                rows.append(
+                    (
+                        f"(d) SIGKILL after bursts of {a.dur_writers * a.dur_edits}: {what} "
+                        "edits lost, all runs",
+                        lost,
+                        False,
+                    )
                 )
-            )
         peers = [side for side in self.sides if side != "ours"]
         width = max([len(row[0]) for row in rows] + [20])
         print(
@@ -1022,7 +1026,8 @@ class Bench:
             )
         print(
             "\nratios: higher is better for rates, lower for latency, CPU, memory and losses; "
-            "'ok' marks a row where crdt-sync is at or better than the best peer."
+            "'ok' marks a row where crdt-sync is at or better than the best peer;\n"
+            "a peer's acknowledgement is its echo, which it sends before it stores."
         )
         if "a" in r and "pycrdt" in self.sides:
             stored = {m: _median(s.get("pycrdt", []), "stored_per_s") for m, s in r["a"].items()}
@@ -1087,8 +1092,9 @@ class Bench:
                 node = subprocess.run(
                     ["node", "--version"], capture_output=True, text=True, timeout=30
                 ).stdout.strip()
+                modules = self.node_dir / "node_modules"
                 found = [
-                    f"{n} {json.loads((self.node_dir / 'node_modules' / n / 'package.json').read_text())['version']}"
+                    f"{n} {json.loads((modules / n / 'package.json').read_text())['version']}"
                     for n in names
                 ]
                 return ", ".join(found) + f" (node {node})"
