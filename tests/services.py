@@ -55,5 +55,5 @@ def postgres_schema() -> Iterator[str]:
 def postgres(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     """Run one statement on its own connection, as another program would; its rows, if any."""
     with psycopg.connect(url, autocommit=True) as db:
-        cursor = db.execute(sql.encode(), params)
+        cursor = db.execute(sql.encode(), params or None)
         return cursor.fetchall() if cursor.description else []
