@@ -13,7 +13,7 @@ from .commands import archive as _archive
 from .commands import docs as _docs
 from .commands import ops as _ops
 from .commands.client import client_app
-from .commands.common import DEFAULT_DB, DbOption, ExitCode
+from .commands.common import DEFAULT_DB, DbOption, ExitCode, StoreOption, choose_store
 from .commands.plain import fail, run, schema_from
 from .errors import CrdtSyncError
 
@@ -29,10 +29,23 @@ token_app = typer.Typer(help="Create, list and revoke access tokens.", no_args_i
 app.add_typer(token_app, name="token")
 
 
+@app.callback()
+def main_options(store: StoreOption = None) -> None:
+    """CRDT sync engine for a small CRM: serve, inspect and operate the store."""
+    choose_store(store)  # read by every command that opens the store (commands.common)
+
+
 def _store(db: Path, *, must_exist: bool = True):  # type: ignore[no-untyped-def]
-    from .store import SQLiteStore
+    from .commands.common import chosen_store
+    from .store import SQLiteStore, store_at
     from .store.files import require_store
 
+    try:
+        url = chosen_store(db)
+    except CrdtSyncError as exc:
+        fail(exc.message, ExitCode.USAGE)
+    if url is not None:
+        return store_at(url)
     if must_exist:
         try:
             require_store(db)  # never create or migrate a file that was only to be read
@@ -51,21 +64,39 @@ def serve(
     ] = False,
     schema: Annotated[Path | None, typer.Option(help="Schema file (TOML or JSON).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    store: StoreOption = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CRDT_SYNC_BUS",
+            help="Redis (redis://host:port/db) telling nodes of each other's commits.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the sync server on an embedded SQLite store (created if missing)."""
+    """Run the sync server on an embedded SQLite store (created if missing), or as one node
+    of several on a PostgreSQL store (--store) with a Redis bus between them (--bus)."""
     import uvicorn
 
+    from .commands.common import chosen_store
     from .server.app import Settings, create_app
     from .server.bootstrap import prepare_store
+    from .store.opening import redacted
 
     parsed = schema_from(schema)
-    admin_token = run(lambda: prepare_store(db, parsed, demo=demo))
+    try:
+        url = chosen_store(db, store)
+    except CrdtSyncError as exc:
+        fail(exc.message, ExitCode.USAGE)
+    admin_token = run(lambda: prepare_store(url if url is not None else db, parsed, demo=demo))
     if admin_token is not None:
         typer.echo("Created the first admin token (shown once; keep it safe):", err=True)
         typer.echo(admin_token)
-    typer.echo(f"crdt-sync serving {db} on http://{host}:{port}", err=True)
+    where = db if url is None else redacted(url)
+    typer.echo(f"crdt-sync serving {where} on http://{host}:{port}", err=True)
+    settings = Settings(db_path=db, store_url=url, bus_url=bus, schema=parsed, tune_gc=True)
     uvicorn.run(
-        create_app(Settings(db_path=db, schema=parsed, tune_gc=True)),
+        create_app(settings),
         host=host,
         port=port,
         log_level=log_level,

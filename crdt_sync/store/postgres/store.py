@@ -39,12 +39,13 @@ from ..base import (
 )
 from ..checks import CheckReport
 from ..listing import RecordQuery
+from ..opening import redacted
 from ..sqlite import _row as encode_row  # the row as both stores write it: checked, encoded
 from ..transactions import AppendJob, FollowJob, Row
 from ..writer import CommitWriter
 from . import reads
 from .commits import PostgresCommits
-from .connection import connection_errors, redacted
+from .connection import connection_errors, first_line
 from .schema import DB, LOCK_CLASS, prepare
 
 COMPACTION_LOCK_CLASS = LOCK_CLASS + 1  # with hashtext(doc_id): one compaction per record
@@ -118,7 +119,7 @@ class PostgresStore:
             try:
                 await pool.open(wait=True, timeout=10.0)
             except psycopg.Error as exc:
-                raise StoreError(f"{self.name}: {exc}") from exc
+                raise StoreError(f"{self.name}: {first_line(exc)}") from exc
             except psycopg_pool.PoolTimeout as exc:
                 raise StoreError(f"{self.name}: could not open reading connections") from exc
             stack.push_async_callback(pool.close)
@@ -154,7 +155,7 @@ class PostgresStore:
                 self.url, autocommit=True, connect_timeout=10
             )
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: cannot connect: {exc}") from exc
+            raise StoreError(f"{self.name}: cannot connect: {first_line(exc)}") from exc
         async with connection_errors(self.name):
             await self._configure(db)
         return db
@@ -441,7 +442,7 @@ class PostgresStore:
             taken = "hash" if "token_hash" in str(exc) else "name"
             raise StoreError(f"a token with this {taken} already exists (name {name!r})") from exc
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: {exc}") from exc
+            raise StoreError(f"{self.name}: {first_line(exc)}") from exc
 
     async def find_token(self, token_hash: str) -> TokenRow | None:
         rows = await self._fetch(
