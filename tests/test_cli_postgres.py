@@ -31,7 +31,7 @@ def nodes() -> Iterator[list[Node]]:
 async def test_a_deployment_moves_from_sqlite_to_postgresql_by_export_and_import(
     server: RunningServer, url: str, tmp_path: Path, nodes: list[Node]
 ) -> None:
-    """The sequence docs/OPERATIONS.md gives: export the file, import into PostgreSQL, make
+    """The sequence docs/NODES.md gives: export the file, import into PostgreSQL, make
     tokens there, serve nodes on it; every record arrives, with its merged state."""
     async with mux_peer(server.ws("/ws"), client="ann-phone") as ann:
         for n in range(5):
