@@ -20,7 +20,9 @@ from .commands.common import (
     BadArgument,
     DbOption,
     ExitCode,
+    StoreOption,
     StoreUnavailable,
+    choose_store,
     open_store,
 )
 from .commands.entry import run_cli
@@ -56,7 +58,8 @@ def _print_version(wanted: bool) -> None:
 
 
 @app.callback()
-def _options(
+def main_options(
+    store: StoreOption = None,
     show_version: Annotated[
         bool,
         typer.Option(
@@ -65,6 +68,7 @@ def _options(
     ] = False,
 ) -> None:
     """CRDT sync engine for a small CRM: serve, inspect and operate the store."""
+    choose_store(store)  # read by every command that opens the store (commands.common)
 
 
 @app.command()
@@ -85,6 +89,15 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    store: StoreOption = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CRDT_SYNC_BUS",
+            help="Redis (redis://host:port/db) telling nodes of each other's commits.",
+            show_default=False,
+        ),
+    ] = None,
     migrate_schema: Annotated[
         bool,
         typer.Option(
@@ -103,33 +116,50 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the sync server on an embedded SQLite store (created if missing).
+    """Run the sync server on an embedded SQLite store (created if missing), or as one node
+    of several on a PostgreSQL store (--store) with a Redis bus between them (--bus).
 
-    One server per store: a second `serve` on the same file is refused (exit 9). The port is
-    bound before anything is printed, so a taken one is an error line (exit 8), not a URL.
+    One server per SQLite store: a second `serve` on the same file is refused (exit 9). The
+    port is bound before anything is printed, so a taken one is an error line (exit 8).
     """
     import uvicorn
 
+    from .commands.common import chosen_store
     from .server.app import Server, Settings, create_app
     from .server.bootstrap import prepare_store
     from .server.cors import checked_origins
     from .server.listen import bind, url_of
     from .server.logs import redact_tokens_in_server_logs
+    from .store.opening import redacted
 
     parsed = None if schema is None else schema_from(schema)
     origins = run_checked(lambda: checked_origins(cors_origin or ()))
+    url = run_checked(lambda: chosen_store(db, store))
     with ExitStack() as held:
         # Bound first: a taken port must not leave a new, empty store file behind.
         sock = held.enter_context(run_checked(lambda: bind(host, port)))
-        run_checked(lambda: _claim(db, held))
-        prepared = run(lambda: prepare_store(db, parsed, demo=demo, migrate_schema=migrate_schema))
+        if url is None:  # nodes on PostgreSQL are many by design
+            run_checked(lambda: _claim(db, held))
+        prepared = run(
+            lambda: prepare_store(
+                url if url is not None else db, parsed, demo=demo, migrate_schema=migrate_schema
+            )
+        )
         if prepared.admin_token is not None:
             typer.echo("Created the first admin token (shown once; keep it safe):", err=True)
             typer.echo(prepared.admin_token)
         if demo:
             _say_seeded(prepared.seeded)
-        typer.echo(f"crdt-sync serving {db} on {url_of(sock)}", err=True)
-        settings = Settings(db_path=db, schema=prepared.schema, tune_gc=True, cors_origins=origins)
+        where = db if url is None else redacted(url)
+        typer.echo(f"crdt-sync serving {where} on {url_of(sock)}", err=True)
+        settings = Settings(
+            db_path=db,
+            store_url=url,
+            bus_url=bus,
+            schema=prepared.schema,
+            tune_gc=True,
+            cors_origins=origins,
+        )
         config = uvicorn.Config(
             create_app(settings),
             log_level=log_level,

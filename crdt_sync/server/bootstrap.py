@@ -11,7 +11,7 @@ from ..errors import RecordExists
 from ..ids import DocId, Origin, make_doc_id
 from ..schema import Schema
 from ..served_schema import settle_schema
-from ..store import SQLiteStore
+from ..store import store_at
 from .auth import create_token
 
 DEMO_RECORDS: dict[str, list[dict[str, object]]] = {
@@ -79,15 +79,17 @@ class Prepared:
 
 
 async def prepare_store(
-    db: Path, schema: Schema | None, *, demo: bool, migrate_schema: bool = False
+    db: Path | str, schema: Schema | None, *, demo: bool, migrate_schema: bool = False
 ) -> Prepared:
     """Create the store if needed, settle its schema, make the first admin token, seed a demo.
+
+    `db` is an SQLite file, or a PostgreSQL URL as a str.
 
     Raises:
         SchemaMismatch: `schema` is not the store's and `migrate_schema` is false, or stored
             records break the schema it would record.
     """
-    async with SQLiteStore(db) as store:
+    async with store_at(db) as store:
         settled = await settle_schema(store, schema, migrate=migrate_schema)
         token = None
         if not await store.list_tokens():

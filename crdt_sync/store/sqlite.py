@@ -48,7 +48,7 @@ from .transactions import (
     set_meta,
     touch_token,
 )
-from .writer import CommitWriter
+from .writer import CommitWriter, SQLiteCommits
 
 T = TypeVar("T")
 
@@ -111,11 +111,10 @@ class SQLiteStore:
             self._reader = await stack.enter_async_context(self._connection())
             await self._reader.run(_read_only)
             writer = CommitWriter(
-                connection,
+                SQLiteCommits(connection, self.schema_version),
                 max_batch=self._max_batch,
                 idempotency_ttl=self._idempotency_ttl,
                 clock=self._clock,
-                schema_version=self.schema_version,
             )
             writer.listeners = self._listeners
             self._writer = await stack.enter_async_context(writer)
