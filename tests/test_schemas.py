@@ -146,3 +146,23 @@ def _admin_token(db: Path) -> str:
     made = run("token", "create", "--role", "admin", "--name", "test-admin", "--db", str(db))
     assert made.exit_code == 0, made.stderr
     return made.stdout.strip()
+
+
+def test_an_archive_carries_its_store_schema_into_a_new_store(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    source, target, archive = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "a.cbor"
+    with serving(source, "--schema", str(files["visits"])) as port:
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/api/visits",
+            json={"id": "v1", "place": "Paris"},
+            headers={"Authorization": f"Bearer {_admin_token(source)}"},
+        )
+        assert created.status_code == 201, created.text
+    assert run("export", str(archive), "--db", str(source)).exit_code == 0
+    imported = run("import", str(archive), "--db", str(target), "--json")
+    assert imported.exit_code == 0, imported.stderr
+    assert (imported.json()["created"], imported.json()["refused"]) == (1, [])
+    assert "visits" in run("schema", "show", "--db", str(target), "--json").json()["collections"]
+    with serving(target):  # and a server on the new store serves visits without --schema
+        pass

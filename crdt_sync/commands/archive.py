@@ -23,7 +23,9 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..importing import ImportReport
+    from ..schema import Schema
     from ..store.archive import ArchiveSummary
+    from ..store.base import Store
 
 # The engine, the store and the archive codec are imported inside the commands that use them:
 # cli.py registers every command at start-up, and `crdt-sync --help` should not pay for them.
@@ -90,7 +92,6 @@ def import_(
     """
     from ..engine import Engine, Limits
     from ..importing import import_archive
-    from ..served_schema import schema_in_use
     from ..store.archive import verify_archive
 
     output = Output(as_json)
@@ -102,7 +103,7 @@ def import_(
         with output.progress("checking", unit_bytes=True) as update:
             summary = verify_archive(file, progress=update)
         async with open_store(db, must_exist=False) as store:
-            engine = Engine(store, await schema_in_use(store, given), limits=limits)
+            engine = Engine(store, await _import_schema(store, given, summary), limits=limits)
             with output.progress("importing") as update:
                 return await import_archive(
                     engine, file, progress=lambda done: update(done, summary.documents)
@@ -133,3 +134,26 @@ def import_(
         if len(report.refused) > 20:
             output.note(f"... and {len(report.refused) - 20} more (--json lists them all)")
         raise typer.Exit(int(ExitCode.REFUSED))
+
+
+async def _import_schema(store: Store, given: Schema | None, summary: ArchiveSummary) -> Schema:
+    """--schema if given; else the target's recorded schema; else the archive's, recorded in
+    the target (after checking the records it holds), so a later `serve` needs no --schema."""
+    import json
+
+    from ..errors import ConfigError
+    from ..schema import schema_from_tree
+    from ..served_schema import served_schema, settle_schema
+
+    if given is not None:
+        return given
+    recorded = await served_schema(store)
+    if recorded is not None:
+        return recorded
+    archived = None
+    if summary.header.schema is not None:
+        try:
+            archived = schema_from_tree(json.loads(summary.header.schema), where="the archive")
+        except ValueError as exc:
+            raise ConfigError(f"the archive's schema is not JSON: {exc}") from None
+    return await settle_schema(store, archived, migrate=False)

@@ -39,6 +39,7 @@ class ArchiveHeader:
     created_at: float  # unix seconds when the export began
     cursor: Seq  # the source store's cursor when the export began
     documents: int  # records in the source when the export began (the trailer has the count)
+    schema: str | None = None  # the schema the source was served with (JSON), if it recorded one
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,9 @@ async def export_archive(
     """
     statistics = await store.statistics()
     total = sum(statistics.records.values()) + sum(statistics.deleted.values())
-    header = ArchiveHeader(ARCHIVE_VERSION, clock(), statistics.cursor, total)
+    header = ArchiveHeader(
+        ARCHIVE_VERSION, clock(), statistics.cursor, total, await store.served_schema()
+    )
     digest = hashlib.sha256()
     with _replacing(path) as file:
 
@@ -111,6 +114,7 @@ def _encode_header(header: ArchiveHeader) -> dict[str, object]:
         "created_at": header.created_at,
         "cursor": header.cursor,
         "documents": header.documents,
+        **({} if header.schema is None else {"schema": header.schema}),
     }
 
 
@@ -221,6 +225,7 @@ class ArchiveReader:
             _number(self, item, "created_at", float),
             Seq(_number(self, item, "cursor", int)),
             _number(self, item, "documents", int),
+            _schema_text(self, item),
         )
 
     def _next(self, what: str) -> Mapping[str, Any]:
@@ -323,3 +328,10 @@ def _number(reader: ArchiveReader, item: Mapping[str, Any], key: str, kind: type
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ArchiveError(f"{reader.path}: {key} must be a number, got {type(value).__name__}")
     return kind(value)
+
+
+def _schema_text(reader: ArchiveReader, header: Mapping[str, Any]) -> str | None:
+    schema = header.get("schema")
+    if schema is not None and not isinstance(schema, str):
+        raise ArchiveError(f"{reader.path}: the header's schema is not text")
+    return schema
