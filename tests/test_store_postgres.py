@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from crdt_sync.errors import StoreError
 from crdt_sync.ids import DocId, Origin
 from crdt_sync.store.postgres import PostgresStore, redacted
+from crdt_sync.store.postgres.schema import SCHEMA_VERSION
 
 from .services import postgres, postgres_schema
 
@@ -172,8 +173,8 @@ async def test_nodes_starting_together_create_the_schema_once(url: str) -> None:
     stores = [PostgresStore(url, readers=1) for _ in range(3)]
     await asyncio.gather(*(store.__aenter__() for store in stores))
     try:
-        assert {store.schema_version for store in stores} == {1}
-        assert postgres(url, "SELECT version FROM schema_version") == [(1,)]
+        assert {store.schema_version for store in stores} == {SCHEMA_VERSION}
+        assert postgres(url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     finally:
         for store in stores:
             await store.close()
