@@ -59,6 +59,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             hub = Hub(store, engine, admission)
             app.state.store, app.state.engine, app.state.hub = store, engine, hub
             app.state.rooms = {}
+            app.state.mux_rooms = {}  # /ws awareness, per document
             # Every append notices other processes' commits (`crdt-sync import`) too; following
             # bounds how long they wait when nobody writes here.
             jobs = [
@@ -100,7 +101,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     from .rest import router
 
     async def ws(websocket: WebSocket) -> None:
-        await serve_mux(websocket, websocket.app.state.hub)
+        state = websocket.app.state
+        await serve_mux(websocket, state.hub, state.mux_rooms)
 
     app.router.add_websocket_route("/yjs/{collection}/{record_id}", yjs)
     app.router.add_websocket_route("/ws", ws)

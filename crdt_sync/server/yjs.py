@@ -18,6 +18,7 @@ from ..engine import WriteResult
 from ..errors import CrdtSyncError, DocumentError, StoreError
 from ..fanout import PendingUpdates, Subscriber
 from ..ids import DocId, Origin, make_doc_id
+from ..protocol.awareness import AwarenessRoom, decode_awareness_update, encode_awareness_update
 from ..protocol.close import CloseCode
 from ..protocol.ysync import (
     YjsAwareness,
@@ -40,10 +41,15 @@ MAX_MERGED_UPDATES = 256  # updates of one peer written as one, at most
 
 
 class Room:
-    """Awareness of one record's peers: the last awareness message each connection sent."""
+    """Awareness of one record's peers: who owns which client id, and its last state."""
 
     def __init__(self) -> None:
-        self.awareness: dict[Connection, bytes] = {}
+        self.awareness: AwarenessRoom[Connection] = AwarenessRoom()
+
+    def present_frames(self) -> list[bytes]:
+        """The room's states as one awareness message, if anyone is present."""
+        states = self.awareness.states()
+        return [encode_awareness(encode_awareness_update(states))] if states else []
 
 
 async def serve_yjs(
@@ -79,13 +85,15 @@ async def serve_yjs(
         )
         # As the reference server does: a late joiner sees who is here without waiting for
         # the others to renew their presence (stock clients never send query-awareness).
-        for payload in room.awareness.values():
-            connection.put_nowait(encode_awareness(payload))
+        for frame in room.present_frames():
+            connection.put_nowait(frame)
         await connection.run(
             _read(connection, hub, room, doc_id), connection.send_outgoing(_encode_update)
         )
     finally:
-        room.awareness.pop(connection, None)
+        removals = room.awareness.leave(connection)
+        if removals:
+            _offer_peers(hub, doc_id, encode_awareness(encode_awareness_update(removals)))
         if not room.awareness and not hub.engine.peers_of(doc_id) - {connection.subscriber}:
             rooms.pop(doc_id, None)
         hub.disconnect(connection)
@@ -136,13 +144,17 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
                 elif flush_soon is None:
                     flush_soon = asyncio.get_running_loop().call_soon(flush)
             elif isinstance(message, YjsAwareness):
-                room.awareness[connection] = message.payload
-                frame = encode_awareness(message.payload)
-                for peer in hub.engine.peers_of(doc_id):
-                    peer.offer_frame(frame)
+                # Decoded first (ProtocolError: 4400): garbage relayed makes stock clients exit.
+                states = decode_awareness_update(message.payload)
+                relayed = room.awareness.receive(connection, states)
+                if relayed:
+                    payload = (
+                        message.payload if relayed == states else encode_awareness_update(relayed)
+                    )
+                    _offer_peers(hub, doc_id, encode_awareness(payload))
             elif isinstance(message, YjsQueryAwareness):
-                for payload in room.awareness.values():
-                    connection.put_nowait(encode_awareness(payload))
+                for frame in room.present_frames():
+                    connection.put_nowait(frame)
             elif isinstance(message, YjsPermissionDenied):
                 pass  # only servers send it; a client echoing one changes nothing
     finally:
@@ -150,6 +162,11 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
             flush_soon.cancel()
             flush()
         await writes.wait_all()
+
+
+def _offer_peers(hub: Hub, doc_id: DocId, frame: bytes) -> None:
+    for peer in hub.engine.peers_of(doc_id):
+        peer.offer_frame(frame)
 
 
 def _answer(connection: Connection, write: asyncio.Future[WriteResult]) -> None:
