@@ -2,8 +2,9 @@
 
 Byte for byte what stock clients expect: one message per frame; our sync step 1 on connect;
 every committed update echoed to every peer of the record, the sender included (newer
-y-websocket clients read that echo as "saved"); awareness relayed to all peers, the sender
-included; query-awareness answered; a refused write answered with permission-denied.
+y-websocket clients read that echo as "saved"); awareness decoded, then a connection's own
+states relayed to all peers, the sender included (protocol/awareness.py); query-awareness
+answered; a refused write answered with permission-denied.
 """
 
 from __future__ import annotations
