@@ -46,7 +46,7 @@ async def closed_with(websocket: websockets.ClientConnection) -> websockets.fram
 
 
 def frames_seen(js: NodeClient) -> list[dict[str, object]]:
-    return [c for f in js.of("awareness-frame") for c in f["clients"]]  # type: ignore[misc]
+    return [c for f in js.of("awareness-frame") for c in f["clients"]]
 
 
 def present(client: int, clock: int, state: object) -> bytes:
@@ -74,7 +74,9 @@ async def test_cut_short_awareness_closes_its_sender_and_node_clients_of_the_roo
 
         # Both still run, connected, and still hear each other (presence and edits).
         await bob.command("awareness", state={"user": {"name": "Bob"}})
-        await ann.wait(lambda: ann.awareness.get(bob.client_id) == {"user": {"name": "Bob"}})
+        bob_id = bob.client_id
+        assert bob_id is not None
+        await ann.wait(lambda: ann.awareness.get(bob_id) == {"user": {"name": "Bob"}})
         await ann.edit({"set": "name", "value": "Ann"})
         await bob.wait(lambda: bob.record.get("name") == "Ann")
         for js in (ann, bob):
@@ -96,17 +98,18 @@ async def test_a_peer_cannot_overwrite_or_remove_a_node_clients_presence(
     ):
         await mallory.recv()
         await ann.command("awareness", state=ann_state)
-        await bob.wait(lambda: bob.awareness.get(ann.client_id) == ann_state)
-        assert ann.client_id is not None
+        ann_id = ann.client_id
+        assert ann_id is not None
+        await bob.wait(lambda: bob.awareness.get(ann_id) == ann_state)
         forged = {"user": {"name": "Mallory"}}
-        await mallory.send(encode_awareness(present(ann.client_id, 1000, forged)))
-        removal = AwarenessState.removal(ann.client_id, 2000)
+        await mallory.send(encode_awareness(present(ann_id, 1000, forged)))
+        removal = AwarenessState.removal(ann_id, 2000)
         await mallory.send(encode_awareness(encode_awareness_update([removal])))
         # Mallory's own presence is relayed, after her forgeries: once Bob has it, they were
         # dropped, not delayed.
         await mallory.send(encode_awareness(present(12345, 1, {"user": {"name": "M"}})))
         await bob.wait(lambda: 12345 in bob.awareness)
-        assert bob.awareness[ann.client_id] == ann_state
+        assert bob.awareness[ann_id] == ann_state
         assert all(c["clock"] not in (1000, 2000) for c in frames_seen(bob))
         assert bob.of("connection-close") == [] and ann.of("connection-close") == []
 
