@@ -19,7 +19,7 @@ from ..protocol.close import CloseCode
 from ..schema import DEFAULT_SCHEMA, Schema
 from ..store import SQLiteStore
 from .admission import Admission
-from .errors import handle_crdt_sync_error, handle_unexpected
+from .errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .live import Hub
 from .yjs import Room, serve_yjs
 
@@ -93,7 +93,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     app = FastAPI(title="crdt-sync", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.add_exception_handler(CrdtSyncError, handle_crdt_sync_error)
-    app.add_exception_handler(Exception, handle_unexpected)
+    app.add_exception_handler(Exception, handle_unexpected)  # bugs in the middlewares
+    app.add_middleware(AnswerUnexpected)  # first: inside CountErrors, which counts its 500s
 
     # Plain Starlette routes: FastAPI's websocket routes hold two AsyncExitStacks and more
     # for dependency injection, ~3 KiB per open connection, for nothing these handlers use.
