@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import (
@@ -138,6 +139,8 @@ class AnswerUnexpected:
 
         try:
             await self.app(scope, receive, watching_send)
+        except ClientDisconnect:
+            pass  # the client left mid-body: nobody to answer, and not a bug
         except Exception as exc:
             if started:
                 raise  # half an answer is out: only dropping the connection can say so

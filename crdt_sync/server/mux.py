@@ -96,9 +96,7 @@ class MuxPeer:
         elif isinstance(event, PingReceived):
             pass  # the session queued the pong itself
 
-    def _relay_awareness(
-        self, doc: DocId, data: bytes, states: tuple[AwarenessState, ...]
-    ) -> None:
+    def _relay_awareness(self, doc: DocId, data: bytes, states: tuple[AwarenessState, ...]) -> None:
         """Relay the states this connection owns (awareness.py, Rule (ownership))."""
         if doc not in self.present_in and len(self.present_in) >= MAX_AWARENESS_DOCS:
             raise ProtocolError(
