@@ -57,8 +57,14 @@ __all__ = ["node"]  # the fixture, imported for its tests here
 EXAMPLES = int(os.environ.get("CRDT_SYNC_FUZZ_EXAMPLES", "300"))
 SEED = int(os.environ.get("CRDT_SYNC_FUZZ_SEED", "14"))
 TIMEOUT = 15.0
-# What a hostile frame may be answered with: refused as malformed, too big, or a bye honoured.
-REFUSAL_CODES = {CloseCode.BAD_REQUEST, CloseCode.MESSAGE_TOO_BIG, CloseCode.NORMAL}
+# What a hostile frame may be answered with: refused as malformed, too big, a write that cannot
+# be undone on the sender's copy (/yjs), or a bye honoured.
+REFUSAL_CODES = {
+    CloseCode.BAD_REQUEST,
+    CloseCode.MESSAGE_TOO_BIG,
+    CloseCode.REFUSED_WRITE,
+    CloseCode.NORMAL,
+}
 
 fuzz = settings(
     max_examples=EXAMPLES,

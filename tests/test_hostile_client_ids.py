@@ -175,18 +175,24 @@ async def test_yjs_refuses_a_step_2_or_a_delete_set_naming_client_2_to_the_53(
 ) -> None:
     doc_id = "contacts/d53"
     await create_contact(server, "d53")
-    async with websockets.connect(server.ws(f"/yjs/{doc_id}")) as raw:
-        await raw.recv()
-        for frame in (
-            encode_sync_step2(map_set(TOP + 5, 0, "phone", "+2 forged")),
-            encode_sync_update(delete_only(TOP + 5, 0)),
-            encode_sync_update(delete_only(5, TOP - 1, 2)),  # a clock range past 2**53 - 1
-        ):
+    for frame in (
+        encode_sync_step2(map_set(TOP + 5, 0, "phone", "+2 forged")),
+        encode_sync_update(delete_only(TOP + 5, 0)),
+        encode_sync_update(delete_only(5, TOP - 1, 2)),  # a clock range past 2**53 - 1
+    ):
+        async with websockets.connect(server.ws(f"/yjs/{doc_id}")) as raw:
+            await raw.recv()
             await raw.send(frame)
             denied = await wait_denied(raw)
             assert denied.reason.startswith(f"{doc_id}: not a Yjs update every peer can decode")
+            with pytest.raises(websockets.ConnectionClosed) as closed:  # cannot be undone
+                await asyncio.wait_for(drain(raw), TIMEOUT)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == CloseCode.REFUSED_WRITE
+    async with websockets.connect(server.ws(f"/yjs/{doc_id}")) as raw:
+        await raw.recv()
         await raw.send(encode_sync_update(map_set(7, 0, "phone", "+1 safe")))
-        await wait_update(raw)  # the echo of the good write: still connected
+        await wait_update(raw)  # the echo of the good write
     assert (await stored(server, doc_id) or {})["phone"] == "+1 safe"
 
 
