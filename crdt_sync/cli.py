@@ -58,7 +58,7 @@ def serve(
     """
     import uvicorn
 
-    from .server.app import Settings, create_app
+    from .server.app import Server, Settings, create_app
     from .server.bootstrap import prepare_store
     from .server.listen import bind, url_of
 
@@ -78,8 +78,9 @@ def serve(
             ws_max_size=2 << 20,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=10,  # a stuck request must not keep the server up
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])  # ends the admin change feeds first
 
 
 def _claim(db: Path, held: ExitStack) -> None:
