@@ -8,6 +8,7 @@ connection to close; the first reason wins and decides the close code.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -35,6 +36,13 @@ class Disconnected(Exception):
     """The peer went away; nothing to answer."""
 
 
+_connection_numbers = itertools.count(1)
+
+
+def _next_connection_id() -> str:
+    return f"c{next(_connection_numbers)}"
+
+
 @dataclass(eq=False)
 class Connection:
     websocket: WebSocket
@@ -45,6 +53,7 @@ class Connection:
     cursor: int = 0
     last_sync: float | None = None
     connected_at: float = field(default_factory=time.time)
+    id: str = field(default_factory=_next_connection_id)  # names it to the admin API
     _close: asyncio.Future[tuple[int, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -183,6 +192,8 @@ class Hub:
         self.engine = engine
         self.admission = admission
         self.connections: set[Connection] = set()
+        # Told `("connect" | "disconnect", connection)`: the admin's activity log.
+        self.listeners: list[Callable[[str, Connection], None]] = []
 
     async def connect(
         self, websocket: WebSocket, endpoint: str, subscriber: Callable[[Principal], Subscriber]
@@ -202,6 +213,8 @@ class Hub:
         connection = Connection(websocket, principal, endpoint, subscriber(principal))
         self.connections.add(connection)
         self.engine.subscribe(connection.subscriber)
+        for listener in self.listeners:
+            listener("connect", connection)
         return connection
 
     def disconnect(self, connection: Connection) -> None:
@@ -210,6 +223,8 @@ class Hub:
             self.connections.discard(connection)
             self.engine.unsubscribe(connection.subscriber)
             self.admission.release()
+            for listener in self.listeners:
+                listener("disconnect", connection)
 
     def close_token(self, token_hash: str, reason: str) -> int:
         """Close every connection of one token at once (its revocation through the API)."""
