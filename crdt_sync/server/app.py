@@ -18,6 +18,7 @@ from ..ids import DocId
 from ..protocol.close import CloseCode
 from ..schema import DEFAULT_SCHEMA, Schema
 from ..store import SQLiteStore
+from . import sync_ops
 from .admission import Admission
 from .errors import handle_crdt_sync_error, handle_unexpected
 from .live import Hub
@@ -72,7 +73,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             if settings.tune_gc:
                 tune_garbage_collector()
             try:
-                yield
+                async with sync_ops.running(app, hub):  # the admin's activity log, jobs
+                    yield
             finally:
                 for job in jobs:
                     job.cancel()
