@@ -37,6 +37,8 @@ class Activity:
     device: str | None  # who: an origin (client id or token name)
     summary: str  # one line for people
     seq: int | None = None  # an update's seq
+    token: str | None = None  # the token's name, for connections (a /ws client names itself
+    # only after connecting, so its connect event has the token name alone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,7 @@ class ActivityFilter:
     def matches(self, activity: Activity) -> bool:
         return (
             (self.doc is None or activity.doc == self.doc)
-            and (self.device is None or activity.device == self.device)
+            and (self.device is None or self.device in (activity.device, activity.token))
             and (not self.kinds or activity.kind in self.kinds)
         )
 
@@ -80,9 +82,12 @@ class ActivityLog:
         doc: str | None = None,
         device: str | None = None,
         seq: int | None = None,
+        token: str | None = None,
     ) -> None:
         self._count += 1
-        self._ring.append(Activity(self._count, self._clock(), kind, doc, device, summary, seq))
+        self._ring.append(
+            Activity(self._count, self._clock(), kind, doc, device, summary, seq, token)
+        )
         self._wake()
 
     def on_commit(self, batch: Sequence[Committed]) -> None:
@@ -116,6 +121,7 @@ class ActivityLog:
             event,
             f"{connection.principal.name} on /{connection.endpoint} ({connection.id})",
             device=who,
+            token=connection.principal.name,
         )
 
     def after(

@@ -60,6 +60,7 @@ class ActivityEntry(BaseModel):
     device: str | None
     summary: str
     seq: int | None
+    token: str | None = Field(description="the token's name (connection events)")
 
 
 class ActivityPage(BaseModel):
@@ -144,7 +145,9 @@ def _filter(record: str | None, device: str | None, kind: list[str] | None) -> A
 
 
 RecordQuery = Annotated[str | None, Query(description="only this record, 'contacts/42'")]
-DeviceQuery = Annotated[str | None, Query(description="only this client id or token name")]
+DeviceQuery = Annotated[
+    str | None, Query(description="only this device: its client id, or its token's name")
+]
 KindQuery = Annotated[list[str] | None, Query(description="only these kinds (repeat the key)")]
 
 
@@ -258,6 +261,7 @@ def _entry(activity: Activity) -> ActivityEntry:
         device=activity.device,
         summary=activity.summary,
         seq=activity.seq,
+        token=activity.token,
     )
 
 
