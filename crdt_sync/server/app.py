@@ -18,7 +18,6 @@ from ..ids import DocId
 from ..protocol.close import CloseCode
 from ..schema import DEFAULT_SCHEMA, Schema
 from ..store import SQLiteStore
-from . import sync_ops
 from .admission import Admission
 from .errors import handle_crdt_sync_error, handle_unexpected
 from .live import Hub
@@ -79,8 +78,12 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             ]
             if settings.tune_gc:
                 tune_garbage_collector()
+            # Imported here: server.access and server.admin import each other, and only the
+            # order create_app imports them in (admin first) resolves that.
+            from .sync_ops import running as running_sync_admin
+
             try:
-                async with sync_ops.running(app, hub):  # the admin's activity log, jobs
+                async with running_sync_admin(app, hub):  # the admin's activity log, its jobs
                     yield
             finally:
                 for job in jobs:
