@@ -75,21 +75,23 @@ class RefusalLog:
         patch: Mapping[str, Any] | None = None,
         update: bytes | None = None,
         document: Doc[Any] | None = None,
+        values: Mapping[str, Any] | None = None,
     ) -> Refusal:
-        """Remember a refused write: a field `patch`, or an `update` to `document`.
+        """Remember a refused write: its `values`, a field `patch`, or an `update` to `document`.
 
         `document` is the record as it is without the update (a refusal leaves no trace).
         """
         now = self._clock()
-        values: dict[str, Any] | None = None
-        if patch is not None:
-            values = {str(name): _shown(value) for name, value in patch.items()}
+        shown: dict[str, Any] | None = None
+        given = values if values is not None else patch
+        if given is not None:
+            shown = {str(name): _shown(value) for name, value in given.items()}
         elif update is not None and document is not None and self._may_decode(now, update):
-            values = tried_values(document, update)
+            shown = tried_values(document, update)
         if isinstance(error, DocumentError) and error.doc_id:
             doc_id = error.doc_id
         self._count += 1
-        refusal = Refusal(self._count, now, doc_id, origin, error.code, error.message, values)
+        refusal = Refusal(self._count, now, doc_id, origin, error.code, error.message, shown)
         self._ring.append(refusal)
         for listener in self.listeners:
             listener(refusal)
