@@ -275,14 +275,14 @@ class Engine:
                 return done
             if checked.stored is not None:
                 update = checked.stored
-            if checked.refusal is not None:
+            if (refusal := checked.refusal) is not None:
                 # Not the sender's update any more: it must get the compensation too.
                 sender = None
                 if not record.has_content and not checked.is_deleted:
                     # A refused create: its bytes must be kept (the writer holds them), but
                     # no view may serve a record that was never created (see ARCHITECTURE).
                     checked = replace(checked, is_deleted=True)
-                self._refused(checked.refusal, doc_id, origin, values=checked.refusal.tried_values)
+                self._refused(refusal, doc_id, origin, values=refusal.tried_values)
                 self.counters["compensated"] += 1
             committed = self._submit(doc_id, update, checked, origin, sender)
         except Exception as exc:
