@@ -157,18 +157,24 @@ class ActivityLog:
         found.reverse()
         return found
 
-    async def wait_after(self, number: int, timeout: float) -> bool:
-        """Wait until an event numbered above `number` exists; False after `timeout`."""
+    async def wait_after(
+        self, number: int, timeout: float, stop: asyncio.Event | None = None
+    ) -> bool:
+        """Wait until an event numbered above `number` exists (True), `timeout` seconds pass
+        or `stop` is set (False then, unless news came meanwhile)."""
         if self._count > number:
             return True
         if self._news is None:
             self._news = asyncio.Event()
-        news = self._news
+        waits = [asyncio.ensure_future(self._news.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
         try:
-            await asyncio.wait_for(news.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return self._count > number
 
     def _wake(self) -> None:
         if self._news is not None:

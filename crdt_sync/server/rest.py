@@ -7,6 +7,8 @@
     sync_admin.py   /api/admin/sync/overview|clients, /api/admin/tokens  (sync management; admin)
     sync_watch.py   /api/admin/sync/refusals|activity[/stream]|rates  (what the sync does; admin)
     sync_ops.py     /api/admin/sync/clients/{id}|compactions|check|export  (operations; admin)
+    admin/feed.py   GET  /api/admin/feed  (records as they change, SSE; admin)
+    admin/record_api.py  /api/{collection}/{id}/history|at|restore|text  (admin)
     docs_views.py   /api/docs/{collection}/{id}[/state-vector|/update]
     crud.py         /api/{collection}[/{id}]  (made per collection from the schema; admin)
 
@@ -35,8 +37,9 @@ from . import (
     sync_views,
     sync_watch,
 )
-from .activity import ActivityLog, Rates
 from .access import Authenticated, principal
+from .activity import ActivityLog, Rates
+from .admin import feed, record_api
 from .crud import crud_router
 from .errors import handle_http_exception, handle_validation_error
 from .models import REQUEST_ONLY_MODELS
@@ -56,6 +59,8 @@ router.include_router(docs_views.router)
 router.include_router(sync_admin.router)
 router.include_router(sync_watch.router)
 router.include_router(sync_ops.router)
+router.include_router(feed.router)
+router.include_router(record_api.router)
 
 
 def install(app: FastAPI, settings: Settings) -> None:

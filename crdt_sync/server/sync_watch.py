@@ -192,7 +192,8 @@ async def activity_stream(
     else at the newest entry. An `id`-only event moves the resume point past entries the
     filter skipped; a `gap` event says entries were dropped from the server's ring before this
     stream could send them (it was too far behind). Ends after a few minutes; EventSource
-    reconnects by itself and resumes.
+    reconnects by itself and resumes; so it does after the server restarts (the stream ends
+    as soon as the server is asked to stop).
     """
     log = activity_log(request)
     chosen = _filter(record, device, kind)
@@ -202,14 +203,19 @@ async def activity_stream(
             raise BadRequest("Last-Event-ID must be an activity number")
         start = int(last_event_id)
     position = log.last if start is None else start
+    # Ended when the server is asked to stop (app.Server.handle_exit), like the admin feeds.
+    feeds = request.app.state.admin_feeds
+    feeds.opened()
+    stopping: asyncio.Event = feeds.stopping
 
     async def events() -> AsyncIterator[bytes]:
         nonlocal position
         yield b"retry: 1000\n\n"
         ends = time.monotonic() + STREAM_LIFETIME
-        while time.monotonic() < ends:
-            if not await log.wait_after(position, HEARTBEAT):
-                yield b": still here\n\n"
+        while time.monotonic() < ends and not stopping.is_set():
+            if not await log.wait_after(position, HEARTBEAT, stopping):
+                if not stopping.is_set():
+                    yield b": still here\n\n"
                 continue
             if position + 1 < log.first:
                 yield _event("gap", {"from": position + 1, "to": log.first - 1}, log.first - 1)
