@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, get_update, merge_updates
 
 from .batches import BatchOutcome, BatchWrite, PreparedWrite
 from .errors import (
@@ -388,10 +388,19 @@ class Engine:
         """The document as the store holds it, as one update (empty-effect if none): what a
         joining peer may be shown, without building a document."""
         split_doc_id(doc_id)
+        record = self.live.idle(doc_id)
+        if record is not None:  # in memory, nothing in flight: no store read
+            return record.document.get_update()
         return await self.store.load(doc_id) or EMPTY_UPDATE
 
-    async def committed_diff(self, doc_id: DocId, state_vector: bytes) -> bytes:
+    async def committed_diff(
+        self, doc_id: DocId, state_vector: bytes, *, known: bytes | None = None
+    ) -> bytes:
         """What the store holds that a peer with `state_vector` lacks (the answer to its step 1).
+
+        `known`: a `committed_update` of this record read since the peer subscribed to it
+        (what it was shown on joining); the commits after it reach the peer through the
+        fan-out, so the answer may come from it instead of another read of the store.
 
         Raises ProtocolError for a state vector that does not decode, or that names a client
         id or clock JavaScript peers cannot hold (2**53 or more).
@@ -402,9 +411,13 @@ class Engine:
             raise ProtocolError(
                 f"{doc_id}: sync step 1 holds no usable state vector: {exc}"
             ) from None
-        document = await self.committed_state(doc_id)  # dropped on return, garbage collected
+        record = self.live.idle(doc_id)
         try:
-            return document.get_update(state_vector)
+            if record is not None:  # in memory, nothing in flight: what the store holds
+                return record.document.get_update(state_vector)
+            if known is None:
+                known = await self.committed_update(doc_id)
+            return get_update(known, state_vector)
         except ValueError as exc:
             raise ProtocolError(f"{doc_id}: sync step 1 holds no state vector: {exc}") from None
 
