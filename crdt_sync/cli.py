@@ -51,10 +51,24 @@ def serve(
     ] = False,
     schema: Annotated[Path | None, typer.Option(help="Schema file (TOML or JSON).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact/--no-compact", help="Compact much-edited records in the background."
+        ),
+    ] = True,
+    # The defaults are CompactionPolicy's (not imported here: `--help` should stay quick).
+    compact_rows: Annotated[
+        int, typer.Option(min=2, help="Compact a record once this many rows follow its snapshot.")
+    ] = 100,
+    compact_bytes: Annotated[
+        int, typer.Option(min=1, help="... or once those rows hold this many bytes.")
+    ] = 64 * 1024,
 ) -> None:
     """Run the sync server on an embedded SQLite store (created if missing)."""
     import uvicorn
 
+    from .compactor import CompactionPolicy
     from .server.app import Settings, create_app
     from .server.bootstrap import prepare_store
 
@@ -63,9 +77,10 @@ def serve(
     if admin_token is not None:
         typer.echo("Created the first admin token (shown once; keep it safe):", err=True)
         typer.echo(admin_token)
+    policy = CompactionPolicy(rows=compact_rows, bytes=compact_bytes) if compact else None
     typer.echo(f"crdt-sync serving {db} on http://{host}:{port}", err=True)
     uvicorn.run(
-        create_app(Settings(db_path=db, schema=parsed, tune_gc=True)),
+        create_app(Settings(db_path=db, schema=parsed, tune_gc=True, compaction=policy)),
         host=host,
         port=port,
         log_level=log_level,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
 
+from ..compactor import CompactionPolicy, Compactor
 from ..engine import Engine, Limits
 from ..errors import CrdtSyncError
 from ..ids import DocId
@@ -42,6 +43,9 @@ class Settings:
     tune_gc: bool = False
     synchronous: str = "FULL"
     max_body_bytes: int = 16 << 20  # REST request bodies; larger ones are answered 413
+    # Background compaction (compactor.py); None: off. `crdt-sync serve` turns it on with the
+    # defaults unless told otherwise; an app embedded elsewhere (a test) opts in.
+    compaction: CompactionPolicy | None = None
 
 
 def create_app(settings: Settings = Settings()) -> FastAPI:
@@ -49,7 +53,11 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with SQLiteStore(settings.db_path, synchronous=settings.synchronous) as store:
+        async with (
+            SQLiteStore(settings.db_path, synchronous=settings.synchronous) as store,
+            compacting(store, settings.compaction) as compactor,
+        ):
+            app.state.compactor = compactor
             engine = Engine(
                 store, settings.schema, cache_size=settings.cache_size, limits=settings.limits
             )
@@ -126,6 +134,13 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         return {"status": "ready", "cursor": await request.app.state.store.cursor()}
 
     return app
+
+
+def compacting(
+    store: SQLiteStore, policy: CompactionPolicy | None
+) -> contextlib.AbstractAsyncContextManager[Compactor | None]:
+    """The background compactor, or nothing when compaction is off."""
+    return Compactor(store, policy) if policy is not None else contextlib.nullcontext(None)
 
 
 async def repeat(interval: float, job: Callable[[], Awaitable[object]], what: str) -> None:
