@@ -3,7 +3,7 @@
 Rule 1: scheduling lives here, above the Store protocol; folding is `Store.compact`, whose rules
 hold (store/compaction.py): it replaces exactly the rows it read, rows appended meanwhile are
 untouched, and its one write transaction queues behind appends like any other write.
-Rule 2: low priority. One record at a time, a pause after each, and a record is due only once
+Rule 2: low priority. One record at a time, a rest after each as long as it took, and a record is due only once
 its rows since its snapshot pass `rows` or their bytes pass `bytes`, so each compaction folds a
 bounded amount: a short transaction, never a long hold of the write lock.
 Rule 3: what is due is learnt from commits (a commit listener: this process's and other
@@ -41,7 +41,8 @@ class CompactionPolicy:
     Args:
         rows: compact a record once this many log rows followed its snapshot (or its first row).
         bytes: ... or once those rows hold this many bytes of updates.
-        pause: seconds of rest after each record compacted, so writes always go first.
+        pause: most seconds of rest after each record compacted; the rest is as long as the
+            compaction took, so writes always get the store at least half the time.
         idle: seconds between looks when nothing is due.
     """
 
@@ -183,6 +184,7 @@ class Compactor:
             await asyncio.sleep(self.policy.pause + 0.01)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         await self._scan_backlog()
         while True:
             if not self._due:
@@ -191,8 +193,11 @@ class Compactor:
                     await asyncio.wait_for(self._wake.wait(), self.policy.idle)
                 continue
             doc_id = next(iter(self._due))
+            started = loop.time()
             await self._compact(doc_id)
-            await asyncio.sleep(self.policy.pause)
+            # Rest as long as the work took (capped): at most half the store's time goes to
+            # compaction however many records are due, and quick ones are not held back.
+            await asyncio.sleep(min(self.policy.pause, loop.time() - started))
 
     async def _scan_backlog(self) -> None:
         """Count the rows written before this process started, one page of the log at a time."""
