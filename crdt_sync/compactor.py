@@ -106,6 +106,7 @@ class Compactor:
         self._wake = asyncio.Event()
         self._scanned_up_to: Seq | None = None  # commits above it are counted by `observe`
         self._is_open = False
+        self._compacting: DocId | None = None
         self._task: asyncio.Task[None] | None = None
         self._compactions = self._rows_folded = self._bytes_before = self._bytes_after = 0
         self._skipped = self._failures = 0
@@ -178,7 +179,7 @@ class Compactor:
 
     async def wait_idle(self) -> None:
         """Return once nothing is due and the start-up scan is done (for tests and shutdown)."""
-        while self._due or self._scanned_up_to is None:
+        while self._due or self._compacting is not None or self._scanned_up_to is None:
             if self._task is None or self._task.done():
                 return
             await asyncio.sleep(self.policy.pause + 0.01)
@@ -236,6 +237,7 @@ class Compactor:
     async def _compact(self, doc_id: DocId) -> None:
         del self._due[doc_id]
         debt = self._debts.pop(doc_id, Debt())
+        self._compacting = doc_id
         try:
             report = await self.store.compact(doc_id)
         except CrdtSyncError as exc:
@@ -244,6 +246,8 @@ class Compactor:
             self._restore(doc_id, debt)
             await asyncio.sleep(self.policy.idle)  # a failing disk is not retried in a loop
             return
+        finally:
+            self._compacting = None
         if report.documents:
             self._note(report)
         elif report.updates_before > 1:  # its rows kept changing under it: try again later
