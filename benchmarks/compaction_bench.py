@@ -97,6 +97,13 @@ async def one_record(workdir: Path, count: int, compacting: bool) -> list[tuple[
                     await compactor.wait_idle()
                 loads.append((point, await cold_load_ms(path)))
             stats = await store.statistics()
+            if not compacting:  # what one compaction of the whole backlog costs, for contrast
+                start = time.perf_counter()
+                report = await store.compact(DOC)
+                print(
+                    f"  (then one `compact` of its {report.updates_before:,} rows:"
+                    f" {time.perf_counter() - start:.2f} s, one transaction)"
+                )
         await engine.settle()
     size = path.stat().st_size
     print(
