@@ -19,7 +19,7 @@ from ..errors import CrdtSyncError
 from ..ids import DocId
 from ..protocol.close import CloseCode
 from ..schema import DEFAULT_SCHEMA, Schema
-from ..store import SQLiteStore
+from ..store import store_at
 from .admission import Admission
 from .errors import handle_crdt_sync_error, handle_unexpected
 from .live import Hub
@@ -31,6 +31,8 @@ LOG = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Settings:
     db_path: Path = Path("crdt-sync.db")
+    store_url: str | None = None  # a PostgreSQL store (postgresql://...) instead of db_path
+    bus_url: str | None = None  # Redis Streams between nodes (redis://...): see server/bus.py
     schema: Schema = DEFAULT_SCHEMA
     limits: Limits = Limits()
     cache_size: int = 2048
@@ -51,7 +53,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with SQLiteStore(settings.db_path, synchronous=settings.synchronous) as store:
+        location = settings.store_url or settings.db_path
+        async with store_at(location, synchronous=settings.synchronous) as store:
             engine = Engine(
                 store, settings.schema, cache_size=settings.cache_size, limits=settings.limits
             )
@@ -80,8 +83,13 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             ]
             if settings.tune_gc:
                 tune_garbage_collector()
+            # Imported here: server.access and server.admin import each other, and only the
+            # order create_app imports them in (admin first) resolves that.
+            from .sync_ops import running as running_sync_admin
+
             try:
-                yield
+                async with running_sync_admin(app, hub):  # the admin's activity log, its jobs
+                    yield
             finally:
                 for job in jobs:
                     job.cancel()

@@ -108,7 +108,7 @@ async def handle_unexpected(request: Request, error: Exception) -> JSONResponse:
 async def handle_http_exception(request: Request, error: Exception) -> JSONResponse:
     """Starlette's own answers (no such route, method not allowed) in the one error shape."""
     status = getattr(error, "status_code", 500)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 409: "conflict"}.get(status, "http_error")
     if status == 404:
         message = f"no route {request.method} {request.url.path}"
     elif status == 405:

@@ -80,16 +80,17 @@ async def serve_yjs(
     room = rooms.setdefault(doc_id, Room())
     try:
         # Subscribed before reading the state: nothing committed in between can be missed.
-        # Only its state vector is kept: no document stays in memory per connection.
-        connection.put_nowait(
-            encode_sync_step1(get_state(await hub.engine.committed_update(doc_id)))
-        )
+        # No document stays in memory per connection; the state read is kept only to answer
+        # the peer's own step 1, which comes at once.
+        joined = await hub.engine.committed_update(doc_id)
+        connection.put_nowait(encode_sync_step1(get_state(joined)))
         # As the reference server does: a late joiner sees who is here without waiting for
         # the others to renew their presence (stock clients never send query-awareness).
         for payload in room.awareness.values():
             connection.put_nowait(encode_awareness(payload))
         await connection.run(
-            _read(connection, hub, room, doc_id), connection.send_outgoing(_encode_update)
+            _read(connection, hub, room, doc_id, joined),
+            connection.send_outgoing(_encode_update),
         )
     finally:
         room.awareness.pop(connection, None)
@@ -104,7 +105,9 @@ def _encode_update(item: object) -> list[bytes]:
     return [item] if isinstance(item, bytes) else []
 
 
-async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> None:
+async def _read(
+    connection: Connection, hub: Hub, room: Room, doc_id: DocId, joined: bytes | None
+) -> None:
     writes = WritesInFlight()
     origin = Origin(connection.principal.name)
     answer = functools.partial(_answer, connection)
@@ -126,8 +129,15 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
     try:
         while True:
             message = decode_yjs_message(await connection.receive_bytes())
+            known, joined = joined, None  # what it was shown on joining, for its first message
             if isinstance(message, YjsSyncStep1):
-                diff = await hub.engine.committed_diff(doc_id, message.state_vector)
+                # Answered after this peer's own writes are committed, so the answer holds
+                # them, and from the live record when no write is in flight (no store read).
+                if flush_soon is not None:
+                    flush_soon.cancel()
+                    flush()
+                await writes.wait_all()
+                diff = await hub.engine.committed_diff(doc_id, message.state_vector, known=known)
                 connection.put_nowait(encode_sync_step2(diff))
             elif isinstance(message, YjsSyncStep2 | YjsUpdate):
                 if message.update == EMPTY_UPDATE:
