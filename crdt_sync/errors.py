@@ -14,6 +14,7 @@
     ├── AuthError            no token, a wrong one, or a role that may not do this
     │   └── Forbidden
     ├── StoreError           not a store, newer schema, disk trouble
+    │   └── KeyAlreadyUsed   an idempotency key that another request (on any node) used
     ├── ConfigError          a schema file that does not parse; names the line or key
     ├── ArchiveError         a file that is not a crdt-sync archive, or a damaged one
     └── ConnectionFailed     (client) the server could not be reached or the link dropped
@@ -91,6 +92,12 @@ class Forbidden(AuthError):
 
 class StoreError(CrdtSyncError):
     code = "store_error"
+
+
+class KeyAlreadyUsed(StoreError):
+    """Raised for a batch whose idempotency key is taken; nothing of it was stored."""
+
+    code = "idempotency_key_used"
 
 
 class ConfigError(CrdtSyncError):
