@@ -23,6 +23,7 @@ from ..store import store_at
 from .admission import Admission
 from .errors import handle_crdt_sync_error, handle_unexpected
 from .live import Hub
+from .nodes import commit_news
 from .yjs import Room, serve_yjs
 
 LOG = logging.getLogger(__name__)
@@ -54,7 +55,11 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         location = settings.store_url or settings.db_path
-        async with store_at(location, synchronous=settings.synchronous) as store:
+        async with (
+            store_at(location, synchronous=settings.synchronous) as store,
+            commit_news(store, settings.bus_url) as bus,
+        ):
+            app.state.bus = bus
             engine = Engine(
                 store, settings.schema, cache_size=settings.cache_size, limits=settings.limits
             )
