@@ -21,7 +21,7 @@ import pytest
 import websockets
 from pycrdt import Map
 
-from crdt_sync.ids import DocId
+from crdt_sync.ids import DocId, Seq
 from crdt_sync.protocol.close import CloseCode
 from crdt_sync.server.auth import create_token
 from crdt_sync.store.postgres import PostgresStore
@@ -217,3 +217,72 @@ async def _status(node: Node, token: str) -> dict[str, object]:
         assert answer.status_code == 200, answer.text
         status: dict[str, object] = answer.json()
         return status
+
+
+async def test_a_node_killed_under_load_loses_no_acknowledged_write_and_doubles_none(
+    deployment: Deployment,
+) -> None:
+    """SIGKILL node A while a /ws client and REST pushes write through it; the client moves to
+    node B and catches up from its cursor, unanswered pushes are retried on B with their keys."""
+    a, b, _ = deployment.nodes
+    acked: dict[int, str] = {}  # seq -> the title that write set
+    answered: set[str] = set()
+    headers = {"Authorization": f"Bearer {deployment.device}"}
+
+    async def push(http: httpx.AsyncClient, node: Node, n: int) -> bool:
+        body = {"changes": {"deals": {"created": [{"id": f"d{n}", "title": f"deal {n}"}]}}}
+        try:
+            answer = await http.post(
+                f"{node.http}/api/sync/outgoing",
+                json={**body, "lastPulledAt": 1},
+                headers={**headers, "Idempotency-Key": f"push-{n}"},
+            )
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
+    async with httpx.AsyncClient(timeout=5) as http:
+        async with mux_peer(a.ws("/ws", deployment.device), client="ann") as ann:
+
+            async def ws_writes() -> None:
+                for n in range(1000):
+                    title = f"task {n}"
+                    try:
+                        seq = await ann.wait_ack(await ann.edit(f"tasks/t{n % 5}", title=title), 2)
+                    except (websockets.ConnectionClosed, TimeoutError, AssertionError):
+                        return
+                    acked[seq] = title
+
+            async def rest_writes() -> None:
+                for n in range(1000):
+                    if not await push(http, a, n):
+                        return
+                    answered.add(f"push-{n}")
+
+            async def kill_soon() -> None:
+                await wait_for(lambda: len(acked) >= 20 and len(answered) >= 5, 30)
+                a.kill()
+
+            await asyncio.gather(ws_writes(), rest_writes(), kill_soon())
+        tried = {int(key.removeprefix("push-")) for key in answered}
+        for n in range(max(tried) + 2):  # every push, retried on B: each lands once
+            assert await push(http, b, n)
+
+    # The client reconnects to B from cursor 0 and finds every acknowledged write.
+    async with mux_peer(b.ws("/ws", deployment.device), client="ann") as again:
+        assert set(acked) <= set(again.seqs)
+    async with PostgresStore(deployment.url, readers=1) as store:
+        log = await store.log_since(Seq(0), limit=100_000)
+        records = {r.doc_id: r for r in await store.snapshot(limit=100_000)}
+    device_writes = [e for e in log if e.origin != "view-repair"]
+    assert len({e.seq for e in log}) == len(log)
+    deals = [e for e in device_writes if e.doc_id.startswith("deals/")]
+    assert len(deals) == len({e.doc_id for e in deals}) == max(tried) + 2  # none twice
+    for seq in acked:
+        assert any(e.seq == seq for e in log)
+    last_acked: dict[str, int] = {}
+    for seq in sorted(acked):
+        n = int(acked[seq].removeprefix("task "))
+        last_acked[f"tasks/t{n % 5}"] = n
+    for doc_id, n in last_acked.items():  # a later write may have committed unacknowledged
+        assert int(records[DocId(doc_id)].view["title"].removeprefix("task ")) >= n
