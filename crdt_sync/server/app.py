@@ -24,6 +24,7 @@ from ..store import Store, store_at
 from .admission import Admission
 from .errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .live import Hub
+from .nodes import commit_news
 from .yjs import Room, serve_yjs
 
 LOG = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         async with (
             store_at(location, synchronous=settings.synchronous) as store,
             compacting(store, settings.compaction) as compactor,
+            commit_news(store, settings.bus_url) as bus,
         ):
             app.state.compactor = compactor
+            app.state.bus = bus
             engine = Engine(
                 store, settings.schema, cache_size=settings.cache_size, limits=settings.limits
             )
