@@ -89,6 +89,19 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact/--no-compact", help="Compact much-edited records in the background."
+        ),
+    ] = True,
+    # The defaults are CompactionPolicy's (not imported here: `--help` should stay quick).
+    compact_rows: Annotated[
+        int, typer.Option(min=2, help="Compact a record once this many rows follow its snapshot.")
+    ] = 100,
+    compact_bytes: Annotated[
+        int, typer.Option(min=1, help="... or once those rows hold this many bytes.")
+    ] = 64 * 1024,
     store: StoreOption = None,
     bus: Annotated[
         str | None,
@@ -125,6 +138,7 @@ def serve(
     import uvicorn
 
     from .commands.common import chosen_store
+    from .compactor import CompactionPolicy
     from .server.app import Server, Settings, create_app
     from .server.bootstrap import prepare_store
     from .server.cors import checked_origins
@@ -134,6 +148,7 @@ def serve(
 
     parsed = None if schema is None else schema_from(schema)
     origins = run_checked(lambda: checked_origins(cors_origin or ()))
+    policy = CompactionPolicy(rows=compact_rows, bytes=compact_bytes) if compact else None
     url = run_checked(lambda: chosen_store(db, store))
     with ExitStack() as held:
         # Bound first: a taken port must not leave a new, empty store file behind.
@@ -159,6 +174,7 @@ def serve(
             schema=prepared.schema,
             tune_gc=True,
             cors_origins=origins,
+            compaction=policy,
         )
         config = uvicorn.Config(
             create_app(settings),

@@ -83,6 +83,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
+        "the store's identity",
+        (
+            # Names this store wherever it is reached from (the bus's stream, say).
+            "CREATE TABLE store_identity (id text NOT NULL)",
+            "INSERT INTO store_identity (id) VALUES (gen_random_uuid()::text)",
+        ),
+    ),
+    Migration(
+        3,
         "tokens.last_used_at; store_meta, holding the schema the store is served with",
         (
             # As SQLite's migration 5 (store/migrations.py): see served_schema.py.
