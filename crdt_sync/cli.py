@@ -58,7 +58,7 @@ def serve(
     """
     import uvicorn
 
-    from .server.app import Server, Settings, create_app
+    from .server.app import WEBSOCKET_IMPLEMENTATION, Server, Settings, create_app
     from .server.bootstrap import prepare_store
     from .server.listen import bind, url_of
 
@@ -75,6 +75,7 @@ def serve(
         config = uvicorn.Config(
             create_app(Settings(db_path=db, schema=parsed, tune_gc=True)),
             log_level=log_level,
+            ws=WEBSOCKET_IMPLEMENTATION,
             ws_max_size=2 << 20,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
