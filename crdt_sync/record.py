@@ -60,7 +60,7 @@ def is_deleted(document: Doc[Any]) -> bool:
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, Text):
-        return str(value) or None
+        return str(value)  # "" is a value: only a field that is not there reads as null
     if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGER:
         return int(value)
     return value
@@ -185,16 +185,16 @@ def has_content(document: Doc[Any]) -> bool:
 
 
 def _write_field(fields: Map[Any], spec: Field, value: str | float | bool | None) -> None:
+    """Write one coerced value; None unsets the field (the key goes), whatever its kind."""
     current = fields.get(spec.name)
-    if spec.is_text:
-        if isinstance(current, Text):
-            _replace_text(current, value if isinstance(value, str) else "")
-        elif value:
-            fields[spec.name] = Text(str(value))
-        return
     if value is None:
         if spec.name in fields:
             del fields[spec.name]
+    elif spec.is_text:
+        if isinstance(current, Text):
+            _replace_text(current, str(value))  # edit in place: concurrent edits survive
+        else:
+            fields[spec.name] = Text(str(value))
     elif current != value or type(current) is not type(value):
         fields[spec.name] = value
 
