@@ -389,8 +389,30 @@ class LiveRecord:
                 raise InvalidUpdate(self.doc_id, f"not a Yjs update: {exc}") from None
             if rest[:1] != b"\x00":
                 raise InvalidUpdate(self.doc_id, _UNSEEN_DEPENDENCIES)
+        except BaseException:
+            self._rebuild()  # drops what the observers saw, too
+            raise
+        return self._keep(update, roots, max_document_bytes)
+
+    def unchanged(self) -> CheckedUpdate:
+        """What `apply` answers for an update that changes nothing."""
+        return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
+
+    def adopt(self, update: bytes, *, max_document_bytes: int) -> CheckedUpdate:
+        """Check and keep a change already made on `document` (a local patch or delete).
+
+        The same check and the same answer as `apply`, from what the observers saw the
+        change touch: a field patch and the CRDT update a client makes of it are one write.
+        Raises as `apply` does, and then the document holds none of the change.
+        """
+        return self._keep(update, len(_ROOTS), max_document_bytes)
+
+    def _keep(self, update: bytes, roots: int, max_document_bytes: int) -> CheckedUpdate:
+        """Check what the last transaction on `document` changed; keep it, or undo it."""
+        document, changes = self.document, self._changes
+        try:
             if not changes.changed:  # everything in it was here already (a re-sent step 2, say)
-                return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
+                return self.unchanged()
             if changes.nested or roots > len(_ROOTS):
                 _check_document(document, self.collection, self.doc_id, self._view)  # says what
             after, deleted = self._check_changes(changes)
@@ -417,14 +439,6 @@ class LiveRecord:
             if name in touched and after[name] != before[name]
         )
         return CheckedUpdate(dict(after), deleted, changed, False, size)
-
-    def adopt(self, update: bytes) -> None:
-        """Follow an update already made on `document` (a local patch or delete)."""
-        self._changes.clear()
-        self._view = view(self.document, self.collection, self.record_id)
-        self._is_deleted = is_deleted(self.document)
-        self._size += len(update)
-        self._accepted(update)
 
     def close(self) -> None:
         """Drop the observers; the record must not be used afterwards."""
