@@ -173,3 +173,7 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         if proc.process.poll() is None:
             proc.process.kill()
             proc.process.wait(10)
+
+
+# The browser harness's fixtures (tests/browser.py), for the admin panel's tests.
+from .browser import admin_browser, admin_browser_factory, browser  # noqa: F401

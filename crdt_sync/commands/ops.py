@@ -1,11 +1,14 @@
-"""`crdt-sync status`, `check` and `compact`: how the store is doing, is it whole, fold its log."""
+"""`crdt-sync status`, `check`, `compact` and `backup`: how the store is doing, is it whole, fold
+its log, copy it while it runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.filesize import decimal
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import RecordNotFound
@@ -14,6 +17,7 @@ from .common import DEFAULT_DB, DbOption, ExitCode, JsonOption, Output, open_sto
 
 if TYPE_CHECKING:  # the store is imported when a command opens it (common.open_store)
     from ..store import CompactionReport, StoreStatistics
+    from ..store.backup import BackupReport
     from ..store.checks import CheckReport, Finding
 
 
@@ -174,3 +178,63 @@ def check(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 
 def _finding_json(finding: Finding) -> dict[str, Any]:
     return {"count": finding.count, "examples": finding.examples}
+
+
+def backup(
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="The file to write the copy to.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace DEST if it exists.")] = False,
+    step_pages: Annotated[
+        int, typer.Option(min=1, help="Pages (4 KiB) copied between progress reports.")
+    ] = 1024,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the store to DEST while a server may write to it; the copy is checked before use.
+
+    The copy holds every write committed before the backup began (SQLite's online backup, in
+    one read transaction: writers never wait for it). DEST appears only once the copy passed
+    `crdt-sync check` (exit code 7 if it did not). To restore: stop the server, put DEST in
+    place of the store (README, "Back up and restore").
+    """
+    from ..errors import StoreError
+    from ..store.backup import BackupDamaged, check_destination
+
+    output = Output(as_json)
+    try:
+        check_destination(db, dest, replace=force)
+    except StoreError as exc:
+        output.fail(exc.message, ExitCode.USAGE, error_code=exc.code)
+
+    async def work() -> BackupReport | BackupDamaged:
+        async with open_store(db) as store:
+            with output.progress("copying") as update:
+                try:
+                    return await store.backup(
+                        dest, replace=force, progress=update, step_pages=step_pages
+                    )
+                except BackupDamaged as exc:
+                    return exc
+
+    report = output.run(work)
+    if isinstance(report, BackupDamaged):
+        output.fail(report.message, ExitCode.DAMAGED, error_code=report.code)
+    if as_json:
+        output.json(
+            {
+                "db": str(db),
+                "dest": str(report.path),
+                "cursor": report.cursor,
+                "bytes": report.bytes,
+                "pages": report.pages,
+                "steps": report.steps,
+                "records": report.check.records,
+                "log_rows": report.check.log_rows,
+                "ok": report.check.is_ok,
+            }
+        )
+        return
+    output.say(
+        f"backed up {escape(str(db))} to {escape(str(report.path))} ({decimal(report.bytes)}),"
+        f" cursor {report.cursor}; checked: {report.check.records} records,"
+        f" {report.check.log_rows} log rows, each in its record's chain"
+    )

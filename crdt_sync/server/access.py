@@ -2,6 +2,9 @@
 
 Every REST route takes `Authenticated` (any live token) or `AdminOnly`; a device token may use
 `/api/sync/*` and read `/api/docs`, everything else needs an admin token (403 otherwise).
+The admin panel calls the same routes with its session cookie instead of a bearer token
+(`admin/sessions.py`); a cookie-borne request that may write must carry the session's CSRF
+token in `X-CSRF-Token`.
 """
 
 from __future__ import annotations
@@ -10,17 +13,50 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..errors import BadRequest
+from ..errors import AuthError, BadRequest, Forbidden
 from ..ids import Origin
 from ..store.base import Store
-from .auth import Principal, authenticate, bearer_token
+from .admin.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Session, Sessions
+from .auth import Principal, Role, authenticate, bearer_token
 
 CLIENT_ID_HEADER = "x-client-id"
 
 
 async def principal(request: Request) -> Principal:
     store: Store = request.app.state.store
-    return await authenticate(store, bearer_token(request.headers.get("authorization")))
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None and SESSION_COOKIE in request.cookies:
+        return await session_principal(request, require_csrf=request.method not in SAFE_METHODS)
+    return await authenticate(store, token)
+
+
+async def session_principal(request: Request, *, require_csrf: bool) -> Principal:
+    """The admin signed in with the request's session cookie.
+
+    Raises:
+        AuthError: no session, an ended one, or its token was revoked (the session ends too).
+        Forbidden: `require_csrf` and the request lacks the session's CSRF token.
+    """
+    session = current_session(request)
+    if session is None:
+        raise AuthError("not signed in, or the session ended: sign in again at /admin")
+    store: Store = request.app.state.store
+    row = await store.find_token(session.token_hash)
+    if row is None:
+        sessions(request).end(session)
+        raise AuthError("the token this session signed in with was revoked")
+    if require_csrf and not session.is_csrf(request.headers.get(CSRF_HEADER)):
+        raise Forbidden(f"a request with the session cookie needs its CSRF token in {CSRF_HEADER}")
+    return Principal(row.name, Role(row.role), session.token_hash)
+
+
+def sessions(request: Request) -> Sessions:
+    found: Sessions = request.app.state.admin_sessions
+    return found
+
+
+def current_session(request: Request) -> Session | None:
+    return sessions(request).get(request.cookies.get(SESSION_COOKIE))
 
 
 async def admin(request: Request) -> Principal:

@@ -66,6 +66,13 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
                     repeat(settings.revocation_interval, hub.sweep_revoked, "revocation sweep")
                 ),
                 asyncio.create_task(
+                    repeat(
+                        settings.revocation_interval,
+                        lambda: app.state.admin_sessions.end_revoked(store),
+                        "admin session revocation sweep",
+                    )
+                ),
+                asyncio.create_task(
                     repeat(settings.follow_interval, store.follow, "following other processes")
                 ),
             ]
@@ -95,6 +102,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         params = websocket.path_params
         await serve_yjs(websocket, hub, rooms, f"{params['collection']}/{params['record_id']}")
 
+    from .admin import install as install_admin
     from .mux import serve_mux
     from .rest import install as install_rest
     from .rest import router
@@ -107,6 +115,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
 
     app.include_router(router)
     install_rest(app, settings)
+    install_admin(app, settings.schema)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -166,9 +166,10 @@ async def revoke_token(request: Request, name: str, who: AdminOnly) -> Revoked:
     hub = _hub(request)
     if not await hub.store.revoke_token(name):
         raise HTTPException(404, f"no live token named {name!r}")
-    # Close the revoked token's sockets now rather than at the next sweep.
+    # Close the revoked token's sockets and admin sessions now rather than at the next sweep.
     closed = 0
     for token_hash in {c.principal.token_hash for c in hub.connections}:
         if await hub.store.find_token(token_hash) is None:
             closed += hub.close_token(token_hash, "token revoked")
+    await request.app.state.admin_sessions.end_revoked(hub.store)
     return Revoked(name=name, closed_connections=closed)

@@ -23,7 +23,7 @@ from typing import Self, TypeVar, cast
 
 from ..errors import ConfigError, StoreError
 from ..ids import DocId, Origin, Seq, split_doc_id
-from . import checks, compaction, listing, reads
+from . import backup, checks, compaction, listing, reads
 from .base import (
     Append,
     CommitListener,
@@ -296,6 +296,38 @@ class SQLiteStore:
         """
         scanner = await self._open_scanner()
         return await scanner.run(checks.check)
+
+    async def backup(
+        self,
+        dest: Path,
+        *,
+        replace: bool = False,
+        progress: Progress | None = None,
+        step_pages: int = backup.STEP_PAGES,
+    ) -> backup.BackupReport:
+        """A consistent, checked copy of the store at `dest`, taken while writers go on.
+
+        The copy holds every write committed before it began (backup.py says how and what it
+        costs). `progress(pages_done, pages_total)` is called on the event loop after each step
+        of `step_pages` pages.
+
+        Raises:
+            StoreError: `dest` may not be written (see `backup.check_destination`), or reading
+                or writing failed; `dest` is untouched.
+            backup.BackupDamaged: the copy failed the store check; it was removed.
+        """
+        if self._stack is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        backup.check_destination(self.path, dest, replace=replace)
+        loop = asyncio.get_running_loop()
+
+        def report(done: int, total: int) -> None:  # on the copying thread
+            if progress is not None:
+                loop.call_soon_threadsafe(progress, done, total)
+
+        async with self._connection() as source:  # its own thread: reads go on meanwhile
+            await source.run(_scanning)  # a small cache: the copy reads every page once
+            return await source.run(backup.copy_and_check, dest, report, step_pages)
 
     async def list_records(self, query: listing.RecordQuery) -> list[RecordRow]:
         """One page of a collection's records, filtered, searched and sorted (admin listing)."""
