@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pycrdt import Doc, merge_updates
@@ -32,7 +32,6 @@ from .fanout import Published, Subscriber, group_by_document
 from .ids import DocId, Origin, Seq, split_doc_id
 from .live_records import LiveDocuments
 from .record import (
-    EMPTY_STATE_VECTOR,
     EMPTY_UPDATE,
     NO_SIZE_LIMIT,
     CheckedUpdate,
@@ -55,6 +54,10 @@ class Limits:
     max_document_bytes: int = 8 << 20
     subscriber_queue: int = 2048  # items in a subscriber's outbox ...
     subscriber_queue_bytes: int = 8 << 20  # ... and bytes: whichever overflows first closes it
+    # A live connection's refused writes: `refusal_burst` at once, then this many a second
+    # (server/refusals.py); past that its reader waits.
+    refusals_per_second: float = 10.0
+    refusal_burst: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,7 @@ class WriteResult:
     changed_fields: tuple[str, ...]
 
 
-_Waiting = tuple[bytes, Origin, "Subscriber | None", "asyncio.Future[WriteResult]"]
+_Waiting = tuple[bytes, Origin, "Subscriber | None", bool, "asyncio.Future[WriteResult]"]
 
 
 class Engine:
@@ -91,19 +94,37 @@ class Engine:
         store.add_commit_listener(self._fan_out)
 
     async def write(
-        self, doc_id: DocId, update: bytes, *, origin: Origin, sender: Subscriber | None = None
+        self,
+        doc_id: DocId,
+        update: bytes,
+        *,
+        origin: Origin,
+        sender: Subscriber | None = None,
+        compensate: bool = False,
     ) -> WriteResult:
         """The path every CRDT update takes, whichever door it came in by.
 
         Returns once the update is committed (or found to change nothing). Raises
         InvalidUpdate / SchemaViolation / UnknownCollection (nothing stored), LimitExceeded,
         StoreError (the commit failed: nothing acknowledged).
+
+        With `compensate` (the live doors, whose stock clients keep what they wrote), an
+        update that breaks the schema in values that can be restored is stored and fanned
+        out with its compensation, as one update, to every peer (its sender included, since
+        it is not the sender's own update any more); once that is committed, this raises
+        the SchemaViolation, its `compensated_seq` set (see `LiveRecord.apply`).
         """
         async with self.live.using(doc_id) as record:
-            return await self._start_write(doc_id, record, update, origin, sender)
+            return await self._start_write(doc_id, record, update, origin, sender, compensate)
 
     def write_nowait(
-        self, doc_id: DocId, update: bytes, *, origin: Origin, sender: Subscriber | None = None
+        self,
+        doc_id: DocId,
+        update: bytes,
+        *,
+        origin: Origin,
+        sender: Subscriber | None = None,
+        compensate: bool = False,
     ) -> asyncio.Future[WriteResult]:
         """`write`, started now: for a connection's reader, which must not wait for commits.
 
@@ -117,13 +138,13 @@ class Engine:
         if waiting is None:
             record = self.live.acquire_nowait(doc_id)
             if record is not None:
-                return self._write_held(doc_id, record, update, origin, sender)
+                return self._write_held(doc_id, record, update, origin, sender, compensate)
             waiting = self._waiting[doc_id] = []
             loader = asyncio.ensure_future(self._write_when_loaded(doc_id, waiting))
             self._loaders.add(loader)
             loader.add_done_callback(self._loaders.discard)
         done: asyncio.Future[WriteResult] = self._loop().create_future()
-        waiting.append((update, origin, sender, done))
+        waiting.append((update, origin, sender, compensate, done))
         return done
 
     def write_merged_nowait(
@@ -133,13 +154,15 @@ class Engine:
         *,
         origin: Origin,
         sender: Subscriber | None = None,
+        compensate: bool = False,
     ) -> list[asyncio.Future[WriteResult]]:
         """Updates one peer pipelined to one record, started now, as one write if possible.
 
         When the record is live they are merged and written as one update: one check, one
         log entry, one fan-out (a stock client sends each keystroke as an update of its own).
         If the merged update is refused, it left nothing behind, and each is written on its
-        own, in order, so that only the refused ones fail. Returns one future per write made;
+        own, in order, so that only the refused ones fail (and, with `compensate`, only they
+        are compensated: a bad update does not drag its valid neighbours down). Returns one future per write made;
         each gives what `write` returns, or raises what it raises.
         """
         if len(updates) > 1 and doc_id not in self._waiting and _all_decode(updates):
@@ -149,7 +172,15 @@ class Engine:
                     merged = merge_updates(*updates)
                     return [
                         self._start_write(
-                            doc_id, record, merged, origin, sender, release=True, counted=False
+                            doc_id,
+                            record,
+                            merged,
+                            origin,
+                            sender,
+                            False,
+                            release=True,
+                            counted=False,
+                            reencode=True,
                         )
                     ]
                 except (ValueError, DocumentError, LimitExceeded):
@@ -157,7 +188,10 @@ class Engine:
                 except BaseException:
                     self.live.release(doc_id)
                     raise
-        return [self.write_nowait(doc_id, u, origin=origin, sender=sender) for u in updates]
+        return [
+            self.write_nowait(doc_id, u, origin=origin, sender=sender, compensate=compensate)
+            for u in updates
+        ]
 
     def _write_held(
         self,
@@ -166,12 +200,13 @@ class Engine:
         update: bytes,
         origin: Origin,
         sender: Subscriber | None,
+        compensate: bool,
         done: asyncio.Future[WriteResult] | None = None,
     ) -> asyncio.Future[WriteResult]:
         """Start a write on a record held for it (released once the write is done)."""
         try:
             return self._start_write(
-                doc_id, record, update, origin, sender, release=True, done=done
+                doc_id, record, update, origin, sender, compensate, release=True, done=done
             )
         except Exception as exc:
             self.live.release(doc_id)
@@ -184,9 +219,9 @@ class Engine:
         try:
             async with self.live.using(doc_id) as record:
                 del self._waiting[doc_id]  # from here on, new writes find the record live
-                for update, origin, sender, done in waiting:
+                for update, origin, sender, compensate, done in waiting:
                     self.live.hold(doc_id)
-                    self._write_held(doc_id, record, update, origin, sender, done)
+                    self._write_held(doc_id, record, update, origin, sender, compensate, done)
         except BaseException as exc:  # the load failed: so does every write that waited for it
             if self._waiting.get(doc_id) is waiting:
                 del self._waiting[doc_id]
@@ -213,10 +248,12 @@ class Engine:
         update: bytes,
         origin: Origin,
         sender: Subscriber | None,
+        compensate: bool = False,
         *,
         release: bool = False,
         done: asyncio.Future[WriteResult] | None = None,
         counted: bool = True,
+        reencode: bool = False,
     ) -> asyncio.Future[WriteResult]:
         """Check and apply `update` now, queue it for commit now; the future resolves after.
 
@@ -228,12 +265,23 @@ class Engine:
         if done is None:
             done = self._loop().create_future()
         try:
-            checked = self._apply_within_limits(doc_id, record, update)
+            checked = self._apply_within_limits(doc_id, record, update, compensate, reencode)
             if checked.is_noop:
                 done.set_result(_result(doc_id, None, checked))
                 if release:
                     self.live.release(doc_id)
                 return done
+            if checked.stored is not None:
+                update = checked.stored
+            if checked.refusal is not None:
+                # Not the sender's update any more: it must get the compensation too.
+                sender = None
+                if not record.has_content and not checked.is_deleted:
+                    # A refused create: its bytes must be kept (the writer holds them), but
+                    # no view may serve a record that was never created (see ARCHITECTURE).
+                    checked = replace(checked, is_deleted=True)
+                self.counters[f"refused:{type(checked.refusal).__name__}"] += 1
+                self.counters["compensated"] += 1
             committed = self._submit(doc_id, update, checked, origin, sender)
         except Exception as exc:
             if counted:
@@ -273,6 +321,10 @@ class Engine:
             self.counters[f"refused:{type(exc).__name__}"] += 1
             if not done.cancelled():
                 done.set_exception(exc)
+        elif checked.refusal is not None:  # compensated, and the compensation is committed
+            checked.refusal.compensated_seq = committed.result()[0]
+            if not done.cancelled():
+                done.set_exception(checked.refusal)
         else:
             self.counters["writes"] += 1
             if not done.cancelled():
@@ -301,7 +353,7 @@ class Engine:
         """
         try:
             async with self.live.using(doc_id) as record:
-                is_new = record.document.get_state() == EMPTY_STATE_VECTOR
+                is_new = not record.exists
                 if creating and not is_new:
                     raise RecordExists(
                         doc_id, "a record with this id exists (or existed: deletes are final)"
@@ -443,7 +495,9 @@ class Engine:
                     late.setdefault(committed.doc_id, []).append(committed.update)
                 continue
             try:
-                checked = record.apply(committed.update, max_document_bytes=NO_SIZE_LIMIT)
+                checked = record.apply(
+                    committed.update, max_document_bytes=NO_SIZE_LIMIT, stored=True
+                )
             except CrdtSyncError:  # its schema differs from ours: start again from the store
                 self.live.discard(committed.doc_id)
                 stale.add(committed.doc_id)
@@ -460,7 +514,9 @@ class Engine:
     async def _repair_view(self, doc_id: DocId, late: list[bytes]) -> None:
         try:
             async with self.live.using(doc_id) as record:
-                applied = [record.apply(u, max_document_bytes=NO_SIZE_LIMIT) for u in late]
+                applied = [
+                    record.apply(u, max_document_bytes=NO_SIZE_LIMIT, stored=True) for u in late
+                ]
                 if applied and all(checked.is_noop for checked in applied):
                     return  # it was loaded with them: nothing was viewed without them
                 # Queued at once from the record's view: it lands behind every write already
@@ -575,7 +631,7 @@ class Engine:
         UnknownCollection, LimitExceeded.
         """
         doc_id = write.doc_id
-        is_new = record.document.get_state() == EMPTY_STATE_VECTOR
+        is_new = not record.exists
         if write.update is not None:
             checked = self._apply_within_limits(doc_id, record, write.update)
             update = write.update
@@ -591,7 +647,12 @@ class Engine:
         return PreparedWrite(None if checked.is_noop else update, checked, is_new)
 
     def _apply_within_limits(
-        self, doc_id: DocId, record: LiveRecord, update: bytes
+        self,
+        doc_id: DocId,
+        record: LiveRecord,
+        update: bytes,
+        compensate: bool = False,
+        reencode: bool = False,
     ) -> CheckedUpdate:
         """`record.apply` for an update from outside; LimitExceeded for one over the size limits.
 
@@ -604,7 +665,12 @@ class Engine:
                 f"{self.limits.max_update_bytes}"
             )
         check_update_decodes(doc_id, update)
-        return record.apply(update, max_document_bytes=self.limits.max_document_bytes)
+        return record.apply(
+            update,
+            max_document_bytes=self.limits.max_document_bytes,
+            compensate=compensate,
+            reencode=reencode,
+        )
 
     async def _commit_many(
         self,

@@ -72,6 +72,10 @@ class RecordNotFound(DocumentError):
 class SchemaViolation(DocumentError):
     code = "schema_violation"
 
+    # The seq of the update that undid the refused write, when the live doors compensated
+    # it (the refused update was kept and overwritten: see `LiveRecord.apply`); else None.
+    compensated_seq: int | None = None
+
 
 class InvalidUpdate(DocumentError):
     code = "invalid_update"

@@ -44,7 +44,7 @@ def replay(records: Records, doc_id: DocId, log: Sequence[LogEntry]) -> list[Ste
     steps: list[Step] = []
     was_deleted = False
     for entry in log:
-        checked = record.apply(entry.update, max_document_bytes=NO_SIZE_LIMIT)
+        checked = record.apply(entry.update, max_document_bytes=NO_SIZE_LIMIT, stored=True)
         steps.append(
             Step(
                 entry.seq,

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from .ids import DocId
-from .record import LiveRecord, Records
+from .record import LiveRecord, Records, server_client_id
 from .store.base import Store
 
 
@@ -28,6 +28,7 @@ class LiveDocuments:
         self._gates: dict[DocId, asyncio.Lock] = {}  # records being loaded, and their queue
         self._gate_users: Counter[DocId] = Counter()
         self._discarded: dict[DocId, list[LiveRecord]] = {}
+        self.client_id = server_client_id()  # every live record writes as this
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -99,7 +100,9 @@ class LiveDocuments:
             async with gate:
                 record = self._documents.get(doc_id)
                 if record is None:
-                    record = self._records.live_record(doc_id, await self._store.load(doc_id))
+                    record = self._records.live_record(
+                        doc_id, await self._store.load(doc_id), client_id=self.client_id
+                    )
                     self._documents[doc_id] = record
                 self._documents.move_to_end(doc_id)
                 return record

@@ -79,12 +79,19 @@ async def test_a_write_claiming_client_2_to_the_53_is_refused_and_node_and_rest_
         await js.wait(lambda: js.record.get("phone") == "+1 safe")
 
         for client in (TOP, TOP + 5):  # the second would be stored as client 5
-            await raw.send(encode_sync_update(map_set(client, 0, "phone", "+2 forged")))
-            denied = await wait_denied(raw)
-            assert denied.reason.startswith(f"{doc_id}: not a Yjs update every peer can decode")
-            assert "client id is larger than 2**53 - 1" in denied.reason
+            async with websockets.connect(server.ws(f"/yjs/{doc_id}")) as forger:
+                await forger.recv()
+                await forger.send(encode_sync_update(map_set(client, 0, "phone", "+2 forged")))
+                denied = await wait_denied(forger)
+                assert denied.reason.startswith(f"{doc_id}: not a Yjs update every peer can decode")
+                assert "client id is larger than 2**53 - 1" in denied.reason
+                # Nothing of it can be undone on the sender's copy: told so, and closed.
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(drain(forger), TIMEOUT)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == CloseCode.REFUSED_WRITE
 
-        # The same connection still writes: it was refused, not dropped.
+        # Other connections still write: only the sender was dropped.
         await raw.send(encode_sync_update(map_set(TOP - 1, 1, "company", "Acme")))
         await js.wait(lambda: js.record.get("company") == "Acme")
         assert js.record["phone"] == "+1 safe"

@@ -75,36 +75,52 @@ async def test_the_server_sends_its_sync_step_1_first_and_echoes_a_write_after_c
         assert (await stored(server, "contacts/7"))["name"] == "Echo"  # type: ignore[index]
 
 
-async def test_a_refused_write_gets_permission_denied_and_the_connection_stays_up(
+async def test_a_refused_write_is_undone_on_the_writer_then_denied_and_the_connection_stays_up(
     server: RunningServer,
 ) -> None:
     async with websockets.connect(server.ws("/yjs/deals/9")) as ws:
         await ws.recv()
         doc = Doc()
+        good = records.patch(DocId("deals/9"), doc, {"title": "ok"}, creating=True)
+        await ws.send(encode_sync_update(good))
+        assert decode_yjs_message(await asyncio.wait_for(ws.recv(), 10)) == YjsUpdate(good)
         before = doc.get_state()
         doc.get("record", type=Map)["amount"] = "ten"
         await ws.send(encode_sync_update(doc.get_update(before)))
+        # First the echo, which holds the refused item as a deleted one: the writer's copy
+        # snaps back; then the reason.
+        echo = decode_yjs_message(await asyncio.wait_for(ws.recv(), 10))
+        assert isinstance(echo, YjsUpdate) and b"ten" not in echo.update
+        doc.apply_update(echo.update)
+        assert record_of(doc) == {"title": "ok"}
         denied = decode_yjs_message(await asyncio.wait_for(ws.recv(), 10))
         assert isinstance(denied, YjsPermissionDenied)
         assert denied.reason.startswith("deals/9: amount must be a finite number")
+        # The same connection, the same copy: the next edit is not refused.
+        before = doc.get_state()
+        doc.get("record", type=Map)["amount"] = 10
+        later = doc.get_update(before)
+        await ws.send(encode_sync_update(later))
+        assert decode_yjs_message(await asyncio.wait_for(ws.recv(), 10)) == YjsUpdate(later)
+    view = await stored(server, "deals/9")
+    assert view is not None and view["title"] == "ok" and view["amount"] == 10
+
+
+async def test_a_write_that_cannot_be_undone_is_denied_then_closes_the_connection_with_4422(
+    server: RunningServer,
+) -> None:
+    async with websockets.connect(server.ws("/yjs/deals/9")) as ws:
+        await ws.recv()
         await ws.send(encode_sync_update(b"\x01\x05garbage"))
         denied = decode_yjs_message(await asyncio.wait_for(ws.recv(), 10))
         assert isinstance(denied, YjsPermissionDenied) and "not a Yjs update" in denied.reason
-        good = records.patch(
-            DocId("deals/9"), document_from_state(None), {"title": "ok"}, creating=True
-        )
-        await ws.send(encode_sync_update(good))
-        assert decode_yjs_message(await asyncio.wait_for(ws.recv(), 10)) == YjsUpdate(good)
-    assert await stored(server, "deals/9") == {
-        "id": "9",
-        "title": "ok",
-        "amount": None,
-        "currency": None,
-        "stage": None,
-        "contact_id": None,
-        "close_date": None,
-        "notes": None,
-    }
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == CloseCode.REFUSED_WRITE
+        assert ws.close_reason.startswith("deals/9: not a Yjs update")
+    assert await stored(server, "deals/9") is None
+    async with yjs_peer(server.ws("/yjs/deals/9")) as fresh:  # the server is up and well
+        assert record_of(fresh) == {}
 
 
 @pytest.mark.parametrize(
@@ -188,7 +204,14 @@ async def test_a_refused_mux_write_names_the_document_and_keeps_the_connection(
         assert by_cseq[unknown].code == "unknown_collection"
         ok = await peer.wait_ack(await peer.edit("contacts/3", name="fine"))
         assert ok > 0
-    assert await stored(server, "deals/3") is None
+        # The writer got the compensation (its own copy snapped back) before the error.
+        assert record_of(peer.document("deals/3")) == {}
+    # A refused create keeps its (undone) bytes, and serves no record.
+    view = await stored(server, "deals/3", with_deleted=True)
+    assert view is not None and view.pop("_deleted") is True
+    assert set(view.values()) == {"3", None}
+    async with server.client() as http:
+        assert (await http.get("/api/deals/3")).status_code == 404
 
 
 async def test_status_lists_connected_clients(server: RunningServer) -> None:

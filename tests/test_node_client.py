@@ -128,7 +128,11 @@ class NodeClient:
 
 @asynccontextmanager
 async def node_client(
-    node: str, server: RunningServer, room: str, token: str | None = None
+    node: str,
+    server: RunningServer,
+    room: str,
+    token: str | None = None,
+    client_id: int | None = None,
 ) -> AsyncIterator[NodeClient]:
     """A stock WebsocketProvider on ws://.../yjs + '/' + room, yielded once synced."""
     token = server.device_token if token is None else token
@@ -138,6 +142,7 @@ async def node_client(
         f"ws://127.0.0.1:{server.port}/yjs",
         room,
         token,
+        *([] if client_id is None else [str(client_id)]),
         cwd=TESTS,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -280,16 +285,6 @@ async def test_a_node_clients_awareness_is_relayed_to_the_other_peers_and_to_its
         await ann.wait(lambda: ann.awareness.get(bob.client_id) == bob_state)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "known limitation (TODO #3 follow-up): after a refused write the stock client's document "
-        "keeps the refused item, so every later update it sends starts past a clock gap and /yjs "
-        "refuses it too ('update depends on changes this document has not seen'); the client can "
-        "never write the record again without discarding its document"
-    ),
-)
 async def test_a_node_clients_good_edits_after_a_refused_write_still_sync(
     node: str,
     server: RunningServer,

@@ -865,6 +865,7 @@ def test_close_codes_have_names() -> None:
         "FORBIDDEN": 4403,
         "SLOW_CONSUMER": 4408,
         "DOCUMENT_TOO_LARGE": 4413,
+        "REFUSED_WRITE": 4422,
     }
     reconnect = {code for code in CloseCode if code.should_reconnect}
     assert reconnect == {1001, 1009, 1011, 1013, 4408}

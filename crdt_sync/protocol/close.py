@@ -21,6 +21,9 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4403  # the token's role may not do this: stop
     SLOW_CONSUMER = 4408  # the outgoing queue overflowed: reconnect with the cursor, nothing lost
     DOCUMENT_TOO_LARGE = 4413  # a document passed the size limit: do not resend that write
+    # /yjs: a write was refused and could not be undone on the client's copy (an unknown
+    # root, nested or undecodable content, over a size limit): drop the copy, sync afresh.
+    REFUSED_WRITE = 4422
 
     @property
     def should_reconnect(self) -> bool:

@@ -25,6 +25,7 @@ from ..store.base import Store
 from .admission import Admission
 from .auth import Principal, authenticate, bearer_token
 from .errors import close_code, close_reason
+from .refusals import RefusalBudget
 
 log = logging.getLogger("crdt_sync.server")
 CLOSE_TIMEOUT = 10.0
@@ -33,6 +34,14 @@ MAX_WRITES_IN_FLIGHT = 64  # a connection's writes the server works on at once
 
 class Disconnected(Exception):
     """The peer went away; nothing to answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAfterSending:
+    """Queued like a frame: the writer closes the connection once what came before is sent."""
+
+    code: int
+    reason: str
 
 
 @dataclass(eq=False)
@@ -45,6 +54,7 @@ class Connection:
     cursor: int = 0
     last_sync: float | None = None
     connected_at: float = field(default_factory=time.time)
+    refusals: RefusalBudget = field(default_factory=lambda: RefusalBudget(10.0, 20))
     _close: asyncio.Future[tuple[int, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -85,12 +95,19 @@ class Connection:
         send = self.websocket.send_bytes
         while True:
             for item in await outbox.get_batch():
+                if isinstance(item, CloseAfterSending):
+                    self.request_close(item.code, item.reason)
+                    return
                 for frame in encode(item):
                     await send(frame)
 
     def put_nowait(self, item: object) -> None:
         """Queue a frame or message for the writer; a peer that does not read overflows."""
         self.subscriber.offer_frame(item)
+
+    def close_after_sending(self, code: int, reason: str) -> None:
+        """Close once every frame queued so far is sent (a refusal's reason, say)."""
+        self.put_nowait(CloseAfterSending(code, reason))
 
     async def run(self, *jobs: Coroutine[Any, Any, None]) -> None:
         """Run reader and writer until one ends or a close is requested; then close."""
@@ -199,7 +216,14 @@ class Hub:
             await websocket.close(close_code(exc), close_reason(exc.message))
             return None
         await websocket.accept()
-        connection = Connection(websocket, principal, endpoint, subscriber(principal))
+        limits = self.engine.limits
+        connection = Connection(
+            websocket,
+            principal,
+            endpoint,
+            subscriber(principal),
+            refusals=RefusalBudget(limits.refusals_per_second, limits.refusal_burst),
+        )
         self.connections.add(connection)
         self.engine.subscribe(connection.subscriber)
         return connection

@@ -71,9 +71,15 @@ class MuxPeer:
         if isinstance(event, HelloReceived):
             await self._hello(event)
         elif isinstance(event, UpdateReceived):
+            await self.connection.refusals.wait_for_budget()
             await self.writes.wait_for_room()
+            # Compensated: a /ws client that keeps its refused change gets the undoing update.
             write = self.hub.engine.write_nowait(
-                event.doc, event.update, origin=self.origin, sender=self.connection.subscriber
+                event.doc,
+                event.update,
+                origin=self.origin,
+                sender=self.connection.subscriber,
+                compensate=True,
             )
             self.writes.add(write, functools.partial(self._written, event))
         elif isinstance(event, SyncStep1Received):
@@ -121,6 +127,7 @@ class MuxPeer:
         if exc is None:
             self.connection.put_nowait(Ack(event.doc, event.cseq, write.result().seq or 0))
         elif isinstance(exc, DocumentError):
+            self.connection.refusals.spend()
             self.connection.put_nowait(Error.for_document(exc, doc=event.doc, cseq=event.cseq))
         elif isinstance(exc, StoreError):
             # Not acknowledged: the client keeps it queued and sends it again after reconnect.

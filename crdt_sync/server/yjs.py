@@ -4,6 +4,13 @@ Byte for byte what stock clients expect: one message per frame; our sync step 1 
 every committed update echoed to every peer of the record, the sender included (newer
 y-websocket clients read that echo as "saved"); awareness relayed to all peers, the sender
 included; query-awareness answered; a refused write answered with permission-denied.
+
+A stock client keeps what it wrote whatever the answer, so a refusal that left its copy
+ahead of the server would wedge it (every later update depends on the refused one). So
+refusals are compensated (`Engine.write(compensate=True)`): the client gets the restoring
+update as the echo of its write, then the permission-denied. A refusal that cannot be
+compensated closes the connection (4422) after the permission-denied: the client's copy
+holds what the server will never take, and only a fresh copy can sync again.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from fastapi import WebSocket
 from pycrdt import get_state
 
 from ..engine import WriteResult
-from ..errors import CrdtSyncError, DocumentError, StoreError
+from ..errors import CrdtSyncError, DocumentError, LimitExceeded, SchemaViolation, StoreError
 from ..fanout import PendingUpdates, Subscriber
 from ..ids import DocId, Origin, make_doc_id
 from ..protocol.close import CloseCode
@@ -112,7 +119,7 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
         updates = pending.copy()
         pending.clear()
         for write in hub.engine.write_merged_nowait(
-            doc_id, updates, origin=origin, sender=connection.subscriber
+            doc_id, updates, origin=origin, sender=connection.subscriber, compensate=True
         ):
             writes.add(write, answer)
 
@@ -127,6 +134,7 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
                     continue  # a fresh client's step 2: nothing to write, no record to load
                 # Writes run concurrently so they share group commits; they start in order.
                 if not pending:
+                    await connection.refusals.wait_for_budget()
                     await writes.wait_for_room()
                 pending.append(message.update)
                 if len(pending) >= MAX_MERGED_UPDATES:
@@ -160,9 +168,17 @@ def _answer(connection: Connection, write: asyncio.Future[WriteResult]) -> None:
     if isinstance(exc, StoreError):
         # Nothing was stored: the client must sync again once the store is back.
         connection.request_close(CloseCode.TRY_AGAIN_LATER, exc.message)
+    elif isinstance(exc, SchemaViolation) and exc.compensated_seq is not None:
+        # Its echo (queued at commit, before this) already undid it on the client's copy.
+        connection.refusals.spend()
+        connection.put_nowait(encode_permission_denied(exc.message))
+    elif isinstance(exc, DocumentError | LimitExceeded):
+        # The client's copy keeps what the server refused: every later update would depend
+        # on it. Say why, then close: the client must drop its copy and sync afresh.
+        connection.refusals.spend()
+        connection.put_nowait(encode_permission_denied(exc.message))
+        connection.close_after_sending(CloseCode.REFUSED_WRITE, exc.message)
     elif isinstance(exc, CrdtSyncError):
-        # The client stays connected; its local document keeps the refused change, which
-        # the server will refuse again: the reason tells the user why.
         connection.put_nowait(encode_permission_denied(exc.message))
     elif exc is not None:
         connection.fail(exc)

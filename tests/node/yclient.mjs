@@ -1,6 +1,6 @@
 // The stock JavaScript Yjs client (yjs + y-websocket's WebsocketProvider), driven line by line.
 //
-//   node yclient.mjs <serverUrl> <roomname> <token>
+//   node yclient.mjs <serverUrl> <roomname> <token> [clientID]
 //
 // e.g. `node yclient.mjs ws://127.0.0.1:8000/yjs contacts/42 cs_...`: the provider connects to
 // serverUrl + '/' + roomname + '?token=...', exactly as it would in a browser.
@@ -11,6 +11,8 @@
 //       {"set": field, "text": s}         record[field] = new Y.Text(s)
 //       {"delete": field}                 record.delete(field)
 //       {"insert": field, "index": i, "text": s}   record[field].insert(i, s) (a Y.Text)
+//   {"op": "transactions", "transactions": [[...], ...]}   each list of edits in a transaction
+//       of its own, all in one go: the provider sends them back to back
 //   {"op": "awareness", "state": {...}}   awareness.setLocalState(state)
 //   {"op": "close"}                       provider.destroy(), then exit
 //
@@ -36,7 +38,7 @@ import * as Y from 'yjs'
 import * as decoding from 'lib0/decoding'
 import { WebsocketProvider, messageAwareness } from 'y-websocket'
 
-const [serverUrl, roomname, token] = process.argv.slice(2)
+const [serverUrl, roomname, token, clientID] = process.argv.slice(2)
 if (!serverUrl || !roomname) {
   process.stderr.write('usage: node yclient.mjs <serverUrl> <roomname> [token]\n')
   process.exit(2)
@@ -56,6 +58,7 @@ console.warn = (...args) => {
 }
 
 const doc = new Y.Doc()
+if (clientID) doc.clientID = Number(clientID) // as a test needs it: above or below the server's
 const record = doc.getMap('record')
 const provider = new WebsocketProvider(serverUrl, roomname, doc, {
   params: token ? { token } : {},
@@ -125,6 +128,8 @@ lines.on('line', (line) => {
     command = JSON.parse(line)
     if (command.op === 'edit') {
       doc.transact(() => command.edits.forEach(applyEdit))
+    } else if (command.op === 'transactions') {
+      command.transactions.forEach((edits) => doc.transact(() => edits.forEach(applyEdit)))
     } else if (command.op === 'awareness') {
       provider.awareness.setLocalState(command.state)
     } else if (command.op === 'close') {
