@@ -21,12 +21,18 @@ import typer
 from rich.console import Console
 
 from ..errors import (
+    AddressUnavailable,
     ArchiveError,
+    AuthError,
     ConfigError,
+    ConnectionFailed,
     CrdtSyncError,
+    NameTaken,
+    RecordExists,
     RecordNotFound,
     SchemaViolation,
     StoreError,
+    StoreInUse,
     UnknownCollection,
 )
 from ..schema import DEFAULT_SCHEMA, Schema, load_schema
@@ -38,7 +44,7 @@ T = TypeVar("T")
 
 
 class ExitCode(IntEnum):
-    """What a script can tell from `$?`; README lists them."""
+    """What a script can tell from `$?`; the README's table lists them, in these words."""
 
     OK = 0
     FAILURE = 1  # anything else: disk trouble, a commit that failed
@@ -48,6 +54,10 @@ class ExitCode(IntEnum):
     BAD_ARCHIVE = 5  # not a crdt-sync archive, or a damaged one; nothing was imported
     REFUSED = 6  # the import finished, but the schema refused some documents
     DAMAGED = 7  # check found problems in the store
+    CANNOT_LISTEN = 8  # serve: the port is taken or privileged, or the host is not this machine's
+    STORE_IN_USE = 9  # serve: another server already serves this store
+    UNREACHABLE = 10  # client: the server could not be reached, or the link dropped (retry)
+    TOKEN_REFUSED = 11  # client: the server refused the token (unknown, revoked, wrong role)
 
 
 class StoreUnavailable(CrdtSyncError):
@@ -56,13 +66,27 @@ class StoreUnavailable(CrdtSyncError):
     code = "no_store"
 
 
+class BadArgument(CrdtSyncError):
+    """An argument the library refused as the caller's mistake (a token's role or name)."""
+
+    code = "bad_argument"
+
+
+# The one table from errors to exit codes, for every command. Most specific first.
 EXIT_CODES: tuple[tuple[type[CrdtSyncError], ExitCode], ...] = (
+    (StoreInUse, ExitCode.STORE_IN_USE),
     (StoreUnavailable, ExitCode.NO_STORE),
     (RecordNotFound, ExitCode.NOT_FOUND),
     (SchemaViolation, ExitCode.USAGE),
     (UnknownCollection, ExitCode.USAGE),
+    (RecordExists, ExitCode.USAGE),
     (ConfigError, ExitCode.USAGE),
+    (BadArgument, ExitCode.USAGE),
+    (NameTaken, ExitCode.USAGE),
     (ArchiveError, ExitCode.BAD_ARCHIVE),
+    (AddressUnavailable, ExitCode.CANNOT_LISTEN),
+    (ConnectionFailed, ExitCode.UNREACHABLE),
+    (AuthError, ExitCode.TOKEN_REFUSED),
 )
 
 DEFAULT_DB = Path("crdt-sync.db")
@@ -111,6 +135,13 @@ class Output:
             self.fail(exc.message, exit_code(exc), error_code=exc.code)
         except KeyboardInterrupt:
             self.fail("interrupted", ExitCode.FAILURE, error_code="interrupted")
+
+    def call(self, work: Callable[[], T]) -> T:
+        """`work()`, synchronous; a CrdtSyncError becomes one line on stderr and its exit code."""
+        try:
+            return work()
+        except CrdtSyncError as exc:
+            self.fail(exc.message, exit_code(exc), error_code=exc.code)
 
     @contextmanager
     def progress(

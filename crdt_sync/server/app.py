@@ -9,7 +9,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
+import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 
 from ..engine import Engine, Limits
@@ -126,6 +128,17 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         return {"status": "ready", "cursor": await request.app.state.store.cursor()}
 
     return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server; asked to stop, it first ends the app's admin change feeds (streams
+    that would otherwise hold the graceful shutdown until every browser tab closed)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        feeds = getattr(getattr(self.config.app, "state", None), "admin_feeds", None)
+        if feeds is not None:
+            feeds.stop()
+        super().handle_exit(sig, frame)
 
 
 async def repeat(interval: float, job: Callable[[], Awaitable[object]], what: str) -> None:

@@ -5,6 +5,8 @@
     sync_push.py    POST /api/sync/outgoing                        (WatermelonDB push, CRDT updates)
     metrics.py      GET  /api/sync/status, /metrics
     sync_admin.py   /api/admin/sync/*, /api/admin/tokens  (sync management; admin)
+    admin/feed.py   GET  /api/admin/feed  (records as they change, SSE; admin)
+    admin/record_api.py  /api/{collection}/{id}/history|at|restore|text  (admin)
     docs_views.py   /api/docs/{collection}/{id}[/state-vector|/update]
     crud.py         /api/{collection}[/{id}]  (made per collection from the schema; admin)
 
@@ -25,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import docs_views, metrics, sync_admin, sync_push, sync_updates, sync_views
 from .access import Authenticated, principal
+from .admin import feed, record_api
 from .crud import crud_router
 from .errors import handle_http_exception, handle_validation_error
 from .models import REQUEST_ONLY_MODELS
@@ -42,6 +45,8 @@ router.include_router(sync_push.router)
 router.include_router(metrics.router)
 router.include_router(docs_views.router)
 router.include_router(sync_admin.router)
+router.include_router(feed.router)
+router.include_router(record_api.router)
 
 
 def install(app: FastAPI, settings: Settings) -> None:

@@ -381,7 +381,7 @@ class SQLiteStore:
     # Tokens: rare writes, each its own transaction on the writing connection.
 
     async def add_token(self, name: str, role: str, token_hash: str) -> None:
-        """Raises StoreError if a token already has this name or this hash."""
+        """Raises NameTaken if a token already has this name or this hash."""
         await self._exclusive(partial(insert_token, name, role, token_hash, self._clock()))
 
     async def find_token(self, token_hash: str) -> TokenRow | None:
