@@ -20,7 +20,9 @@ from .commands.common import (
     BadArgument,
     DbOption,
     ExitCode,
+    StoreOption,
     StoreUnavailable,
+    choose_store,
     open_store,
 )
 from .commands.entry import run_cli
@@ -38,6 +40,12 @@ token_app = typer.Typer(help="Create, list and revoke access tokens.", no_args_i
 app.add_typer(token_app, name="token")
 
 
+@app.callback()
+def main_options(store: StoreOption = None) -> None:
+    """CRDT sync engine for a small CRM: serve, inspect and operate the store."""
+    choose_store(store)  # read by every command that opens the store (commands.common)
+
+
 @app.command()
 def serve(
     db: DbOption = DEFAULT_DB,
@@ -50,30 +58,46 @@ def serve(
     ] = False,
     schema: Annotated[Path | None, typer.Option(help="Schema file (TOML or JSON).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    store: StoreOption = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CRDT_SYNC_BUS",
+            help="Redis (redis://host:port/db) telling nodes of each other's commits.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the sync server on an embedded SQLite store (created if missing).
+    """Run the sync server on an embedded SQLite store (created if missing), or as one node
+    of several on a PostgreSQL store (--store) with a Redis bus between them (--bus).
 
-    One server per store: a second `serve` on the same file is refused (exit 9). The port is
-    bound before anything is printed, so a taken one is an error line (exit 8), not a URL.
+    One server per SQLite store: a second `serve` on the same file is refused (exit 9). The
+    port is bound before anything is printed, so a taken one is an error line (exit 8).
     """
     import uvicorn
 
+    from .commands.common import chosen_store
     from .server.app import Server, Settings, create_app
     from .server.bootstrap import prepare_store
     from .server.listen import bind, url_of
+    from .store.opening import redacted
 
     parsed = schema_from(schema)
+    url = run_checked(lambda: chosen_store(db, store))
     with ExitStack() as held:
         # Bound first: a taken port must not leave a new, empty store file behind.
         sock = held.enter_context(run_checked(lambda: bind(host, port)))
-        run_checked(lambda: _claim(db, held))
-        admin_token = run(lambda: prepare_store(db, parsed, demo=demo))
+        if url is None:  # nodes on PostgreSQL are many by design
+            run_checked(lambda: _claim(db, held))
+        admin_token = run(lambda: prepare_store(url if url is not None else db, parsed, demo=demo))
         if admin_token is not None:
             typer.echo("Created the first admin token (shown once; keep it safe):", err=True)
             typer.echo(admin_token)
-        typer.echo(f"crdt-sync serving {db} on {url_of(sock)}", err=True)
+        where = db if url is None else redacted(url)
+        typer.echo(f"crdt-sync serving {where} on {url_of(sock)}", err=True)
+        settings = Settings(db_path=db, store_url=url, bus_url=bus, schema=parsed, tune_gc=True)
         config = uvicorn.Config(
-            create_app(Settings(db_path=db, schema=parsed, tune_gc=True)),
+            create_app(settings),
             log_level=log_level,
             ws_max_size=2 << 20,
             ws_ping_interval=20.0,

@@ -78,6 +78,9 @@ class SchemaViolation(DocumentError):
     # The seq of the update that undid the refused write, when the live doors compensated
     # it (the refused update was kept and overwritten: see `LiveRecord.apply`); else None.
     compensated_seq: int | None = None
+    # What a compensated write tried to set (field -> value as the update gave it), for the
+    # admin's list of refused writes; None when not known.
+    tried_values: dict[str, object] | None = None
 
 
 class InvalidUpdate(DocumentError):

@@ -39,6 +39,7 @@ from ..schema import DEFAULT_SCHEMA, Schema, load_schema
 
 if TYPE_CHECKING:
     from ..store import SQLiteStore
+    from ..store.postgres import PostgresStore
 
 T = TypeVar("T")
 
@@ -92,6 +93,15 @@ EXIT_CODES: tuple[tuple[type[CrdtSyncError], ExitCode], ...] = (
 DEFAULT_DB = Path("crdt-sync.db")
 DbOption = Annotated[
     Path, typer.Option("--db", envvar="CRDT_SYNC_DB", help="The store's SQLite file.")
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="CRDT_SYNC_STORE",
+        help="A PostgreSQL store, postgresql://user@host:port/database (instead of --db).",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 SchemaOption = Annotated[
@@ -180,21 +190,55 @@ def exit_code(error: CrdtSyncError) -> ExitCode:
     return ExitCode.FAILURE
 
 
-@asynccontextmanager
-async def open_store(db: Path, *, must_exist: bool = True) -> AsyncIterator[SQLiteStore]:
-    """The store at `db`; with `must_exist`, a missing or foreign file is refused untouched.
+class _Chosen:
+    """The `--store` given before the command (`crdt-sync --store URL status`), set by the
+    app's callback: Typer runs commands without a current click context to ask."""
+
+    url: str | None = None
+
+
+def choose_store(url: str | None) -> None:
+    _Chosen.url = url
+
+
+def chosen_store(db: Path, given: str | None = None) -> str | None:
+    """The PostgreSQL URL given to the command (`given`), or as `crdt-sync --store URL ...`
+    (or CRDT_SYNC_STORE), if any; `db` is the command's --db.
 
     Raises:
-        StoreUnavailable: missing, not a crdt-sync store, or a newer schema.
+        ConfigError: it is not a postgresql:// URL, or the command was also given a --db.
+    """
+    from ..store.opening import is_postgres_url
+
+    url = given if given is not None else _Chosen.url
+    if url is None:
+        return None
+    if not is_postgres_url(url):
+        raise ConfigError(f"--store must be a postgresql:// URL, got {url!r}")
+    if db != DEFAULT_DB:
+        raise ConfigError("give --db (an SQLite file) or --store (PostgreSQL), not both")
+    return url
+
+
+@asynccontextmanager
+async def open_store(
+    db: Path, *, must_exist: bool = True
+) -> AsyncIterator[SQLiteStore | PostgresStore]:
+    """The store at `db`, or the PostgreSQL store chosen with `--store`; with `must_exist`, a
+    missing or foreign file is refused untouched.
+
+    Raises:
+        StoreUnavailable: missing, not a crdt-sync store, a newer schema, or unreachable.
     """
     # Here, not at the top: every command module imports this one at CLI start-up.
-    from ..store import SQLiteStore
     from ..store.files import require_store
+    from ..store.opening import store_at
 
+    url = chosen_store(db)
     try:
-        if must_exist:
+        if url is None and must_exist:
             require_store(db)
-        store = SQLiteStore(db)
+        store = store_at(url if url is not None else db)
         await store.__aenter__()
     except StoreError as exc:
         raise StoreUnavailable(exc.message) from exc

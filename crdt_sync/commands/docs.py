@@ -33,7 +33,7 @@ from .common import (
 if TYPE_CHECKING:
     from ..history import Step
     from ..record import View
-    from ..store import RecordRow, SQLiteStore
+    from ..store import RecordRow, Store
 
 # pycrdt, the record codec and the store are imported inside the commands that use them:
 # cli.py registers every command at start-up, and `crdt-sync --help` should not pay for them.
@@ -102,7 +102,7 @@ def list_records(
 
 
 async def _all_records(
-    store: SQLiteStore, collection: str | None, include_deleted: bool
+    store: Store, collection: str | None, include_deleted: bool
 ) -> list[tuple[RecordRow, int]]:
     collections = None if collection is None else [collection]
     rows: list[tuple[RecordRow, int]] = []
@@ -266,7 +266,7 @@ def _checked_id(doc_id: str) -> DocId:
 
 
 async def _existing(
-    store: SQLiteStore, doc_id: DocId, db: Path, schema: Schema = DEFAULT_SCHEMA
+    store: Store, doc_id: DocId, db: Path, schema: Schema = DEFAULT_SCHEMA
 ) -> RecordRow:
     """The record's row. A misspelt collection is named as one, not as a missing record."""
     row = await store.get_record(doc_id)

@@ -19,9 +19,9 @@ from ..errors import CrdtSyncError
 from ..ids import DocId
 from ..protocol.close import CloseCode
 from ..schema import DEFAULT_SCHEMA, Schema
-from ..store import SQLiteStore
+from ..store import store_at
 from .admission import Admission
-from .errors import handle_crdt_sync_error, handle_unexpected
+from .errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .live import Hub
 from .yjs import Room, serve_yjs
 
@@ -31,6 +31,8 @@ LOG = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Settings:
     db_path: Path = Path("crdt-sync.db")
+    store_url: str | None = None  # a PostgreSQL store (postgresql://...) instead of db_path
+    bus_url: str | None = None  # Redis Streams between nodes (redis://...): see server/bus.py
     schema: Schema = DEFAULT_SCHEMA
     limits: Limits = Limits()
     cache_size: int = 2048
@@ -51,7 +53,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with SQLiteStore(settings.db_path, synchronous=settings.synchronous) as store:
+        location = settings.store_url or settings.db_path
+        async with store_at(location, synchronous=settings.synchronous) as store:
             engine = Engine(
                 store, settings.schema, cache_size=settings.cache_size, limits=settings.limits
             )
@@ -61,6 +64,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             hub = Hub(store, engine, admission)
             app.state.store, app.state.engine, app.state.hub = store, engine, hub
             app.state.rooms = {}
+            app.state.mux_rooms = {}  # /ws awareness, per document
             # Every append notices other processes' commits (`crdt-sync import`) too; following
             # bounds how long they wait when nobody writes here.
             jobs = [
@@ -80,8 +84,13 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             ]
             if settings.tune_gc:
                 tune_garbage_collector()
+            # Imported here: server.access and server.admin import each other, and only the
+            # order create_app imports them in (admin first) resolves that.
+            from .sync_ops import running as running_sync_admin
+
             try:
-                yield
+                async with running_sync_admin(app, hub):  # the admin's activity log, its jobs
+                    yield
             finally:
                 for job in jobs:
                     job.cancel()
@@ -94,7 +103,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     app = FastAPI(title="crdt-sync", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.add_exception_handler(CrdtSyncError, handle_crdt_sync_error)
-    app.add_exception_handler(Exception, handle_unexpected)
+    app.add_exception_handler(Exception, handle_unexpected)  # bugs in the middlewares
+    app.add_middleware(AnswerUnexpected)  # first: inside CountErrors, which counts its 500s
 
     # Plain Starlette routes: FastAPI's websocket routes hold two AsyncExitStacks and more
     # for dependency injection, ~3 KiB per open connection, for nothing these handlers use.
@@ -110,7 +120,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     from .rest import router
 
     async def ws(websocket: WebSocket) -> None:
-        await serve_mux(websocket, websocket.app.state.hub)
+        state = websocket.app.state
+        await serve_mux(websocket, state.hub, state.mux_rooms)
 
     app.router.add_websocket_route("/yjs/{collection}/{record_id}", yjs)
     app.router.add_websocket_route("/ws", ws)
