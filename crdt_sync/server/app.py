@@ -21,7 +21,7 @@ from ..protocol.close import CloseCode
 from ..schema import DEFAULT_SCHEMA, Schema
 from ..store import store_at
 from .admission import Admission
-from .errors import handle_crdt_sync_error, handle_unexpected
+from .errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .live import Hub
 from .yjs import Room, serve_yjs
 
@@ -64,6 +64,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             hub = Hub(store, engine, admission)
             app.state.store, app.state.engine, app.state.hub = store, engine, hub
             app.state.rooms = {}
+            app.state.mux_rooms = {}  # /ws awareness, per document
             # Every append notices other processes' commits (`crdt-sync import`) too; following
             # bounds how long they wait when nobody writes here.
             jobs = [
@@ -102,7 +103,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     app = FastAPI(title="crdt-sync", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.add_exception_handler(CrdtSyncError, handle_crdt_sync_error)
-    app.add_exception_handler(Exception, handle_unexpected)
+    app.add_exception_handler(Exception, handle_unexpected)  # bugs in the middlewares
+    app.add_middleware(AnswerUnexpected)  # first: inside CountErrors, which counts its 500s
 
     # Plain Starlette routes: FastAPI's websocket routes hold two AsyncExitStacks and more
     # for dependency injection, ~3 KiB per open connection, for nothing these handlers use.
@@ -118,7 +120,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     from .rest import router
 
     async def ws(websocket: WebSocket) -> None:
-        await serve_mux(websocket, websocket.app.state.hub)
+        state = websocket.app.state
+        await serve_mux(websocket, state.hub, state.mux_rooms)
 
     app.router.add_websocket_route("/yjs/{collection}/{record_id}", yjs)
     app.router.add_websocket_route("/ws", ws)
