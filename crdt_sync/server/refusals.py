@@ -35,7 +35,9 @@ class RefusalBudget:
 
     def spend(self) -> None:
         self._refill()
-        self._tokens -= 1.0  # may go below zero: writes in flight are refused after the fact
+        # Below zero for writes that were in flight when the budget ran out, but not below
+        # -burst: a pause never lasts longer than (burst + 1) / rate.
+        self._tokens = max(-float(self.burst), self._tokens - 1.0)
 
     async def wait_for_budget(self) -> None:
         """Return at once while refusals are within budget; else wait until it refills."""
