@@ -9,12 +9,14 @@ talks to it over stdout/stdin with one line per message:
   (server RSS) or acts (SIGKILL), and for some events waits for a `GO` line on stdin;
 - it prints `RESULT <json>` last and exits 0 (or `RESULT {"error": ...}` and exits 1).
 
-Every client speaks plain y-websocket (the same bytes to both servers): on open it sends sync
+Every client speaks plain y-websocket (the same bytes to every server): on open it sends sync
 step 1 with its state vector, answers the server's step 1 with a step 2, and is synced when
-the server's step 2 arrives. Edits set `record["company"]` to a marker `#wwww.iiiiiii#`
-(writer, index) that appears verbatim in the update bytes, so a receiver knows which edit a
-frame carries with one regex, without decoding it into a document. Every loop is bounded in
-count and in time; every address is 127.0.0.1.
+the server's step 2 arrives. For Hocuspocus (`"dialect": "hocuspocus"`) the same messages go
+in its envelope: each prefixed with the document's name, after an authentication message.
+Edits set `record["company"]` to a marker `#wwww.iiiiiii#` (writer, index) that appears
+verbatim in the update bytes, so a receiver knows which edit a frame carries with one regex,
+without decoding it into a document. Every loop is bounded in count and in time; every
+address is 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 MARKER = re.compile(rb"#(\d{4})\.(\d{7})#")
-SYNC, AWARENESS = 0, 1
+SYNC, AWARENESS, AUTH = 0, 1, 2
 STEP1, STEP2, UPDATE = 0, 1, 2
+HOCUSPOCUS_SYNC_REPLY = 4  # a sync message the server sends in answer; read as SYNC
+HOCUSPOCUS_PERMISSION_DENIED = 1  # AUTH's sub-type
+DIALECT = {"name": "y-websocket", "token": ""}  # set once per process from the params
 RETRY_CODES = {1013, 1001, 1011}  # admission control / restarting: come back with backoff
 
 
@@ -69,6 +74,17 @@ def read_var_uint(data: bytes, pos: int) -> tuple[int, int]:
 
 def sync_message(sub_type: int, payload: bytes) -> bytes:
     return bytes((SYNC, sub_type)) + var_uint(len(payload)) + payload
+
+
+def var_string(text: str) -> bytes:
+    data = text.encode()
+    return var_uint(len(data)) + data
+
+
+def hocuspocus_document(url: str) -> str:
+    """Hocuspocus multiplexes documents on one socket and ignores the path: the record's name
+    ("contacts/x") goes in every message instead."""
+    return url.split("?", 1)[0].split("/yjs/", 1)[1]
 
 
 def sync_payload(message: bytes) -> bytes:
@@ -129,7 +145,11 @@ class YClient:
         self.close_reason = ""
         self.denied: list[str] = []
         self.updates = 0
+        self.step2s = asyncio.Event()  # set at every step 2 from the server (round trips)
         self._reader: asyncio.Task[None] | None = None
+        self._envelope = b""
+        if DIALECT["name"] == "hocuspocus":
+            self._envelope = var_string(hocuspocus_document(url))
 
     async def open(self, deadline: float, sync_timeout: float = 30.0) -> None:
         """Connect and sync; retry on admission refusals (1013) until `deadline` (monotonic)."""
@@ -151,7 +171,11 @@ class YClient:
                     close_timeout=2,
                 )
                 self._reader = asyncio.create_task(self._read())
-                await self.ws.send(sync_message(STEP1, self.doc.get_state()))
+                if self._envelope:  # Hocuspocus: authenticate (token 0, then the token)
+                    await self.ws.send(
+                        self._envelope + bytes((AUTH, 0)) + var_string(DIALECT["token"])
+                    )
+                await self.send(sync_message(STEP1, self.doc.get_state()))
                 done, _ = await asyncio.wait(
                     [
                         asyncio.create_task(self.synced.wait()),
@@ -185,6 +209,17 @@ class YClient:
                 t = time.perf_counter_ns()
                 if isinstance(message, str) or len(message) < 2:
                     continue
+                if self._envelope:  # Hocuspocus: drop the document name, map its kinds
+                    length, start = read_var_uint(message, 0)
+                    message = message[start + length :]
+                    if len(message) < 2:
+                        continue
+                    if message[0] == HOCUSPOCUS_SYNC_REPLY:
+                        message = bytes((SYNC,)) + message[1:]
+                    elif message[0] == AUTH:
+                        if message[1] == HOCUSPOCUS_PERMISSION_DENIED:
+                            self.denied.append(message[2:].decode("utf-8", "replace"))
+                        continue
                 kind, sub = message[0], message[1]
                 if kind == SYNC:
                     if sub == UPDATE:
@@ -195,15 +230,16 @@ class YClient:
                             self.on_update(message, t)
                     elif sub == STEP1:
                         sv = sync_payload(message)
-                        await ws.send(sync_message(STEP2, self.doc.get_update(sv)))
+                        await ws.send(self._envelope + sync_message(STEP2, self.doc.get_update(sv)))
                     elif sub == STEP2:
                         payload = sync_payload(message)
+                        self.step2s.set()
                         if self.track or not self.synced.is_set():
                             self.doc.apply_update(payload)
                         if self.on_update is not None and (self.track or MARKER.search(payload)):
                             self.on_update(message, t)
                         self.synced.set()
-                elif kind == 2:  # permission denied
+                elif kind == AUTH:  # permission denied
                     self.denied.append(message[2:].decode("utf-8", "replace"))
         except ConnectionClosed as exc:
             self.close_code = exc.rcvd.code if exc.rcvd else None
@@ -236,7 +272,7 @@ class YClient:
 
     async def send(self, message: bytes) -> None:
         assert self.ws is not None
-        await self.ws.send(message)
+        await self.ws.send(self._envelope + message if self._envelope else message)
 
     async def close(self) -> None:
         self._closing = True
@@ -505,6 +541,55 @@ async def throughput(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def roundtrip(p: dict[str, Any]) -> dict[str, Any]:
+    """W writers x N edits on their own records, each edit followed by a sync step 1 and a wait
+    for the server's step 2: an editor that waits for the server after every edit, so nothing
+    can be merged on the way. Rate = all edits / the time until the last writer had its
+    last answer."""
+    writers, edits = p["writers"], p["edits"]
+    deadline = time.monotonic() + p["timeout"]
+    ids = [f"{p['run']}-rt{j}" for j in range(writers)]
+    clients = [YClient(url_of(p, ids[j])) for j in range(writers)]
+    await asyncio.gather(*(c.open(deadline) for c in clients))
+    frames = []
+    for j, client in enumerate(clients):
+        edits_j: list[dict[str, Any]] = [{"company": marker(j, i)} for i in range(edits)]
+        edits_j[0]["name"] = f"Editor {j}"
+        frames.append([sync_message(UPDATE, u) for u in edit_updates(client.doc, edits_j)])
+    done = [0] * writers
+    late: list[str] = []
+
+    async def edit(j: int) -> None:
+        client = clients[j]
+        for frame in frames[j]:
+            client.step2s.clear()
+            await client.send(frame)
+            await client.send(sync_message(STEP1, client.doc.get_state()))
+            try:
+                await asyncio.wait_for(client.step2s.wait(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                late.append(f"writer {j}: no step 2 within the time limit")
+                return
+            done[j] += 1
+
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    await asyncio.gather(*(edit(j) for j in range(writers)))
+    seconds = time.perf_counter() - t0
+    client_cpu_s = time.process_time() - cpu0
+    denied = sum(len(c.denied) for c in clients)
+    await close_many(clients)
+    total = sum(done)
+    return {
+        "edits": writers * edits,
+        "answered": total,
+        "seconds": seconds,
+        "updates_per_s": total / seconds if seconds and total == writers * edits else None,
+        "client_cpu_s": client_cpu_s,
+        "errors": late[:3] + ([f"{denied} permission-denied"] if denied else []),
+    }
+
+
 async def wait_stored(db: str, prefix: str, rows: int, deadline: float) -> tuple[int, int | None]:
     """Poll the peer's SQLite file (read-only) until `rows` updates under `prefix` are in it."""
     import sqlite3
@@ -770,6 +855,7 @@ async def durability_check(p: dict[str, Any]) -> dict[str, Any]:
 
 WORKLOADS = {
     "throughput": throughput,
+    "roundtrip": roundtrip,
     "fanout": fanout,
     "open_records": open_records,
     "churn": churn,
@@ -780,6 +866,7 @@ WORKLOADS = {
 
 def main() -> int:
     params = json.loads(sys.argv[1])
+    DIALECT.update(name=params.get("dialect", "y-websocket"), token=params.get("token", ""))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:

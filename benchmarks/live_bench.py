@@ -1,11 +1,22 @@
-"""Live sync side by side: crdt-sync's `/yjs` endpoint against pycrdt-websocket + pycrdt-store.
+"""Live sync side by side: crdt-sync's `/yjs` endpoint against the servers users would pick
+otherwise: Hocuspocus, y-websocket's own server, and pycrdt-websocket.
 
-    python benchmarks/live_bench.py [--quick] [--only a,b,c,d] [--peer-python PATH]
+    python benchmarks/live_bench.py [--quick] [--only a,r,b,c,d] [--sides ours,hocuspocus,...]
+                                    [--peer-python PATH]
 
-Both servers speak y-websocket; each runs as a subprocess of its own on 127.0.0.1, and the
-load comes from another process (`_live_load.py`), so the servers' CPU and memory are their
-own. Prints a table at the end; asserts nothing. Needs `pip install pycrdt-websocket
-pycrdt-store` in the python that runs the peer (`--peer-python`, default this one) and psutil.
+Every server speaks y-websocket (Hocuspocus in its envelope: the same messages, each prefixed
+with the document's name); each runs as a subprocess of its own on 127.0.0.1, and the load
+comes from another process (`_live_load.py`), so the servers' CPU and memory are their own.
+Prints a table of every figure per server and crdt-sync's ratio to the best peer measured in
+the same run; asserts nothing. Needs psutil; `pip install pycrdt-websocket pycrdt-store` in the
+python that runs that peer (`--peer-python`, default this one); Node >= 20 and npm for the
+Node peers, whose packages (benchmarks/node/package-lock.json) `npm ci` installs into
+~/.cache/crdt-sync/ on first use (a few minutes: better-sqlite3 compiles).
+
+- hocuspocus: @hocuspocus/server 4.7 with @hocuspocus/extension-sqlite, as documented (the
+  extension's debounce decides when a document's state is written: 2 s, at most 10 s).
+- ywss: @y/websocket-server 0.1.1 (its own `server.js`) with YPERSISTENCE=dir (y-leveldb): an
+  update is broadcast, then appended to LevelDB without waiting.
 
 - ours: `python -m crdt_sync serve` (uvicorn, SQLite WAL, synchronous=FULL, group commit); a
   write is echoed to every peer of the record, the sender included, only after its commit.
@@ -34,7 +45,9 @@ Workloads:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import queue
 import shutil
 import signal
@@ -55,7 +68,15 @@ from _common import free_port
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOAD = HERE / "_live_load.py"
-SIDES = ("ours", "peer")
+SIDES = ("ours", "pycrdt", "hocuspocus", "ywss")
+NODE_SIDES = ("hocuspocus", "ywss")
+LABELS = {
+    "ours": "crdt-sync",
+    "pycrdt": "pycrdt-websocket",
+    "hocuspocus": "Hocuspocus",
+    "ywss": "y-ws-server",
+}
+NODE_PACKAGES = HERE / "node"
 RUNNING: set[subprocess.Popen[Any]] = set()  # servers and load processes: killed on the way out
 COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay Industries"]
 
@@ -266,6 +287,7 @@ def peer_server(db: str, port: int) -> None:
 class Server:
     def __init__(self, side: str, python: str, db: Path, logs: Path) -> None:
         self.side, self.python, self.db, self.logs = side, python, db, logs
+        self.node_dir: Path | None = None  # the Node peers' installed packages
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.token = "none"
@@ -301,6 +323,32 @@ class Server:
 
     def seed(self, prefix: str, count: int) -> float:
         t0 = time.perf_counter()
+        if self.side in NODE_SIDES:
+            assert self.node_dir is not None
+            records = self.db.with_suffix(".records")
+            subprocess.run(
+                [
+                    self.python,
+                    str(Path(__file__)),
+                    f"_records_{self.side}",
+                    "--db",
+                    str(records),
+                    "--prefix",
+                    prefix,
+                    "--count",
+                    str(count),
+                ],
+                cwd=ROOT,
+                check=True,
+                timeout=900,
+            )
+            subprocess.run(
+                ["node", "seed.mjs", self.side, str(self.db), str(records)],
+                cwd=self.node_dir,
+                check=True,
+                timeout=900,
+            )
+            return time.perf_counter() - t0
         subprocess.run(
             [
                 self.python,
@@ -334,6 +382,10 @@ class Server:
                 "--log-level",
                 "warning",
             ]
+        elif self.side == "hocuspocus":
+            command = ["node", "hocuspocus_server.mjs", str(self.port), str(self.db)]
+        elif self.side == "ywss":
+            command = ["node", "node_modules/@y/websocket-server/src/server.js"]
         else:
             command = [
                 self.python,
@@ -345,9 +397,18 @@ class Server:
                 str(self.port),
             ]
         log = open(self.logs / f"{self.side}-{self.port}.log", "wb")
+        env = None
+        if self.side == "ywss":
+            env = {
+                **os.environ,
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "YPERSISTENCE": str(self.db),
+            }
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=self.node_dir if self.side in NODE_SIDES else ROOT,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -489,7 +550,12 @@ class Bench:
         self.tmp = tmp
         self.logs = tmp / "logs"
         self.logs.mkdir()
-        self.python = {"ours": args.ours_python, "peer": args.peer_python}
+        self.python = {side: args.ours_python for side in SIDES}
+        self.python["pycrdt"] = args.peer_python
+        self.sides = tuple(args.sides)
+        self.node_dir = install_node_peers() if set(self.sides) & set(NODE_SIDES) else None
+        if self.node_dir is None and set(self.sides) & set(NODE_SIDES):
+            self.sides = tuple(side for side in self.sides if side not in NODE_SIDES)
         self.counter = 0
         self.results: dict[str, Any] = {}
 
@@ -497,8 +563,14 @@ class Bench:
         self.counter += 1
         db = self.tmp / f"{side}-{name}-{self.counter}.db"
         server = Server(side, self.python[side], db, self.logs)
+        server.node_dir = self.node_dir
         server.prepare()
         return server
+
+    def each_side(self, run: int) -> tuple[str, ...]:
+        """Every side, in an order that rotates with the run, so none always goes first."""
+        shift = run % len(self.sides)
+        return self.sides[shift:] + self.sides[:shift]
 
     def params(self, server: Server, workload: str, **extra: Any) -> dict[str, Any]:
         self.counter += 1
@@ -508,6 +580,7 @@ class Bench:
             "token": server.token,
             "collection": "contacts",
             "run": f"r{self.counter}",
+            "dialect": "hocuspocus" if server.side == "hocuspocus" else "y-websocket",
             **extra,
         }
 
@@ -526,15 +599,14 @@ class Bench:
         print(
             f"(a) throughput: {a.writers} writers x {a.edits} edits, {a.repeats} runs", flush=True
         )
-        servers = {side: self.server(side, "a") for side in SIDES}
+        servers = {side: self.server(side, "a") for side in self.sides}
         for side, server in servers.items():
             self.guarded(f"start {side}", server.start)
         out: dict[str, dict[str, list[dict[str, Any]]]] = {}
         try:
             for mode in ("separate", "shared"):
                 for run in range(a.repeats):
-                    order = SIDES if run % 2 == 0 else SIDES[::-1]
-                    for side in order:
+                    for side in self.each_side(run):
                         server = servers[side]
                         params = self.params(
                             server,
@@ -543,7 +615,7 @@ class Bench:
                             writers=a.writers,
                             edits=a.edits,
                             timeout=a.load_timeout,
-                            peer_db=str(server.db) if side == "peer" else None,
+                            peer_db=str(server.db) if side == "pycrdt" else None,
                         )
                         cpu0 = self.guarded("cpu", server.cpu_seconds)
                         result = self.guarded(
@@ -557,7 +629,7 @@ class Bench:
                         if result.get("stored_s"):
                             result["stored_per_s"] = result["edits"] / result["stored_s"]
                         print(
-                            f"  {mode:8} {side:4} run {run + 1}: {_brief(result, 'updates_per_s', 'upd/s')}"
+                            f"  {mode:8} {side:10} run {run + 1}: {_brief(result, 'updates_per_s', 'upd/s')}"
                             f" seen={result.get('seen')} seen_s={_f(result.get('seen_s'))} "
                             + (
                                 f"acked_s={_f(result.get('acked_s'))} "
@@ -575,18 +647,68 @@ class Bench:
                 server.stop()
         self.results["a"] = out
 
+    # (r)
+    def roundtrip(self) -> None:
+        a = self.args
+        print(
+            f"(r) round trips: {a.rt_writers} writers x {a.rt_edits} edits, a step 1 / step 2 "
+            f"after each, {a.repeats} runs",
+            flush=True,
+        )
+        servers = {side: self.server(side, "r") for side in self.sides}
+        for side, server in servers.items():
+            self.guarded(f"start {side}", server.start)
+        out: dict[str, list[dict[str, Any]]] = {}
+        try:
+            for run in range(a.repeats):
+                for side in self.each_side(run):
+                    server = servers[side]
+                    params = self.params(
+                        server,
+                        "roundtrip",
+                        writers=a.rt_writers,
+                        edits=a.rt_edits,
+                        timeout=a.load_timeout,
+                    )
+                    cpu0 = self.guarded("cpu", server.cpu_seconds)
+                    result = self.guarded(
+                        f"{side} round trips",
+                        lambda: run_load(self.python["ours"], params, a.load_timeout + 30),
+                    )
+                    cpu1 = self.guarded("cpu", server.cpu_seconds)
+                    if (
+                        isinstance(cpu0, float)
+                        and isinstance(cpu1, float)
+                        and result.get("answered")
+                    ):
+                        result["server_cpu_us_per_update"] = (
+                            (cpu1 - cpu0) / result["answered"] * 1e6
+                        )
+                    out.setdefault(side, []).append(result)
+                    print(
+                        f"  {side:10} run {run + 1}: {_brief(result, 'updates_per_s', 'upd/s')} "
+                        f"answered={result.get('answered')} "
+                        f"server_cpu={_f(result.get('server_cpu_us_per_update'), 0)} us/update"
+                        f"{' errors=' + str(result['errors'][:2]) if result.get('errors') else ''}",
+                        flush=True,
+                    )
+        finally:
+            for server in servers.values():
+                server.stop()
+        self.results["r"] = out
+
     # (b)
     def fanout(self) -> None:
         a = self.args
         print(f"(b) fan-out: {a.fan_edits} edits at {a.fan_rate}/s, {a.repeats_b} runs", flush=True)
         out: dict[int, dict[str, list[dict[str, Any]]]] = {}
-        servers = {side: self.server(side, "b") for side in SIDES}
+        servers = {side: self.server(side, "b") for side in self.sides}
         for side, server in servers.items():
             self.guarded(f"start {side}", server.start)
         try:
             for subs in a.subscribers:
                 for run in range(a.repeats_b):
-                    for side in SIDES if run % 2 == 0 else SIDES[::-1]:
+                    for side in self.each_side(run):
                         server = servers[side]
                         params = self.params(
                             server,
@@ -596,15 +718,20 @@ class Bench:
                             rate=a.fan_rate,
                             timeout=a.load_timeout,
                         )
+                        cpu0 = self.guarded("cpu", server.cpu_seconds)
                         result = self.guarded(
                             f"{side} fan-out {subs}",
                             lambda: run_load(self.python["ours"], params, a.load_timeout + 30),
                         )
+                        cpu1 = self.guarded("cpu", server.cpu_seconds)
+                        if isinstance(cpu0, float) and isinstance(cpu1, float):
+                            result["server_cpu_s"] = cpu1 - cpu0
                         out.setdefault(subs, {}).setdefault(side, []).append(result)
                         print(
-                            f"  {subs:4} subs {side:4} run {run + 1}: p50={_f(result.get('p50_ms'))} ms "
+                            f"  {subs:4} subs {side:10} run {run + 1}: p50={_f(result.get('p50_ms'))} ms "
                             f"p99={_f(result.get('p99_ms'))} ms max={_f(result.get('max_ms'))} ms "
-                            f"missing={result.get('missing')} echo_p99={_f(result.get('echo_p99_ms'))} ms"
+                            f"missing={result.get('missing')} echo_p99={_f(result.get('echo_p99_ms'))} ms "
+                            f"server_cpu_s={_f(result.get('server_cpu_s'))}"
                             f"{' errors=' + str(result['errors'][:2]) if result.get('errors') else ''}"
                             f"{' ' + result['error'] if 'error' in result else ''}",
                             flush=True,
@@ -624,7 +751,7 @@ class Bench:
             flush=True,
         )
         out: dict[str, Any] = {"open": {}, "churn": {}}
-        for side in SIDES:
+        for side in self.sides:
             server = self.server(side, "c")
             seconds = self.guarded(f"seed {side}", lambda: server.seed("s", seeded))
             if isinstance(seconds, dict):
@@ -636,7 +763,7 @@ class Bench:
                 )
                 r = out["open"][count][side]
                 print(
-                    f"  {side:4} {count:5} open: {_brief(r, 'per_record_kib', 'KiB/record')} "
+                    f"  {side:10} {count:5} open: {_brief(r, 'per_record_kib', 'KiB/record')} "
                     f"baseline={_mib(r.get('baseline'))} open={_mib(r.get('open_rss'))} "
                     f"closed={_mib(r.get('closed_rss'))} opened={r.get('opened')} in "
                     f"{_f(r.get('open_s'))} s",
@@ -644,7 +771,7 @@ class Bench:
                 )
             r = out["churn"][side] = self.guarded(f"{side} churn", lambda: self._churn(server))
             print(
-                f"  {side:4} churn: opened {r.get('opened')} of {r.get('requested')} in "
+                f"  {side:10} churn: opened {r.get('opened')} of {r.get('requested')} in "
                 f"{_f(r.get('seconds'))} s ({_f(r.get('per_s'))}/s); baseline={_mib(r.get('baseline'))} "
                 f"after={_mib(r.get('after_rss'))} after+5s={_mib(r.get('settled_rss'))}"
                 f"{' error=' + r['error'] if 'error' in r else ''}",
@@ -722,11 +849,11 @@ class Bench:
         )
         out: dict[int, dict[str, list[dict[str, Any]]]] = {}
         for delay in a.kill_delays:
-            for side in SIDES:
+            for side in self.sides:
                 result = self.guarded(f"{side} durability", lambda: self._durability(side, delay))
                 out.setdefault(delay, {}).setdefault(side, []).append(result)
                 print(
-                    f"  {side:4} kill +{delay:4} ms: sent={result.get('sent')} acked={result.get('acked')} "
+                    f"  {side:10} kill +{delay:4} ms: sent={result.get('sent')} acked={result.get('acked')} "
                     f"stored={result.get('present')} lost_of_acked={result.get('lost_acked')} "
                     f"lost_of_sent={result.get('lost_sent')}"
                     f"{' error=' + result['error'] if 'error' in result else ''}",
@@ -786,153 +913,249 @@ class Bench:
 
     # the table
     def report(self) -> None:
-        r = self.results
+        r, a = self.results, self.args
         print()
-        print("=" * 100)
+        print("=" * 110)
         print(
-            f"live_bench results ({'quick' if self.args.quick else 'full'}); medians over runs; "
-            f"ours = crdt-sync /yjs, peer = pycrdt-websocket {self.peer_version()}"
+            f"live_bench results ({'quick' if a.quick else 'full'}); medians over runs; "
+            "every server measured in this run"
         )
-        print("=" * 100)
+        for side in self.sides:
+            print(f"  {LABELS[side]:18} {self.version(side)}")
+        print("=" * 110)
+        rows: list[
+            tuple[str, dict[str, float | None], bool]
+        ] = []  # (figure, per side, higher wins)
+
+        def per_side(runs_by_side: dict[str, Any], key: str) -> dict[str, float | None]:
+            return {side: _median(runs_by_side.get(side, []), key) for side in self.sides}
+
         if "a" in r:
-            print(
-                f"\n(a) throughput, {self.args.writers} writers x {self.args.edits} pipelined edits "
-                "(updates/s until a reader has seen them all)"
-            )
-            print(
-                f"  {'records':10} {'ours upd/s':>11} {'peer upd/s':>11} {'ours/peer':>10} "
-                f"{'peer stored/s':>14} {'ours/peer stored':>17} {'ours cpu s':>11} {'peer cpu s':>11}"
-            )
             for mode, sides in r["a"].items():
-                ours = _median(sides.get("ours", []), "updates_per_s")
-                peer = _median(sides.get("peer", []), "updates_per_s")
-                stored = _median(sides.get("peer", []), "stored_per_s")
-                print(
-                    f"  {mode:10} {_f(ours, 0):>11} {_f(peer, 0):>11} {_ratio(ours, peer):>10} "
-                    f"{_f(stored, 0):>14} {_ratio(ours, stored):>17} "
-                    f"{_f(_median(sides.get('ours', []), 'server_cpu_s')):>11} "
-                    f"{_f(_median(sides.get('peer', []), 'server_cpu_s')):>11}"
+                where = "own records" if mode == "separate" else "one shared record"
+                rows.append(
+                    (
+                        f"(a) {a.writers} writers x {a.edits} edits, pipelined, {where}: upd/s",
+                        per_side(sides, "updates_per_s"),
+                        True,
+                    )
                 )
-            for mode, sides in r["a"].items():
-                for side, runs in sides.items():
-                    failed = [x for x in runs if not x.get("updates_per_s")]
-                    dropped = [x for x in runs if x.get("reconnects")]
-                    if failed:
-                        why = sorted(
-                            {str((x.get("errors") or [x.get("error")])[:1]) for x in failed}
-                        )
-                        print(
-                            f"  {mode} {side}: {len(failed)} of {len(runs)} runs did not complete: {', '.join(why)}"
-                        )
-                    if dropped:
-                        why = sorted(
-                            {e.split(": ", 1)[-1] for x in dropped for e in x.get("errors", [])}
-                        )
-                        print(
-                            f"  {mode} {side}: the server dropped clients in {len(dropped)} of {len(runs)} runs "
-                            f"({sum(x['reconnects'] for x in dropped)} reconnections, counted in the time): "
-                            f"{'; '.join(why)[:160]}"
-                        )
-            print(
-                "  ours: a reader sees an edit only after its commit; peer: as soon as it is applied "
-                "in memory,\n  'peer stored/s' counts until its rows are in SQLite."
+        if "r" in r:
+            what = f"(r) {a.rt_writers} writers x {a.rt_edits} edits, a round trip after each"
+            rows.append((f"{what}: upd/s", per_side(r["r"], "updates_per_s"), True))
+            rows.append(
+                (
+                    f"{what}: server CPU us/update",
+                    per_side(r["r"], "server_cpu_us_per_update"),
+                    False,
+                )
             )
         if "b" in r:
-            print(
-                f"\n(b) fan-out latency, 1 writer, {self.args.fan_edits} edits at "
-                f"{self.args.fan_rate}/s (ms, send -> subscriber receive)"
-            )
-            print(
-                f"  {'subs':>5} {'ours p50':>9} {'ours p99':>9} {'peer p50':>9} {'peer p99':>9} "
-                f"{'p99 ours/peer':>14} {'missing o/p':>12} {'ours echo p99':>14}"
-            )
             for subs, sides in r["b"].items():
-                o50, o99 = (
-                    _median(sides.get("ours", []), "p50_ms"),
-                    _median(sides.get("ours", []), "p99_ms"),
-                )
-                p50, p99 = (
-                    _median(sides.get("peer", []), "p50_ms"),
-                    _median(sides.get("peer", []), "p99_ms"),
-                )
-                missing = f"{_median(sides.get('ours', []), 'missing')}/{_median(sides.get('peer', []), 'missing')}"
-                print(
-                    f"  {subs:>5} {_f(o50):>9} {_f(o99):>9} {_f(p50):>9} {_f(p99):>9} "
-                    f"{_ratio(o99, p99):>14} {missing:>12} "
-                    f"{_f(_median(sides.get('ours', []), 'echo_p99_ms')):>14}"
+                what = f"(b) fan-out, 1 writer at {a.fan_rate:.0f} edits/s, {subs} subscribers"
+                rows.append((f"{what}: p99 ms", per_side(sides, "p99_ms"), False))
+                rows.append(
+                    (
+                        f"{what}: server CPU s / {subs * a.fan_edits} deliveries",
+                        per_side(sides, "server_cpu_s"),
+                        False,
+                    )
                 )
         if "c" in r:
-            print("\n(c) server memory (RSS)")
-            print(
-                f"  {'open records':>13} {'ours KiB/rec':>13} {'peer KiB/rec':>13} {'ours/peer':>10} "
-                f"{'ours open s':>12} {'peer open s':>12}"
+            churn = r["c"]["churn"]
+            rows.append(
+                (
+                    f"(c) {a.churn} stored records opened one after another: records/s",
+                    {side: (churn.get(side) or {}).get("per_s") for side in self.sides},
+                    True,
+                )
             )
             for count, sides in r["c"]["open"].items():
-                o = sides.get("ours", {}).get("per_record_kib")
-                p = sides.get("peer", {}).get("per_record_kib")
-                print(
-                    f"  {count:>13} {_f(o):>13} {_f(p):>13} {_ratio(o, p):>10} "
-                    f"{_f(sides.get('ours', {}).get('open_s')):>12} "
-                    f"{_f(sides.get('peer', {}).get('open_s')):>12}"
-                )
-            for side, c in r["c"]["churn"].items():
-                if "error" in c:
-                    print(f"  churn {side}: {c['error']}")
-                    continue
-                grown = (c.get("settled_rss") or 0) - (c.get("baseline") or 0)
-                print(
-                    f"  churn {side:4}: {c.get('opened')} of {c.get('requested')} stored records opened once "
-                    f"and closed ({_f(c.get('per_s'), 0)}/s): RSS {_mib(c.get('baseline'))} before, "
-                    f"{_mib(c.get('settled_rss'))} after (+{_mib(grown)})"
+                rows.append(
+                    (
+                        f"(c) {count} records open at once: server RSS KiB per record",
+                        {
+                            side: (sides.get(side) or {}).get("per_record_kib")
+                            for side in self.sides
+                        },
+                        False,
+                    )
                 )
         if "d" in r:
+            for key, what in (("lost_acked", "acknowledged"), ("lost_sent", "sent")):
+                lost: dict[str, float | None] = {}
+                for side in self.sides:
+                    good = [
+                        x
+                        for runs in r["d"].values()
+                        for x in runs.get(side, [])
+                        if "error" not in x
+                    ]
+                    lost[side] = float(sum(x[key] for x in good)) if good else None
+                rows.append(
+                    (
+                        f"(d) SIGKILL after bursts of {a.dur_writers * a.dur_edits}: {what} "
+                        "edits lost, all runs",
+                        lost,
+                        False,
+                    )
+                )
+        peers = [side for side in self.sides if side != "ours"]
+        width = max([len(row[0]) for row in rows] + [20])
+        print(
+            f"{'figure':{width}} "
+            + " ".join(f"{LABELS[side]:>17}" for side in self.sides)
+            + f" {'ours/best peer':>15}"
+        )
+        for figure, values, higher in rows:
+            known = {side: v for side, v in values.items() if side in peers and v is not None}
+            best = (max if higher else min)(known.values()) if known else None
+            ours = values.get("ours")
+            if ours is None or best is None:
+                ratio = "-"
+            elif best == 0:
+                ratio = "=" if ours == 0 else "worse"
+            else:
+                ratio = f"{ours / best:.2f}x" + (
+                    " ok" if (ours >= best if higher else ours <= best) else ""
+                )
             print(
-                f"\n(d) durability, SIGKILL a moment after a pipelined burst of "
-                f"{self.args.dur_writers * self.args.dur_edits} edits was sent"
+                f"{figure:{width}} "
+                + " ".join(f"{_f(values.get(side), 1):>17}" for side in self.sides)
+                + f" {ratio:>15}"
             )
+        print(
+            "\nratios: higher is better for rates, lower for latency, CPU, memory and losses; "
+            "'ok' marks a row where crdt-sync is at or better than the best peer;\n"
+            "a peer's acknowledgement is its echo, which it sends before it stores."
+        )
+        if "a" in r and "pycrdt" in self.sides:
+            stored = {m: _median(s.get("pycrdt", []), "stored_per_s") for m, s in r["a"].items()}
             print(
-                f"  {'kill after':>10} {'side':5} {'sent':>6} {'acked':>6} {'stored':>7} "
-                f"{'lost of acked':>14} {'lost of sent':>13}"
+                "(a) a reader sees crdt-sync's edits only after their commit; the peers broadcast "
+                "before they store.\n    pycrdt-websocket, until its rows were in SQLite: "
+                + ", ".join(f"{m} {_f(v, 0)} upd/s" for m, v in stored.items())
             )
+        for key, label in (("a", "(a)"), ("r", "(r)"), ("b", "(b)")):
+            for side, why in self._failures(key).items():
+                print(f"{label} {LABELS[side]}: {why}")
+        if "d" in r:
+            print("\n(d) durability per kill delay: sent / acknowledged / stored / lost of acked")
             for delay, sides in r["d"].items():
-                for side, runs in sides.items():
-                    good = [x for x in runs if "error" not in x]
+                cells = []
+                for side in self.sides:
+                    good = [x for x in sides.get(side, []) if "error" not in x]
                     if not good:
-                        print(f"  {delay:>7} ms {side:5} error: {runs[0].get('error')}")
+                        cells.append(f"{LABELS[side]} -")
                         continue
                     tot = {
                         k: sum(x[k] for x in good)
                         for k in ("sent", "acked", "present", "lost_acked", "lost_sent")
                     }
-                    acked = tot["acked"] if side == "ours" else f"({tot['acked']})"
-                    lost_acked = tot["lost_acked"] if side == "ours" else f"({tot['lost_acked']})"
-                    print(
-                        f"  {delay:>7} ms {side:5} {tot['sent']:>6} {acked:>6} {tot['present']:>7} "
-                        f"{lost_acked:>14} {tot['lost_sent']:>13}"
-                    )
+                    acked = f"{tot['acked']}" if side == "ours" else f"({tot['acked']})"
+                    lost = f"{tot['lost_acked']}" if side == "ours" else f"({tot['lost_acked']})"
+                    cells.append(f"{LABELS[side]} {tot['sent']}/{acked}/{tot['present']}/{lost}")
+                print(f"  +{delay:>5} ms: " + "; ".join(cells))
             print(
-                "  (peer figures in parentheses: echoed, and lost of echoed; its echo precedes the write to SQLite, so it is no "
-                "acknowledgement)"
+                "  (in parentheses: a peer's echoes, which it sends before it stores, so they "
+                "acknowledge nothing)"
             )
         print()
 
-    def peer_version(self) -> str:
+    def _failures(self, key: str) -> dict[str, str]:
+        """Per side, why some runs of workload `key` gave no figure."""
+        out: dict[str, str] = {}
+        groups = self.results.get(key, {})
+        by_side: dict[str, list[dict[str, Any]]] = {}
+        if key == "r":
+            by_side = groups
+        else:
+            for sides in groups.values():
+                for side, runs in sides.items():
+                    by_side.setdefault(side, []).extend(runs)
+        for side, runs in by_side.items():
+            failed = [x for x in runs if "error" in x or x.get("errors")]
+            if failed:
+                why = sorted({str((x.get("errors") or [x.get("error")])[0])[:120] for x in failed})
+                out[side] = f"{len(failed)} of {len(runs)} runs with errors: {'; '.join(why)[:300]}"
+        return out
+
+    def version(self, side: str) -> str:
         try:
+            if side in NODE_SIDES:
+                assert self.node_dir is not None
+                names = (
+                    ("@hocuspocus/server", "@hocuspocus/extension-sqlite", "better-sqlite3")
+                    if side == "hocuspocus"
+                    else ("@y/websocket-server", "y-leveldb", "yjs")
+                )
+                node = subprocess.run(
+                    ["node", "--version"], capture_output=True, text=True, timeout=30
+                ).stdout.strip()
+                modules = self.node_dir / "node_modules"
+                found = [
+                    f"{n} {json.loads((modules / n / 'package.json').read_text())['version']}"
+                    for n in names
+                ]
+                return ", ".join(found) + f" (node {node})"
+            module = "crdt-sync" if side == "ours" else "pycrdt-websocket"
+            extra = "" if side == "ours" else ", m.version('pycrdt-store')"
             out = subprocess.run(
                 [
-                    self.python["peer"],
+                    self.python[side],
                     "-c",
-                    "import importlib.metadata as m; print(m.version('pycrdt-websocket'),"
-                    " m.version('pycrdt-store'), m.version('pycrdt'))",
+                    f"import importlib.metadata as m; print(m.version('{module}'){extra},"
+                    " 'pycrdt', m.version('pycrdt'))",
                 ],
                 capture_output=True,
                 text=True,
                 timeout=30,
             )
-            ws, store, crdt = out.stdout.split()
-            return f"{ws} + pycrdt-store {store} (pycrdt {crdt})"
+            return out.stdout.strip()
         except Exception:  # noqa: BLE001
             return "(version unknown)"
+
+
+def install_node_peers() -> Path | None:
+    """benchmarks/node's packages installed with `npm ci` into a cache folder named after the
+    lock file (installed once; better-sqlite3 compiles), with the scripts copied beside them.
+    None, with the reason printed, when Node or npm is missing or the install fails."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        print("  ! the Node peers need node (>= 20) and npm on PATH: left out", flush=True)
+        return None
+    lock = (NODE_PACKAGES / "package-lock.json").read_bytes()
+    folder = (
+        Path.home() / ".cache" / "crdt-sync" / f"bench-node-{hashlib.sha256(lock).hexdigest()[:12]}"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json", "hocuspocus_server.mjs", "seed.mjs"):
+        shutil.copyfile(NODE_PACKAGES / name, folder / name)
+    if not (folder / "node_modules" / ".installed").exists():
+        print(f"  installing the Node peers into {folder} (npm ci, a few minutes)", flush=True)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        if done.returncode != 0:
+            print(f"  ! npm ci failed ({done.returncode}): {done.stderr[-500:]}", flush=True)
+            return None
+        (folder / "node_modules" / ".installed").write_text("ok\n")
+    return folder
+
+
+def records_file(path: str, side: str, prefix: str, count: int) -> None:
+    """The seeded records for a Node peer's seed.mjs: names as that peer names the rooms."""
+    with open(path, "wb") as out:
+        for i in range(count):
+            name = f"contacts/{prefix}{i}" if side == "hocuspocus" else f"yjs/contacts/{prefix}{i}"
+            update = contact_update(i)[0]
+            encoded = name.encode()
+            out.write(len(encoded).to_bytes(4, "big") + encoded)
+            out.write(len(update).to_bytes(4, "big") + update)
 
 
 def _median(results: list[dict[str, Any]], key: str) -> float | None:
@@ -963,7 +1186,12 @@ def _brief(result: dict[str, Any], key: str, unit: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (about 4 minutes)")
-    parser.add_argument("--only", default="a,b,c,d", help="workloads to run, e.g. a,c")
+    parser.add_argument("--only", default="a,r,b,c,d", help="workloads to run, e.g. a,c")
+    parser.add_argument(
+        "--sides",
+        default=",".join(SIDES),
+        help=f"servers to run, of {', '.join(SIDES)} (default: all)",
+    )
     parser.add_argument(
         "--peer-python",
         default=sys.executable,
@@ -982,6 +1210,7 @@ def main() -> None:
     quick = args.quick
     args.writers, args.edits = 10, (300 if quick else 500)
     args.repeats = 3
+    args.rt_writers, args.rt_edits = 10, 100
     args.subscribers = [50, 200]
     args.fan_edits, args.fan_rate = 200, 100.0
     args.repeats_b = 1 if quick else 3
@@ -994,6 +1223,10 @@ def main() -> None:
     args.kill_delays = [0, 150, 600] if quick else [0, 100, 300, 1000, 3000]
     args.load_timeout = 120.0
     only = {w.strip() for w in args.only.split(",") if w.strip()}
+    args.sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    unknown = set(args.sides) - set(SIDES)
+    if unknown or "ours" not in args.sides:
+        parser.error(f"--sides: 'ours' and any of {', '.join(SIDES[1:])} (got {args.sides})")
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="live-bench-"))
     bench = Bench(args, tmp)
@@ -1001,6 +1234,7 @@ def main() -> None:
     try:
         for key, work in (
             ("a", bench.throughput),
+            ("r", bench.roundtrip),
             ("b", bench.fanout),
             ("c", bench.memory),
             ("d", bench.durability),
@@ -1034,8 +1268,10 @@ def _sub_main() -> None:
         peer_server(args.db, args.port)
     elif args.command == "_seed_ours":
         seed_ours(args.db, args.prefix, args.count)
-    elif args.command == "_seed_peer":
+    elif args.command == "_seed_pycrdt":
         seed_peer(args.db, args.prefix, args.count)
+    elif args.command.startswith("_records_"):
+        records_file(args.db, args.command.removeprefix("_records_"), args.prefix, args.count)
     else:
         raise SystemExit(f"unknown command {args.command}")
 

@@ -1,5 +1,7 @@
 """`python -m crdt_sync` runs the CLI."""
 
-from .cli import app
+import sys
 
-app()
+from .cli import main
+
+sys.exit(main())

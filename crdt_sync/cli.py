@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -13,9 +15,18 @@ from .commands import archive as _archive
 from .commands import docs as _docs
 from .commands import ops as _ops
 from .commands.client import client_app
-from .commands.common import DEFAULT_DB, DbOption, ExitCode
-from .commands.plain import fail, run, schema_from
-from .errors import CrdtSyncError
+from .commands.common import (
+    DEFAULT_DB,
+    BadArgument,
+    DbOption,
+    ExitCode,
+    StoreOption,
+    StoreUnavailable,
+    choose_store,
+    open_store,
+)
+from .commands.entry import run_cli
+from .commands.plain import fail, run, run_checked, schema_from
 
 T = TypeVar("T")
 
@@ -29,64 +40,109 @@ token_app = typer.Typer(help="Create, list and revoke access tokens.", no_args_i
 app.add_typer(token_app, name="token")
 
 
-def _store(db: Path, *, must_exist: bool = True):  # type: ignore[no-untyped-def]
-    from .store import SQLiteStore
-    from .store.files import require_store
-
-    if must_exist:
-        try:
-            require_store(db)  # never create or migrate a file that was only to be read
-        except CrdtSyncError as exc:
-            fail(exc.message, ExitCode.NO_STORE)
-    return SQLiteStore(db)
+@app.callback()
+def main_options(store: StoreOption = None) -> None:
+    """CRDT sync engine for a small CRM: serve, inspect and operate the store."""
+    choose_store(store)  # read by every command that opens the store (commands.common)
 
 
 @app.command()
 def serve(
     db: DbOption = DEFAULT_DB,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")
+    ] = 8765,
     demo: Annotated[
         bool, typer.Option("--demo", help="Seed a few contacts, deals, tasks.")
     ] = False,
     schema: Annotated[Path | None, typer.Option(help="Schema file (TOML or JSON).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    store: StoreOption = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CRDT_SYNC_BUS",
+            help="Redis (redis://host:port/db) telling nodes of each other's commits.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the sync server on an embedded SQLite store (created if missing)."""
+    """Run the sync server on an embedded SQLite store (created if missing), or as one node
+    of several on a PostgreSQL store (--store) with a Redis bus between them (--bus).
+
+    One server per SQLite store: a second `serve` on the same file is refused (exit 9). The
+    port is bound before anything is printed, so a taken one is an error line (exit 8).
+    """
     import uvicorn
 
-    from .server.app import Settings, create_app
+    from .commands.common import chosen_store
+    from .server.app import Server, Settings, create_app
     from .server.bootstrap import prepare_store
+    from .server.listen import bind, url_of
+    from .store.opening import redacted
 
     parsed = schema_from(schema)
-    admin_token = run(lambda: prepare_store(db, parsed, demo=demo))
-    if admin_token is not None:
-        typer.echo("Created the first admin token (shown once; keep it safe):", err=True)
-        typer.echo(admin_token)
-    typer.echo(f"crdt-sync serving {db} on http://{host}:{port}", err=True)
-    uvicorn.run(
-        create_app(Settings(db_path=db, schema=parsed, tune_gc=True)),
-        host=host,
-        port=port,
-        log_level=log_level,
-        ws_max_size=2 << 20,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-    )
+    url = run_checked(lambda: chosen_store(db, store))
+    with ExitStack() as held:
+        # Bound first: a taken port must not leave a new, empty store file behind.
+        sock = held.enter_context(run_checked(lambda: bind(host, port)))
+        if url is None:  # nodes on PostgreSQL are many by design
+            run_checked(lambda: _claim(db, held))
+        admin_token = run(lambda: prepare_store(url if url is not None else db, parsed, demo=demo))
+        if admin_token is not None:
+            typer.echo("Created the first admin token (shown once; keep it safe):", err=True)
+            typer.echo(admin_token)
+        where = db if url is None else redacted(url)
+        typer.echo(f"crdt-sync serving {where} on {url_of(sock)}", err=True)
+        settings = Settings(db_path=db, store_url=url, bus_url=bus, schema=parsed, tune_gc=True)
+        config = uvicorn.Config(
+            create_app(settings),
+            log_level=log_level,
+            ws_max_size=2 << 20,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=10,  # a stuck request must not keep the server up
+        )
+        Server(config).run(sockets=[sock])  # ends the admin change feeds first
+
+
+def _claim(db: Path, held: ExitStack) -> None:
+    """Refuse a file that is not a store, untouched; then keep other servers off it."""
+    from .errors import StoreError, StoreInUse
+    from .store.files import hold_for_serving, require_store
+
+    try:
+        if db.is_file() and db.stat().st_size:
+            require_store(db)
+        held.enter_context(hold_for_serving(db))
+    except StoreInUse:
+        raise
+    except StoreError as exc:
+        raise StoreUnavailable(exc.message) from None
+
+
+class TokenRole(StrEnum):
+    ADMIN = "admin"
+    DEVICE = "device"
 
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[str, typer.Option(help="admin or device.")],
+    role: Annotated[TokenRole, typer.Option(help="admin (everything) or device (sync only).")],
     name: Annotated[str, typer.Option(help="Who the token is for (shown in history).")],
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Create a token and print it alone on stdout (it is stored hashed, never shown again)."""
+    from .errors import AuthError
     from .server.auth import create_token
 
     async def work() -> str:
-        async with _store(db, must_exist=False) as store:
-            return await create_token(store, name=name, role=role)
+        async with open_store(db, must_exist=False) as store:
+            try:
+                return await create_token(store, name=name, role=role.value)
+            except AuthError as exc:  # a bad name is the caller's argument, not a credential
+                raise BadArgument(exc.message) from None
 
     typer.echo(run(work))
 
@@ -99,7 +155,7 @@ def token_list(
     """List tokens: name, role, created, revoked."""
 
     async def work() -> list[dict[str, object]]:
-        async with _store(db) as store:
+        async with open_store(db) as store:
             return [
                 {
                     "name": t.name,
@@ -126,11 +182,11 @@ def token_revoke(
     """Revoke a token; a running server closes its connections within a second."""
 
     async def work() -> bool:
-        async with _store(db) as store:
+        async with open_store(db) as store:
             return bool(await store.revoke_token(name))
 
     if not run(work):
-        fail(f"no active token named {name!r}")
+        fail(f"no active token named {name!r}", ExitCode.NOT_FOUND)
     typer.echo(f"revoked {name}")
 
 
@@ -145,9 +201,10 @@ app.command("import")(_archive.import_)
 app.add_typer(client_app, name="client")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main() -> int:
+    """The console entry point: usage mistakes too are one line on stderr (commands/entry.py)."""
+    return run_cli(app)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    sys.exit(main())

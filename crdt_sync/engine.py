@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, get_update, merge_updates
 
 from .batches import BatchOutcome, BatchWrite, PreparedWrite
 from .errors import (
@@ -40,6 +40,7 @@ from .record import (
     View,
     document_from_state,
 )
+from .refusals import RefusalLog
 from .schema import Schema
 from .store.base import Append, Committed, Store
 from .yupdate import MalformedUpdate, read_state_vector, read_update
@@ -87,6 +88,7 @@ class Engine:
         self._by_collections: set[Subscriber] = set()  # multiplexed peers: every doc_id is None
         self._senders: dict[tuple[DocId, bytes], Subscriber] = {}
         self.counters: Counter[str] = Counter()
+        self.refusals = RefusalLog()  # the last refused writes, with why and what they tried
         self._running_loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[DocId, list[_Waiting]] = {}  # writes that wait for a record to load
         self._loaders: set[asyncio.Task[None]] = set()
@@ -273,19 +275,19 @@ class Engine:
                 return done
             if checked.stored is not None:
                 update = checked.stored
-            if checked.refusal is not None:
+            if (refusal := checked.refusal) is not None:
                 # Not the sender's update any more: it must get the compensation too.
                 sender = None
                 if not record.has_content and not checked.is_deleted:
                     # A refused create: its bytes must be kept (the writer holds them), but
                     # no view may serve a record that was never created (see ARCHITECTURE).
                     checked = replace(checked, is_deleted=True)
-                self.counters[f"refused:{type(checked.refusal).__name__}"] += 1
+                self._refused(refusal, doc_id, origin, values=refusal.tried_values)
                 self.counters["compensated"] += 1
             committed = self._submit(doc_id, update, checked, origin, sender)
         except Exception as exc:
             if counted:
-                self.counters[f"refused:{type(exc).__name__}"] += 1
+                self._refused(exc, doc_id, origin, update=update, record=record)
             raise
         committed.add_done_callback(
             lambda f: self._finish_write(f, done, doc_id, update, checked, release)
@@ -369,7 +371,7 @@ class Engine:
                     doc_id, record, update, tuple(patch), origin, sender
                 )
         except DocumentError as exc:
-            self.counters[f"refused:{type(exc).__name__}"] += 1
+            self._refused(exc, doc_id, origin, patch=patch)
             raise
 
     async def delete(self, doc_id: DocId, *, origin: Origin) -> WriteResult:
@@ -386,10 +388,19 @@ class Engine:
         """The document as the store holds it, as one update (empty-effect if none): what a
         joining peer may be shown, without building a document."""
         split_doc_id(doc_id)
+        record = self.live.idle(doc_id)
+        if record is not None:  # in memory, nothing in flight: no store read
+            return record.document.get_update()
         return await self.store.load(doc_id) or EMPTY_UPDATE
 
-    async def committed_diff(self, doc_id: DocId, state_vector: bytes) -> bytes:
+    async def committed_diff(
+        self, doc_id: DocId, state_vector: bytes, *, known: bytes | None = None
+    ) -> bytes:
         """What the store holds that a peer with `state_vector` lacks (the answer to its step 1).
+
+        `known`: a `committed_update` of this record read since the peer subscribed to it
+        (what it was shown on joining); the commits after it reach the peer through the
+        fan-out, so the answer may come from it instead of another read of the store.
 
         Raises ProtocolError for a state vector that does not decode, or that names a client
         id or clock JavaScript peers cannot hold (2**53 or more).
@@ -400,9 +411,13 @@ class Engine:
             raise ProtocolError(
                 f"{doc_id}: sync step 1 holds no usable state vector: {exc}"
             ) from None
-        document = await self.committed_state(doc_id)  # dropped on return, garbage collected
+        record = self.live.idle(doc_id)
         try:
-            return document.get_update(state_vector)
+            if record is not None:  # in memory, nothing in flight: what the store holds
+                return record.document.get_update(state_vector)
+            if known is None:
+                known = await self.committed_update(doc_id)
+            return get_update(known, state_vector)
         except ValueError as exc:
             raise ProtocolError(f"{doc_id}: sync step 1 holds no state vector: {exc}") from None
 
@@ -600,7 +615,6 @@ class Engine:
                 try:
                     self.records.collection_of(write.doc_id)
                 except DocumentError as exc:
-                    self.counters[f"refused:{type(exc).__name__}"] += 1
                     refused[index] = exc
                     continue
                 if write.doc_id not in documents:
@@ -615,6 +629,16 @@ class Engine:
                 else self._prepare(write, documents[write.doc_id])
                 for index, write in enumerate(writes)
             ]
+            for write, outcome in zip(writes, prepared):
+                if isinstance(outcome, CrdtSyncError):
+                    self._refused(
+                        outcome,
+                        write.doc_id,
+                        origin,
+                        patch=write.patch,
+                        update=write.update,
+                        record=documents.get(write.doc_id),
+                    )
             return await self._commit_many(writes, prepared, origin, idempotency_key, answer)
 
     def _prepare(self, write: BatchWrite, record: LiveRecord) -> PreparedWrite | CrdtSyncError:
@@ -640,9 +664,27 @@ class Engine:
             after = record.view
             changed = tuple(name for name in after if after[name] != before.get(name))
             return PreparedWrite(update, after, record.is_deleted, changed, is_new)
-        except CrdtSyncError as exc:
-            self.counters[f"refused:{type(exc).__name__}"] += 1
+        except CrdtSyncError as exc:  # counted and noted by write_many
             return exc
+
+    def _refused(
+        self,
+        error: Exception,
+        doc_id: DocId,
+        origin: Origin,
+        *,
+        patch: Mapping[str, Any] | None = None,
+        update: bytes | None = None,
+        record: LiveRecord | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Count a refused write as `refused:{error class}`; keep it in `refusals` to show."""
+        self.counters[f"refused:{type(error).__name__}"] += 1
+        if isinstance(error, CrdtSyncError):
+            document = record.document if record is not None else None
+            self.refusals.note(
+                error, doc_id, origin, patch=patch, update=update, document=document, values=values
+            )
 
     def _apply_within_limits(
         self,

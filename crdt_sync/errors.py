@@ -14,6 +14,9 @@
     ├── AuthError            no token, a wrong one, or a role that may not do this
     │   └── Forbidden
     ├── StoreError           not a store, newer schema, disk trouble
+    │   ├── StoreInUse       another server already serves this store file
+    │   └── NameTaken        a name that must be unique is taken (a token's)
+    ├── AddressUnavailable   (server) cannot listen there: the port is taken, or not allowed
     ├── ConfigError          a schema file that does not parse; names the line or key
     ├── ArchiveError         a file that is not a crdt-sync archive, or a damaged one
     └── ConnectionFailed     (client) the server could not be reached or the link dropped
@@ -75,6 +78,9 @@ class SchemaViolation(DocumentError):
     # The seq of the update that undid the refused write, when the live doors compensated
     # it (the refused update was kept and overwritten: see `LiveRecord.apply`); else None.
     compensated_seq: int | None = None
+    # What a compensated write tried to set (field -> value as the update gave it), for the
+    # admin's list of refused writes; None when not known.
+    tried_values: dict[str, object] | None = None
 
 
 class InvalidUpdate(DocumentError):
@@ -95,6 +101,21 @@ class Forbidden(AuthError):
 
 class StoreError(CrdtSyncError):
     code = "store_error"
+
+
+class StoreInUse(StoreError):
+    """Another `crdt-sync serve` holds this store: two servers on one file would both hand out
+    seqs and each fan out only its own writes to its own peers."""
+
+    code = "store_in_use"
+
+
+class NameTaken(StoreError):
+    code = "name_taken"
+
+
+class AddressUnavailable(CrdtSyncError):
+    code = "address_unavailable"
 
 
 class ConfigError(CrdtSyncError):

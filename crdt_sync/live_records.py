@@ -77,6 +77,17 @@ class LiveDocuments:
         """The live record if it is cached and loaded, without loading it or counting a use."""
         return None if doc_id in self._gates else self._documents.get(doc_id)
 
+    def idle(self, doc_id: DocId) -> LiveRecord | None:
+        """The live record if it is cached, loaded and held by nobody, else None.
+
+        Every write holds its record until its commit is settled, so an idle record's
+        document is what the store holds (but for another process's commits not yet
+        followed, which reach every peer through the fan-out anyway).
+        """
+        if doc_id in self._users or doc_id in self._gates:
+            return None
+        return self._documents.get(doc_id)
+
     def is_loading(self, doc_id: DocId) -> bool:
         return doc_id in self._gates
 

@@ -561,6 +561,10 @@ class LiveRecord:
         changes, document, fields, meta = self._changes, self.document, self._fields, self._meta
         old, meta_old = dict(changes.old), dict(changes.meta_old)
         edited = changes.edited_texts - old.keys()
+        # Before they are written over: what the refused update set, for the admin to see.
+        refusal.tried_values = {
+            name: _json_value(fields.get(name)) for name in sorted(old.keys() | edited)
+        }
         with document.transaction(origin="compensation"):
             for name, value in old.items():
                 if value is _ABSENT:

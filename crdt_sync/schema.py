@@ -39,6 +39,9 @@ class FieldKind(StrEnum):
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, int) and value.bit_length() > 200:
+        # Not repr(): CPython refuses to print an integer of over 4,300 digits.
+        return f"an integer of about {value.bit_length() * 30103 // 100000 + 1} digits"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -79,6 +82,7 @@ def _string(f: Field, value: Any) -> str:
         raise _Bad("must be a string")
     if len(value) > f.max_length:
         raise _Bad(f"must be at most {f.max_length} characters")
+    _check_unicode(value)
     if f.required and not value.strip():
         raise _Bad("is required and cannot be empty")
     if f.pattern is not None and not re.fullmatch(f.pattern, value):
@@ -87,11 +91,17 @@ def _string(f: Field, value: Any) -> str:
 
 
 def _number(f: Field, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Bad("must be a finite number")
-    if f.minimum is not None and value < f.minimum:
+    try:
+        number = float(value)  # numbers are stored as doubles
+    except OverflowError:
+        raise _Bad("must be a finite number (this one is beyond a double's range)") from None
+    if not math.isfinite(number):
+        raise _Bad("must be a finite number")
+    if f.minimum is not None and number < f.minimum:
         raise _Bad(f"must be a number >= {f.minimum:g}")
-    return float(value)
+    return number
 
 
 def _bool(f: Field, value: Any) -> bool:
@@ -125,7 +135,10 @@ def _datetime(f: Field, value: Any) -> str:
             raise _Bad("must carry a UTC offset (e.g. Z or +02:00)")
     else:
         raise _Bad("must be an ISO 8601 datetime string or epoch milliseconds")
-    return format_datetime(moment)
+    try:
+        return format_datetime(moment)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise _Bad("must be a moment between 0001-01-01 and 9999-12-31 in UTC") from None
 
 
 def format_datetime(moment: datetime) -> str:
@@ -151,7 +164,17 @@ def _text(f: Field, value: Any) -> str:
         raise _Bad("must be a string")
     if len(value) > f.max_length:
         raise _Bad(f"must be at most {f.max_length} characters")
+    _check_unicode(value)
     return value
+
+
+def _check_unicode(value: str) -> None:
+    """A lone surrogate cannot be UTF-8: pycrdt panics on it, and no peer could decode it."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _Bad(f"must be Unicode text: a lone surrogate at character {exc.start}") from None
 
 
 _COERCERS: dict[FieldKind, Callable[[Field, Any], str | float | bool]] = {

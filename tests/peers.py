@@ -18,6 +18,8 @@ from pycrdt import Doc, Map, Provider, Text
 from crdt_sync.ids import DocId
 from crdt_sync.protocol import (
     Acked,
+    AwarenessReceived,
+    AwarenessUpdate,
     CaughtUpReceived,
     ErrorReceived,
     Hello,
@@ -81,6 +83,7 @@ class MuxPeer:
         self.documents: dict[str, Doc] = {}
         self.acks: dict[int, int] = {}
         self.errors: list[ErrorReceived] = []
+        self.awareness: list[AwarenessReceived] = []
         self.seqs: list[int] = []
         self.caught_up = asyncio.Event()
         self.welcome: Welcomed | None = None
@@ -100,6 +103,10 @@ class MuxPeer:
         self.session.send(SyncUpdate(DocId(doc_id), update, cseq=cseq))
         await self._flush()
         return cseq
+
+    async def send_awareness(self, doc_id: str, data: bytes) -> None:
+        self.session.send(AwarenessUpdate(DocId(doc_id), data))
+        await self._flush()
 
     async def edit(self, doc_id: str, **fields: Any) -> int:
         doc = self.document(doc_id)
@@ -140,6 +147,8 @@ class MuxPeer:
                         self.acks[event.cseq] = event.seq
                     elif isinstance(event, ErrorReceived):
                         self.errors.append(event)
+                    elif isinstance(event, AwarenessReceived):
+                        self.awareness.append(event)
                 await self._flush()
         except websockets.ConnectionClosed:
             pass

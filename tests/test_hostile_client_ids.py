@@ -14,12 +14,14 @@ import base64
 import pytest
 import websockets
 
-from crdt_sync.protocol import CloseCode
+from crdt_sync.ids import DocId
+from crdt_sync.protocol import CloseCode, SyncStep1
 from crdt_sync.protocol.ysync import (
     YjsPermissionDenied,
     YjsUpdate,
     decode_yjs_message,
     encode_sync_step1,
+    encode_sync_step2,
     encode_sync_update,
 )
 
@@ -166,3 +168,48 @@ async def test_a_state_vector_naming_client_2_to_the_53_closes_only_its_sender(
         async with server.client() as http:
             await http.patch(f"/api/{doc_id}", json={"phone": "+3"})
         await wait_update(good)
+
+
+async def test_yjs_refuses_a_step_2_or_a_delete_set_naming_client_2_to_the_53(
+    server: RunningServer,
+) -> None:
+    doc_id = "contacts/d53"
+    await create_contact(server, "d53")
+    for frame in (
+        encode_sync_step2(map_set(TOP + 5, 0, "phone", "+2 forged")),
+        encode_sync_update(delete_only(TOP + 5, 0)),
+        encode_sync_update(delete_only(5, TOP - 1, 2)),  # a clock range past 2**53 - 1
+    ):
+        async with websockets.connect(server.ws(f"/yjs/{doc_id}")) as raw:
+            await raw.recv()
+            await raw.send(frame)
+            denied = await wait_denied(raw)
+            assert denied.reason.startswith(f"{doc_id}: not a Yjs update every peer can decode")
+            with pytest.raises(websockets.ConnectionClosed) as closed:  # cannot be undone
+                await asyncio.wait_for(drain(raw), TIMEOUT)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == CloseCode.REFUSED_WRITE
+    async with websockets.connect(server.ws(f"/yjs/{doc_id}")) as raw:
+        await raw.recv()
+        await raw.send(encode_sync_update(map_set(7, 0, "phone", "+1 safe")))
+        await wait_update(raw)  # the echo of the good write
+    assert (await stored(server, doc_id) or {})["phone"] == "+1 safe"
+
+
+async def test_the_mux_door_refuses_a_delete_set_and_closes_on_a_state_vector_naming_it(
+    server: RunningServer,
+) -> None:
+    doc_id = "contacts/n53"
+    await create_contact(server, "n53")
+    async with mux_peer(server.ws("/ws")) as mux:
+        cseq = await mux.write(doc_id, delete_only(TOP, 0))
+        await wait_for(lambda: any(e.cseq == cseq for e in mux.errors))
+        (error,) = [e for e in mux.errors if e.cseq == cseq]
+        assert error.code == "invalid_update" and "delete set client id" in error.message
+        mux.session.send(SyncStep1(DocId(doc_id), state_vector({TOP + 5: 1})))
+        await mux._flush()
+        assert mux._reader is not None
+        await asyncio.wait_for(mux._reader, TIMEOUT)  # it ends with the connection
+        assert mux.websocket.close_code == CloseCode.BAD_REQUEST
+        assert "state vector client id" in (mux.websocket.close_reason or "")
+    assert (await stored(server, doc_id) or {})["name"] == "Ann"

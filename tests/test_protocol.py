@@ -78,6 +78,7 @@ from crdt_sync.protocol import (
     encode_sync_update,
     encode_yjs_message,
 )
+from crdt_sync.protocol.awareness import AwarenessState, encode_awareness_update
 
 DEAL = DocId("deals/7")
 CONTACT = DocId("contacts/42")
@@ -775,11 +776,22 @@ def test_step_1_is_answered_with_step_2_both_ways() -> None:
     assert pair.to_server() == [UpdateReceived(DEAL, b"offline", 1)]
 
 
-def test_awareness_goes_both_ways() -> None:
+def test_awareness_goes_both_ways_decoded() -> None:
+    me, them = AwarenessState(7, 1, '{"n":"me"}', False), AwarenessState.removal(8, 2)
     pair = live_pair()
-    pair.client.send(AwarenessUpdate(DEAL, b"me"))
-    pair.server.send(AwarenessUpdate(DEAL, b"them"))
-    assert pair.exchange() == ([AwarenessReceived(DEAL, b"me")], [AwarenessReceived(DEAL, b"them")])
+    pair.client.send(AwarenessUpdate(DEAL, encode_awareness_update([me])))
+    pair.server.send(AwarenessUpdate(DEAL, encode_awareness_update([them])))
+    assert pair.exchange() == (
+        [AwarenessReceived(DEAL, encode_awareness_update([me]), (me,))],
+        [AwarenessReceived(DEAL, encode_awareness_update([them]), (them,))],
+    )
+
+
+def test_awareness_that_a_stock_client_cannot_decode_is_a_protocol_error() -> None:
+    pair = live_pair()
+    pair.client.send(AwarenessUpdate(DEAL, b'\x02\x92\x21\x01\x18{"user":{"name":"fuzz"}}'))
+    with pytest.raises(ProtocolError, match=r"^awareness update: truncated"):
+        pair.to_server()
 
 
 def test_after_bye_the_client_sends_nothing_but_still_hears_acks() -> None:

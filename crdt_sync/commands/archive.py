@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,6 +47,11 @@ def export(
     output = Output(as_json)
     if file.exists() and not force:
         output.fail(f"{file} exists; pass --force to replace it", ExitCode.USAGE)
+    folder = file.parent
+    if not folder.is_dir():
+        output.fail(f"{file}: there is no folder {folder}; create it first", ExitCode.USAGE)
+    if not os.access(folder, os.W_OK):
+        output.fail(f"{file}: cannot write in {folder} (permission denied)", ExitCode.USAGE)
 
     async def work() -> ArchiveSummary:
         async with open_store(db) as store:

@@ -8,6 +8,7 @@ Parse options, call `crdt_sync.client.Replica`, print. Record values are given a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ import typer
 
 from ..errors import CrdtSyncError
 from ..schema import FieldKind, Schema
+from .common import StoreUnavailable, exit_code
 from .plain import fail, run, schema_from
 
 if TYPE_CHECKING:
@@ -53,14 +55,43 @@ def _with_replica(
     work: Callable[[Replica], Awaitable[T]],
     server: str | None = None,
     token: str | None = None,
+    *,
+    must_exist: bool = False,
 ) -> T:
+    """Run `work` on the replica at `db`; with `must_exist`, a missing file is refused, not made.
+
+    A file that cannot be opened as a replica is exit 4 ("no store there"), as for the server's
+    store; what goes wrong after it opened keeps its own code.
+    """
     from ..client import Replica
+    from ..errors import StoreError
+    from ..store.files import require_replica
 
     async def main() -> T:
-        async with Replica(db, server=server, token=token, schema=schema) as replica:
+        replica = Replica(db, server=_server_url(server), token=token, schema=schema)
+        try:
+            if must_exist:
+                require_replica(db)  # a read must not leave a new replica behind a typo
+            await replica.__aenter__()
+        except StoreError as exc:
+            raise StoreUnavailable(exc.message) from None
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_exit(replica)
             return await work(replica)
 
     return run(main)
+
+
+def _server_url(server: str | None) -> str | None:
+    """`host:port` means `http://host:port`, as curl reads it; other schemes are refused."""
+    if server is None:
+        return None
+    scheme, sep, rest = server.partition("://")
+    if not sep:
+        return f"http://{server}"
+    if scheme.lower() not in ("http", "https") or not rest:
+        fail(f"--server: expected http://HOST:PORT or https://HOST, got {server!r}")
+    return server
 
 
 @client_app.command()
@@ -85,7 +116,7 @@ def status(
             ],
         }
 
-    report = _with_replica(db, schema_from(schema), work)
+    report = _with_replica(db, schema_from(schema), work, must_exist=True)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -170,7 +201,9 @@ def edit(
     patch = _assignments(parsed, collection, assignments or [])
     if not patch:
         fail("nothing to change: give field=value pairs")
-    view = _with_replica(db, parsed, lambda r: r.update(collection, record_id, patch))
+    view = _with_replica(
+        db, parsed, lambda r: r.update(collection, record_id, patch), must_exist=True
+    )
     typer.echo(json.dumps(view))
 
 
@@ -182,7 +215,9 @@ def delete(
     schema: SchemaFile = None,
 ) -> None:
     """Delete a record offline (a tombstone, synced like any change)."""
-    _with_replica(db, schema_from(schema), lambda r: r.delete(collection, record_id))
+    _with_replica(
+        db, schema_from(schema), lambda r: r.delete(collection, record_id), must_exist=True
+    )
     typer.echo(f"deleted {collection}/{record_id}")
 
 
@@ -198,7 +233,9 @@ def list_records(
     """The records of a collection held by the replica, by id."""
     parsed = schema_from(schema)
     filters = _assignments(parsed, collection, where or [])
-    views = _with_replica(db, parsed, lambda r: r.query(collection, filters, limit=limit))
+    views = _with_replica(
+        db, parsed, lambda r: r.query(collection, filters, limit=limit), must_exist=True
+    )
     if as_json:
         typer.echo(json.dumps(views, indent=2))
         return
@@ -212,8 +249,7 @@ def _assignments(schema: Schema, collection: str, pairs: list[str]) -> dict[str,
     try:
         spec = schema.collection(collection)
     except CrdtSyncError as exc:
-        fail(exc.message)
-        raise
+        fail(exc.message, exit_code(exc))
     out: dict[str, Any] = {}
     for pair in pairs:
         name, equals, text = pair.partition("=")

@@ -21,24 +21,31 @@ import typer
 from rich.console import Console
 
 from ..errors import (
+    AddressUnavailable,
     ArchiveError,
+    AuthError,
     ConfigError,
+    ConnectionFailed,
     CrdtSyncError,
+    NameTaken,
+    RecordExists,
     RecordNotFound,
     SchemaViolation,
     StoreError,
+    StoreInUse,
     UnknownCollection,
 )
 from ..schema import DEFAULT_SCHEMA, Schema, load_schema
 
 if TYPE_CHECKING:
     from ..store import SQLiteStore
+    from ..store.postgres import PostgresStore
 
 T = TypeVar("T")
 
 
 class ExitCode(IntEnum):
-    """What a script can tell from `$?`; README lists them."""
+    """What a script can tell from `$?`; the README's table lists them, in these words."""
 
     OK = 0
     FAILURE = 1  # anything else: disk trouble, a commit that failed
@@ -48,6 +55,10 @@ class ExitCode(IntEnum):
     BAD_ARCHIVE = 5  # not a crdt-sync archive, or a damaged one; nothing was imported
     REFUSED = 6  # the import finished, but the schema refused some documents
     DAMAGED = 7  # check found problems in the store
+    CANNOT_LISTEN = 8  # serve: the port is taken or privileged, or the host is not this machine's
+    STORE_IN_USE = 9  # serve: another server already serves this store
+    UNREACHABLE = 10  # client: the server could not be reached, or the link dropped (retry)
+    TOKEN_REFUSED = 11  # client: the server refused the token (unknown, revoked, wrong role)
 
 
 class StoreUnavailable(CrdtSyncError):
@@ -56,18 +67,41 @@ class StoreUnavailable(CrdtSyncError):
     code = "no_store"
 
 
+class BadArgument(CrdtSyncError):
+    """An argument the library refused as the caller's mistake (a token's role or name)."""
+
+    code = "bad_argument"
+
+
+# The one table from errors to exit codes, for every command. Most specific first.
 EXIT_CODES: tuple[tuple[type[CrdtSyncError], ExitCode], ...] = (
+    (StoreInUse, ExitCode.STORE_IN_USE),
     (StoreUnavailable, ExitCode.NO_STORE),
     (RecordNotFound, ExitCode.NOT_FOUND),
     (SchemaViolation, ExitCode.USAGE),
     (UnknownCollection, ExitCode.USAGE),
+    (RecordExists, ExitCode.USAGE),
     (ConfigError, ExitCode.USAGE),
+    (BadArgument, ExitCode.USAGE),
+    (NameTaken, ExitCode.USAGE),
     (ArchiveError, ExitCode.BAD_ARCHIVE),
+    (AddressUnavailable, ExitCode.CANNOT_LISTEN),
+    (ConnectionFailed, ExitCode.UNREACHABLE),
+    (AuthError, ExitCode.TOKEN_REFUSED),
 )
 
 DEFAULT_DB = Path("crdt-sync.db")
 DbOption = Annotated[
     Path, typer.Option("--db", envvar="CRDT_SYNC_DB", help="The store's SQLite file.")
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="CRDT_SYNC_STORE",
+        help="A PostgreSQL store, postgresql://user@host:port/database (instead of --db).",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 SchemaOption = Annotated[
@@ -112,6 +146,13 @@ class Output:
         except KeyboardInterrupt:
             self.fail("interrupted", ExitCode.FAILURE, error_code="interrupted")
 
+    def call(self, work: Callable[[], T]) -> T:
+        """`work()`, synchronous; a CrdtSyncError becomes one line on stderr and its exit code."""
+        try:
+            return work()
+        except CrdtSyncError as exc:
+            self.fail(exc.message, exit_code(exc), error_code=exc.code)
+
     @contextmanager
     def progress(
         self, description: str, *, unit_bytes: bool = False
@@ -149,21 +190,55 @@ def exit_code(error: CrdtSyncError) -> ExitCode:
     return ExitCode.FAILURE
 
 
-@asynccontextmanager
-async def open_store(db: Path, *, must_exist: bool = True) -> AsyncIterator[SQLiteStore]:
-    """The store at `db`; with `must_exist`, a missing or foreign file is refused untouched.
+class _Chosen:
+    """The `--store` given before the command (`crdt-sync --store URL status`), set by the
+    app's callback: Typer runs commands without a current click context to ask."""
+
+    url: str | None = None
+
+
+def choose_store(url: str | None) -> None:
+    _Chosen.url = url
+
+
+def chosen_store(db: Path, given: str | None = None) -> str | None:
+    """The PostgreSQL URL given to the command (`given`), or as `crdt-sync --store URL ...`
+    (or CRDT_SYNC_STORE), if any; `db` is the command's --db.
 
     Raises:
-        StoreUnavailable: missing, not a crdt-sync store, or a newer schema.
+        ConfigError: it is not a postgresql:// URL, or the command was also given a --db.
+    """
+    from ..store.opening import is_postgres_url
+
+    url = given if given is not None else _Chosen.url
+    if url is None:
+        return None
+    if not is_postgres_url(url):
+        raise ConfigError(f"--store must be a postgresql:// URL, got {url!r}")
+    if db != DEFAULT_DB:
+        raise ConfigError("give --db (an SQLite file) or --store (PostgreSQL), not both")
+    return url
+
+
+@asynccontextmanager
+async def open_store(
+    db: Path, *, must_exist: bool = True
+) -> AsyncIterator[SQLiteStore | PostgresStore]:
+    """The store at `db`, or the PostgreSQL store chosen with `--store`; with `must_exist`, a
+    missing or foreign file is refused untouched.
+
+    Raises:
+        StoreUnavailable: missing, not a crdt-sync store, a newer schema, or unreachable.
     """
     # Here, not at the top: every command module imports this one at CLI start-up.
-    from ..store import SQLiteStore
     from ..store.files import require_store
+    from ..store.opening import store_at
 
+    url = chosen_store(db)
     try:
-        if must_exist:
+        if url is None and must_exist:
             require_store(db)
-        store = SQLiteStore(db)
+        store = store_at(url if url is not None else db)
         await store.__aenter__()
     except StoreError as exc:
         raise StoreUnavailable(exc.message) from exc

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..errors import RecordNotFound, UnknownCollection
 from ..ids import COLLECTION_NAME, DocId, split_doc_id
-from ..schema import Schema
+from ..schema import DEFAULT_SCHEMA, Schema
 from .common import (
     DEFAULT_DB,
     DbOption,
@@ -33,7 +33,7 @@ from .common import (
 if TYPE_CHECKING:
     from ..history import Step
     from ..record import View
-    from ..store import RecordRow, SQLiteStore
+    from ..store import RecordRow, Store
 
 # pycrdt, the record codec and the store are imported inside the commands that use them:
 # cli.py registers every command at start-up, and `crdt-sync --help` should not pay for them.
@@ -102,7 +102,7 @@ def list_records(
 
 
 async def _all_records(
-    store: SQLiteStore, collection: str | None, include_deleted: bool
+    store: Store, collection: str | None, include_deleted: bool
 ) -> list[tuple[RecordRow, int]]:
     collections = None if collection is None else [collection]
     rows: list[tuple[RecordRow, int]] = []
@@ -220,7 +220,7 @@ def history(
     async def work() -> list[Step]:
         checked = _checked_id(doc_id)
         async with open_store(db) as store:
-            await _existing(store, checked, db)
+            await _existing(store, checked, db, records.schema)
             log = await store.history(checked)
         try:
             return replay(records, checked, log)
@@ -265,11 +265,19 @@ def _checked_id(doc_id: str) -> DocId:
     return DocId(doc_id)
 
 
-async def _existing(store: SQLiteStore, doc_id: DocId, db: Path) -> RecordRow:
+async def _existing(
+    store: Store, doc_id: DocId, db: Path, schema: Schema = DEFAULT_SCHEMA
+) -> RecordRow:
+    """The record's row. A misspelt collection is named as one, not as a missing record."""
     row = await store.get_record(doc_id)
-    if row is None:
-        raise RecordNotFound(doc_id, f"no such record in {db}")
-    return row
+    if row is not None:
+        return row
+    collection = doc_id.partition("/")[0]
+    if collection not in schema.collections and not await store.snapshot(
+        collections=[collection], limit=1, include_deleted=True
+    ):
+        schema.collection(collection, doc_id)  # raises UnknownCollection, naming the known ones
+    raise RecordNotFound(doc_id, f"no such record in {db}")
 
 
 def _row_facts(row: RecordRow) -> dict[str, Any]:

@@ -206,7 +206,12 @@ def backup(
         output.fail(exc.message, ExitCode.USAGE, error_code=exc.code)
 
     async def work() -> BackupReport | BackupDamaged:
+        from ..errors import ConfigError
+        from ..store import SQLiteStore
+
         async with open_store(db) as store:
+            if not isinstance(store, SQLiteStore):
+                raise ConfigError("backup copies an SQLite store; back up PostgreSQL with pg_dump")
             with output.progress("copying") as update:
                 try:
                     return await store.backup(

@@ -1,6 +1,7 @@
 """Plain-text helpers for the commands that print lines, not tables (serve, token, client).
 
-Errors are one line on stderr (`error: ...`) and a non-zero exit code, never a traceback.
+The same convention as every command (`common.py`): one line on stderr (`error: ...`) and the
+exit code the README's table gives the error, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,31 +11,38 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-import typer
-
 from ..errors import CrdtSyncError
-from ..schema import DEFAULT_SCHEMA, Schema, load_schema
+from ..schema import Schema
+from .common import ExitCode, Output, exit_code, load_schema_option
 
 T = TypeVar("T")
 
+_PLAIN = Output(as_json=False)
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+
+def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
+    _PLAIN.fail(message, code)
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run async library work; a CrdtSyncError becomes one line on stderr and exit 1."""
+    """Run async library work; a CrdtSyncError becomes one line on stderr and its exit code.
+
+    Ctrl-C is left to the caller (`client watch` ends quietly on it).
+    """
     try:
-        return asyncio.run(work())  # type: ignore[arg-type]
+        return asyncio.run(_awaited(work))
     except CrdtSyncError as exc:
-        fail(exc.message)
+        _PLAIN.fail(exc.message, exit_code(exc), error_code=exc.code)
+
+
+async def _awaited(work: Callable[[], Awaitable[T]]) -> T:
+    return await work()
+
+
+def run_checked(work: Callable[[], T]) -> T:
+    """`work()`, synchronous; a CrdtSyncError becomes one line on stderr and its exit code."""
+    return _PLAIN.call(work)
 
 
 def schema_from(path: Path | None) -> Schema:
-    if path is None:
-        return DEFAULT_SCHEMA
-    try:
-        return load_schema(path)
-    except CrdtSyncError as exc:
-        fail(exc.message)
+    return load_schema_option(path, _PLAIN)

@@ -9,6 +9,7 @@ web framework (a test checks ``sys.modules``). docs/PROTOCOL.md is the prose ver
     events.py    what PeerSession.receive() returns
     session.py   PeerSession, the state machine both the server and the client replica drive
     close.py     close codes of both endpoints
+    awareness.py awareness updates, decoded as y-protocols does, and who owns which client id
 """
 
 from .close import CloseCode, close_reason

@@ -7,6 +7,7 @@ from typing import TypeAlias
 
 from ..errors import DocumentError
 from ..ids import DocId
+from .awareness import AwarenessState
 
 __all__ = [
     "Acked",
@@ -135,8 +136,11 @@ class SyncStep1Received:
 
 @dataclass(frozen=True, slots=True)
 class AwarenessReceived:
+    """An awareness update that decodes as every stock y-protocols client decodes it."""
+
     doc: DocId
     data: bytes
+    states: tuple[AwarenessState, ...]
 
 
 @dataclass(frozen=True, slots=True)

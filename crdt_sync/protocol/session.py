@@ -29,6 +29,7 @@ from typing import TypeAlias
 
 from ..errors import DocumentError, ProtocolError, UnexpectedMessage
 from ..ids import split_doc_id
+from .awareness import AwarenessState, decode_awareness_update
 from .envelope import decode_frame, encode_frame
 from .events import (
     Acked,
@@ -176,7 +177,8 @@ class PeerSession:
 
         Raises:
             ProtocolError: a text frame, a malformed frame, a frame this role may not send now
-                (UnexpectedMessage, naming the state), or one that breaks Rule 2 or 3.
+                (UnexpectedMessage, naming the state), one that breaks Rule 2 or 3, or an
+                awareness update a stock y-protocols client could not decode (awareness.py).
         """
         if isinstance(frame, str):
             raise ProtocolError("text frame: /ws frames are binary, one CBOR map each")
@@ -187,10 +189,17 @@ class PeerSession:
                 f"{_describe(message)} from the {self._peer.value} after bye in state CLOSED"
             )
         refusal = self._check(message, self._peer)
+        # Awareness is decoded as it comes in, never relayed opaque (a stock client that cannot
+        # decode it exits); what this end sends on was decoded when it came in.
+        states = (
+            decode_awareness_update(message.data)
+            if isinstance(message, AwarenessUpdate) and refusal is None
+            else ()
+        )
         self._apply(message, self._peer)
         if isinstance(message, Ping) and not self._said_bye:
             self._queue(Pong(message.n))
-        return [_event(message, refusal)]
+        return [_event(message, refusal, states)]
 
     def send(self, message: Message) -> None:
         """Queue `message` for the peer; then write `frames_to_send`.
@@ -325,7 +334,9 @@ def _describe(message: Message) -> str:
     return message.frame_type
 
 
-def _event(message: Message, refusal: DocumentError | None) -> Event:
+def _event(
+    message: Message, refusal: DocumentError | None, states: tuple[AwarenessState, ...]
+) -> Event:
     """The event for a message the peer sent (its checks passed)."""
     if refusal is not None and isinstance(
         message, SyncStep1 | SyncStep2 | SyncUpdate | AwarenessUpdate
@@ -348,7 +359,7 @@ def _event(message: Message, refusal: DocumentError | None) -> Event:
         case SyncStep1(doc, state_vector):
             return SyncStep1Received(doc, state_vector)
         case AwarenessUpdate(doc, data):
-            return AwarenessReceived(doc, data)
+            return AwarenessReceived(doc, data, states)
         case CaughtUp(cursor):
             return CaughtUpReceived(cursor)
         case Ack(doc, cseq, seq):

@@ -9,7 +9,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
+import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 
 from ..engine import Engine, Limits
@@ -17,9 +19,9 @@ from ..errors import CrdtSyncError
 from ..ids import DocId
 from ..protocol.close import CloseCode
 from ..schema import DEFAULT_SCHEMA, Schema
-from ..store import SQLiteStore
+from ..store import store_at
 from .admission import Admission
-from .errors import handle_crdt_sync_error, handle_unexpected
+from .errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .live import Hub
 from .yjs import Room, serve_yjs
 
@@ -29,6 +31,8 @@ LOG = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Settings:
     db_path: Path = Path("crdt-sync.db")
+    store_url: str | None = None  # a PostgreSQL store (postgresql://...) instead of db_path
+    bus_url: str | None = None  # Redis Streams between nodes (redis://...): see server/bus.py
     schema: Schema = DEFAULT_SCHEMA
     limits: Limits = Limits()
     cache_size: int = 2048
@@ -49,7 +53,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with SQLiteStore(settings.db_path, synchronous=settings.synchronous) as store:
+        location = settings.store_url or settings.db_path
+        async with store_at(location, synchronous=settings.synchronous) as store:
             engine = Engine(
                 store, settings.schema, cache_size=settings.cache_size, limits=settings.limits
             )
@@ -59,6 +64,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             hub = Hub(store, engine, admission)
             app.state.store, app.state.engine, app.state.hub = store, engine, hub
             app.state.rooms = {}
+            app.state.mux_rooms = {}  # /ws awareness, per document
             # Every append notices other processes' commits (`crdt-sync import`) too; following
             # bounds how long they wait when nobody writes here.
             jobs = [
@@ -78,8 +84,13 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             ]
             if settings.tune_gc:
                 tune_garbage_collector()
+            # Imported here: server.access and server.admin import each other, and only the
+            # order create_app imports them in (admin first) resolves that.
+            from .sync_ops import running as running_sync_admin
+
             try:
-                yield
+                async with running_sync_admin(app, hub):  # the admin's activity log, its jobs
+                    yield
             finally:
                 for job in jobs:
                     job.cancel()
@@ -92,7 +103,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     app = FastAPI(title="crdt-sync", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.add_exception_handler(CrdtSyncError, handle_crdt_sync_error)
-    app.add_exception_handler(Exception, handle_unexpected)
+    app.add_exception_handler(Exception, handle_unexpected)  # bugs in the middlewares
+    app.add_middleware(AnswerUnexpected)  # first: inside CountErrors, which counts its 500s
 
     # Plain Starlette routes: FastAPI's websocket routes hold two AsyncExitStacks and more
     # for dependency injection, ~3 KiB per open connection, for nothing these handlers use.
@@ -108,7 +120,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     from .rest import router
 
     async def ws(websocket: WebSocket) -> None:
-        await serve_mux(websocket, websocket.app.state.hub)
+        state = websocket.app.state
+        await serve_mux(websocket, state.hub, state.mux_rooms)
 
     app.router.add_websocket_route("/yjs/{collection}/{record_id}", yjs)
     app.router.add_websocket_route("/ws", ws)
@@ -126,6 +139,17 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         return {"status": "ready", "cursor": await request.app.state.store.cursor()}
 
     return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server; asked to stop, it first ends the app's admin change feeds (streams
+    that would otherwise hold the graceful shutdown until every browser tab closed)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        feeds = getattr(getattr(self.config.app, "state", None), "admin_feeds", None)
+        if feeds is not None:
+            feeds.stop()
+        super().handle_exit(sig, frame)
 
 
 async def repeat(interval: float, job: Callable[[], Awaitable[object]], what: str) -> None:

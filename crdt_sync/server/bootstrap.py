@@ -9,7 +9,7 @@ from ..engine import Engine
 from ..errors import RecordExists
 from ..ids import Origin, make_doc_id
 from ..schema import Schema
-from ..store import SQLiteStore
+from ..store import store_at
 from .auth import create_token
 
 DEMO_RECORDS: dict[str, list[dict[str, object]]] = {
@@ -69,9 +69,12 @@ DEMO_RECORDS: dict[str, list[dict[str, object]]] = {
 }
 
 
-async def prepare_store(db: Path, schema: Schema, *, demo: bool) -> str | None:
-    """Create the store if needed; return a new admin token if it had none, else None."""
-    async with SQLiteStore(db) as store:
+async def prepare_store(db: Path | str, schema: Schema, *, demo: bool) -> str | None:
+    """Create the store if needed; return a new admin token if it had none, else None.
+
+    `db` is an SQLite file, or a PostgreSQL URL as a str.
+    """
+    async with store_at(db) as store:
         token = None
         if not await store.list_tokens():
             token = await create_token(store, name="admin", role="admin")

@@ -31,7 +31,7 @@ from .models import (
 )
 from .sync_views import flat_record
 
-LIST_PARAMETERS = frozenset({"q", "sort", "cursor", "limit"})
+LIST_PARAMETERS = frozenset({"q", "sort", "cursor", "limit", "deleted"})
 SEARCHED_KINDS = (FieldKind.STRING, FieldKind.TEXT, FieldKind.ENUM, FieldKind.REFERENCE)
 
 
@@ -122,6 +122,9 @@ class CollectionRoutes:
         sort: Annotated[str, Query(description="a field or id; -field for descending")] = "id",
         cursor: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        deleted: Annotated[
+            bool, Query(description="list deleted records (tombstones) instead of live ones")
+        ] = False,
     ) -> JSONResponse:
         """Filter with `?field=value`, search with `q`, sort, and page with `cursor`."""
         name = self.collection.name
@@ -138,6 +141,7 @@ class CollectionRoutes:
             sort=sort_field,
             is_descending=is_descending,
             after=_parse_list_cursor(cursor) if cursor else None,
+            only_deleted=deleted,
             limit=limit,
         )
         store: Store = request.app.state.store

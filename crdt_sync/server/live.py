@@ -8,6 +8,7 @@ connection to close; the first reason wins and decides the close code.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -36,6 +37,13 @@ class Disconnected(Exception):
     """The peer went away; nothing to answer."""
 
 
+_connection_numbers = itertools.count(1)
+
+
+def _next_connection_id() -> str:
+    return f"c{next(_connection_numbers)}"
+
+
 @dataclass(frozen=True, slots=True)
 class CloseAfterSending:
     """Queued like a frame: the writer closes the connection once what came before is sent."""
@@ -54,6 +62,7 @@ class Connection:
     cursor: int = 0
     last_sync: float | None = None
     connected_at: float = field(default_factory=time.time)
+    id: str = field(default_factory=_next_connection_id)  # names it to the admin API
     refusals: RefusalBudget = field(default_factory=lambda: RefusalBudget(10.0, 20))
     _close: asyncio.Future[tuple[int, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -200,6 +209,8 @@ class Hub:
         self.engine = engine
         self.admission = admission
         self.connections: set[Connection] = set()
+        # Told `("connect" | "disconnect", connection)`: the admin's activity log.
+        self.listeners: list[Callable[[str, Connection], None]] = []
 
     async def connect(
         self, websocket: WebSocket, endpoint: str, subscriber: Callable[[Principal], Subscriber]
@@ -226,6 +237,8 @@ class Hub:
         )
         self.connections.add(connection)
         self.engine.subscribe(connection.subscriber)
+        for listener in self.listeners:
+            listener("connect", connection)
         return connection
 
     def disconnect(self, connection: Connection) -> None:
@@ -234,6 +247,8 @@ class Hub:
             self.connections.discard(connection)
             self.engine.unsubscribe(connection.subscriber)
             self.admission.release()
+            for listener in self.listeners:
+                listener("disconnect", connection)
 
     def close_token(self, token_hash: str, reason: str) -> int:
         """Close every connection of one token at once (its revocation through the API)."""

@@ -14,7 +14,7 @@ import time
 from fastapi import WebSocket
 
 from ..engine import WriteResult
-from ..errors import CrdtSyncError, DocumentError, StoreError, UnknownCollection
+from ..errors import CrdtSyncError, DocumentError, ProtocolError, StoreError, UnknownCollection
 from ..fanout import Subscriber
 from ..ids import DocId, Origin, Seq
 from ..protocol import (
@@ -36,19 +36,25 @@ from ..protocol import (
     UpdateReceived,
     Welcome,
 )
+from ..protocol.awareness import AwarenessRoom, AwarenessState, encode_awareness_update
 from ..store.base import Committed
 from .live import Connection, Hub, WritesInFlight
 
 CATCH_UP_PAGE = 500
 SERVER_NAME = "crdt-sync/0.1"
+MAX_AWARENESS_DOCS = 64  # documents one connection may be present in at once
+
+AwarenessRooms = dict[DocId, AwarenessRoom[Connection]]
 
 
 class MuxPeer:
     """One /ws connection: its session, and the moment it is welcomed."""
 
-    def __init__(self, connection: Connection, hub: Hub) -> None:
+    def __init__(self, connection: Connection, hub: Hub, rooms: AwarenessRooms) -> None:
         self.connection = connection
         self.hub = hub
+        self.rooms = rooms
+        self.present_in: set[DocId] = set()  # the rooms this connection owns states in
         self.session = PeerSession(Role.SERVER)
         self.welcomed = asyncio.Event()
         self.hello: HelloReceived
@@ -90,14 +96,45 @@ class MuxPeer:
                 Error.for_document(event.error, doc=event.doc, cseq=event.cseq)
             )
         elif isinstance(event, AwarenessReceived):
-            message = AwarenessUpdate(event.doc, event.data)
-            for peer in self.hub.connections:
-                if peer.endpoint == "ws" and peer is not self.connection:
-                    peer.put_nowait(message)
+            self._relay_awareness(event.doc, event.data, event.states)
         elif isinstance(event, ByeReceived):
             self.connection.request_close(CloseCode.NORMAL, "bye")
         elif isinstance(event, PingReceived):
             pass  # the session queued the pong itself
+
+    def _relay_awareness(self, doc: DocId, data: bytes, states: tuple[AwarenessState, ...]) -> None:
+        """Relay the states this connection owns (awareness.py, Rule (ownership))."""
+        if doc not in self.present_in and len(self.present_in) >= MAX_AWARENESS_DOCS:
+            raise ProtocolError(
+                f"awareness for {doc}: a connection may be present in at most "
+                f"{MAX_AWARENESS_DOCS} documents at once"
+            )
+        room = self.rooms.setdefault(doc, AwarenessRoom())
+        relayed = room.receive(self.connection, states)
+        if relayed:
+            self.present_in.add(doc)
+            self._offer_others(doc, data if relayed == states else encode_awareness_update(relayed))
+        elif not room:
+            del self.rooms[doc]
+
+    def leave_awareness(self) -> None:
+        """Tell the others this connection's states are gone (y-protocols removals)."""
+        for doc in self.present_in:
+            room = self.rooms.get(doc)
+            if room is None:
+                continue
+            removals = room.leave(self.connection)
+            if removals:
+                self._offer_others(doc, encode_awareness_update(removals))
+            if not room:
+                del self.rooms[doc]
+        self.present_in.clear()
+
+    def _offer_others(self, doc: DocId, data: bytes) -> None:
+        message = AwarenessUpdate(doc, data)
+        for peer in self.hub.connections:
+            if peer.endpoint == "ws" and peer is not self.connection:
+                peer.put_nowait(message)
 
     async def _hello(self, hello: HelloReceived) -> None:
         """Only note it: the writer sends welcome, so nothing can go out ahead of it."""
@@ -182,7 +219,7 @@ class MuxPeer:
             await self.connection.websocket.send_bytes(frame)
 
 
-async def serve_mux(websocket: WebSocket, hub: Hub) -> None:
+async def serve_mux(websocket: WebSocket, hub: Hub, rooms: AwarenessRooms) -> None:
     connection = await hub.connect(
         websocket,
         "ws",
@@ -195,8 +232,9 @@ async def serve_mux(websocket: WebSocket, hub: Hub) -> None:
     )
     if connection is None:
         return
-    peer = MuxPeer(connection, hub)
+    peer = MuxPeer(connection, hub, rooms)
     try:
         await connection.run(peer.read(), peer.write())
     finally:
+        peer.leave_awareness()
         hub.disconnect(connection)

@@ -4,7 +4,11 @@
     sync_updates.py GET  /api/sync/updates                         (CRDT pull: the log, CBOR)
     sync_push.py    POST /api/sync/outgoing                        (WatermelonDB push, CRDT updates)
     metrics.py      GET  /api/sync/status, /metrics
-    sync_admin.py   /api/admin/sync/*, /api/admin/tokens  (sync management; admin)
+    sync_admin.py   /api/admin/sync/overview|clients, /api/admin/tokens  (sync management; admin)
+    sync_watch.py   /api/admin/sync/refusals|activity[/stream]|rates  (what the sync does; admin)
+    sync_ops.py     /api/admin/sync/clients/{id}|compactions|check|export  (operations; admin)
+    admin/feed.py   GET  /api/admin/feed  (records as they change, SSE; admin)
+    admin/record_api.py  /api/{collection}/{id}/history|at|restore|text  (admin)
     docs_views.py   /api/docs/{collection}/{id}[/state-vector|/update]
     crud.py         /api/{collection}[/{id}]  (made per collection from the schema; admin)
 
@@ -23,8 +27,19 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import docs_views, metrics, sync_admin, sync_push, sync_updates, sync_views
+from . import (
+    docs_views,
+    metrics,
+    sync_admin,
+    sync_ops,
+    sync_push,
+    sync_updates,
+    sync_views,
+    sync_watch,
+)
 from .access import Authenticated, principal
+from .activity import ActivityLog, Rates
+from .admin import feed, record_api
 from .crud import crud_router
 from .errors import handle_http_exception, handle_validation_error
 from .models import REQUEST_ONLY_MODELS
@@ -42,6 +57,10 @@ router.include_router(sync_push.router)
 router.include_router(metrics.router)
 router.include_router(docs_views.router)
 router.include_router(sync_admin.router)
+router.include_router(sync_watch.router)
+router.include_router(sync_ops.router)
+router.include_router(feed.router)
+router.include_router(record_api.router)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -51,6 +70,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     """
     telemetry = Telemetry()
     app.state.telemetry = telemetry
+    app.state.activity, app.state.rates = ActivityLog(), Rates()
+    app.state.sync_jobs = sync_ops.SyncJobs()
     app.state.push_locks = {}
     app.state.metrics = metrics.metrics_registry()
     crud, request_models = crud_router(settings.schema)

@@ -2,6 +2,7 @@
 
     GET    /api/admin/sync/overview   cursor, log size, compaction debt, connections
     GET    /api/admin/sync/clients    every open websocket client, and REST devices seen
+                                      (sync_watch.py and sync_ops.py have the rest)
     GET    /api/admin/tokens          every token (never the token itself)
     POST   /api/admin/tokens          a new token, returned once
     DELETE /api/admin/tokens/{name}   revoke; that token's open sockets close at once
@@ -36,6 +37,7 @@ class Overview(BaseModel):
 
 
 class LiveClient(BaseModel):
+    id: str = Field(description="the connection's id: DELETE /api/admin/sync/clients/{id}")
     token: str = Field(description="the token's name")
     role: str
     transport: str = Field(description="'ws' (multiplexed) or 'yjs' (y-websocket)")
@@ -118,6 +120,7 @@ async def clients(request: Request, who: AdminOnly) -> Clients:
         tracked = c.endpoint == "ws"  # a /yjs room is kept current by the server, no cursor
         live.append(
             LiveClient(
+                id=c.id,
                 token=c.principal.name,
                 role=str(c.principal.role),
                 transport=c.endpoint,
@@ -158,6 +161,9 @@ async def add_token(request: Request, body: NewToken, who: AdminOnly) -> Created
         token = await create_token(_hub(request).store, name=body.name, role=body.role)
     except AuthError as exc:  # a bad name or role is the caller's input, not their credentials
         raise BadRequest(exc.message) from None
+    request.app.state.activity.note(
+        "token", f"{who.name} created {body.role} token {body.name!r}", device=body.name
+    )
     return CreatedToken(name=body.name, role=body.role, token=token)
 
 
@@ -172,4 +178,7 @@ async def revoke_token(request: Request, name: str, who: AdminOnly) -> Revoked:
         if await hub.store.find_token(token_hash) is None:
             closed += hub.close_token(token_hash, "token revoked")
     await request.app.state.admin_sessions.end_revoked(hub.store)
+    request.app.state.activity.note(
+        "token", f"{who.name} revoked token {name!r}: {closed} sockets closed", device=name
+    )
     return Revoked(name=name, closed_connections=closed)

@@ -2,8 +2,9 @@
 
 Byte for byte what stock clients expect: one message per frame; our sync step 1 on connect;
 every committed update echoed to every peer of the record, the sender included (newer
-y-websocket clients read that echo as "saved"); awareness relayed to all peers, the sender
-included; query-awareness answered; a refused write answered with permission-denied.
+y-websocket clients read that echo as "saved"); awareness decoded, then a connection's own
+states relayed to all peers, the sender included (protocol/awareness.py); query-awareness
+answered; a refused write answered with permission-denied.
 
 A stock client keeps what it wrote whatever the answer, so a refusal that left its copy
 ahead of the server would wedge it (every later update depends on the refused one). So
@@ -25,6 +26,7 @@ from ..engine import WriteResult
 from ..errors import CrdtSyncError, DocumentError, LimitExceeded, SchemaViolation, StoreError
 from ..fanout import PendingUpdates, Subscriber
 from ..ids import DocId, Origin, make_doc_id
+from ..protocol.awareness import AwarenessRoom, decode_awareness_update, encode_awareness_update
 from ..protocol.close import CloseCode
 from ..protocol.ysync import (
     YjsAwareness,
@@ -47,10 +49,15 @@ MAX_MERGED_UPDATES = 256  # updates of one peer written as one, at most
 
 
 class Room:
-    """Awareness of one record's peers: the last awareness message each connection sent."""
+    """Awareness of one record's peers: who owns which client id, and its last state."""
 
     def __init__(self) -> None:
-        self.awareness: dict[Connection, bytes] = {}
+        self.awareness: AwarenessRoom[Connection] = AwarenessRoom()
+
+    def present_frames(self) -> list[bytes]:
+        """The room's states as one awareness message, if anyone is present."""
+        states = self.awareness.states()
+        return [encode_awareness(encode_awareness_update(states))] if states else []
 
 
 async def serve_yjs(
@@ -80,19 +87,22 @@ async def serve_yjs(
     room = rooms.setdefault(doc_id, Room())
     try:
         # Subscribed before reading the state: nothing committed in between can be missed.
-        # Only its state vector is kept: no document stays in memory per connection.
-        connection.put_nowait(
-            encode_sync_step1(get_state(await hub.engine.committed_update(doc_id)))
-        )
+        # No document stays in memory per connection; the state read is kept only to answer
+        # the peer's own step 1, which comes at once.
+        joined = await hub.engine.committed_update(doc_id)
+        connection.put_nowait(encode_sync_step1(get_state(joined)))
         # As the reference server does: a late joiner sees who is here without waiting for
         # the others to renew their presence (stock clients never send query-awareness).
-        for payload in room.awareness.values():
-            connection.put_nowait(encode_awareness(payload))
+        for frame in room.present_frames():
+            connection.put_nowait(frame)
         await connection.run(
-            _read(connection, hub, room, doc_id), connection.send_outgoing(_encode_update)
+            _read(connection, hub, room, doc_id, joined),
+            connection.send_outgoing(_encode_update),
         )
     finally:
-        room.awareness.pop(connection, None)
+        removals = room.awareness.leave(connection)
+        if removals:
+            _offer_peers(hub, doc_id, encode_awareness(encode_awareness_update(removals)))
         if not room.awareness and not hub.engine.peers_of(doc_id) - {connection.subscriber}:
             rooms.pop(doc_id, None)
         hub.disconnect(connection)
@@ -104,7 +114,9 @@ def _encode_update(item: object) -> list[bytes]:
     return [item] if isinstance(item, bytes) else []
 
 
-async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> None:
+async def _read(
+    connection: Connection, hub: Hub, room: Room, doc_id: DocId, joined: bytes | None
+) -> None:
     writes = WritesInFlight()
     origin = Origin(connection.principal.name)
     answer = functools.partial(_answer, connection)
@@ -126,8 +138,15 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
     try:
         while True:
             message = decode_yjs_message(await connection.receive_bytes())
+            known, joined = joined, None  # what it was shown on joining, for its first message
             if isinstance(message, YjsSyncStep1):
-                diff = await hub.engine.committed_diff(doc_id, message.state_vector)
+                # Answered after this peer's own writes are committed, so the answer holds
+                # them, and from the live record when no write is in flight (no store read).
+                if flush_soon is not None:
+                    flush_soon.cancel()
+                    flush()
+                await writes.wait_all()
+                diff = await hub.engine.committed_diff(doc_id, message.state_vector, known=known)
                 connection.put_nowait(encode_sync_step2(diff))
             elif isinstance(message, YjsSyncStep2 | YjsUpdate):
                 if message.update == EMPTY_UPDATE:
@@ -144,13 +163,17 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
                 elif flush_soon is None:
                     flush_soon = asyncio.get_running_loop().call_soon(flush)
             elif isinstance(message, YjsAwareness):
-                room.awareness[connection] = message.payload
-                frame = encode_awareness(message.payload)
-                for peer in hub.engine.peers_of(doc_id):
-                    peer.offer_frame(frame)
+                # Decoded first (ProtocolError: 4400): garbage relayed makes stock clients exit.
+                states = decode_awareness_update(message.payload)
+                relayed = room.awareness.receive(connection, states)
+                if relayed:
+                    payload = (
+                        message.payload if relayed == states else encode_awareness_update(relayed)
+                    )
+                    _offer_peers(hub, doc_id, encode_awareness(payload))
             elif isinstance(message, YjsQueryAwareness):
-                for payload in room.awareness.values():
-                    connection.put_nowait(encode_awareness(payload))
+                for frame in room.present_frames():
+                    connection.put_nowait(frame)
             elif isinstance(message, YjsPermissionDenied):
                 pass  # only servers send it; a client echoing one changes nothing
     finally:
@@ -158,6 +181,11 @@ async def _read(connection: Connection, hub: Hub, room: Room, doc_id: DocId) -> 
             flush_soon.cancel()
             flush()
         await writes.wait_all()
+
+
+def _offer_peers(hub: Hub, doc_id: DocId, frame: bytes) -> None:
+    for peer in hub.engine.peers_of(doc_id):
+        peer.offer_frame(frame)
 
 
 def _answer(connection: Connection, write: asyncio.Future[WriteResult]) -> None:

@@ -1,4 +1,4 @@
-"""Durable storage: the Store interface and its SQLite implementation."""
+"""Durable storage: the Store interface, its SQLite and PostgreSQL implementations."""
 
 from .base import (
     Append,
@@ -17,6 +17,7 @@ from .base import (
 from .compaction import COMPACTION_ORIGIN
 from .listing import RecordQuery
 from .migrations import SCHEMA_VERSION
+from .opening import store_at
 from .sqlite import SQLiteStore
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "Store",
     "StoreStatistics",
     "TokenRow",
+    "store_at",
 ]

@@ -5,6 +5,7 @@ Every sqlite3 error that leaves this module is a StoreError naming the file.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     """A StoreError for `exc`, with a message for people: what file, what went wrong."""
     if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
         error = StoreError(f"{path}: not an SQLite database, so not a crdt-sync store ({exc})")
+    elif getattr(exc, "sqlite_errorname", "") == "SQLITE_CANTOPEN" and not path.parent.is_dir():
+        error = StoreError(f"{path}: there is no folder {path.parent}; create it first")
     else:
         error = StoreError(f"{path}: {exc}")
     error.__cause__ = exc
@@ -48,6 +51,9 @@ class Connection:
         try:
             self._connection = await connection
         except sqlite3.Error as exc:
+            # aiosqlite stops its thread without waiting: its last callback would hit a closed
+            # event loop (a thread traceback after our one-line error) if the loop ended first.
+            await asyncio.to_thread(connection._thread.join, 5.0)
             raise store_error(self.path, exc) from exc
         try:
             await self.run(_configure, self._busy_timeout_ms, self._synchronous)

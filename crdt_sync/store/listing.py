@@ -35,6 +35,7 @@ class RecordQuery:
     is_descending: bool = False
     after: tuple[Scalar, str] | None = None
     include_deleted: bool = False
+    only_deleted: bool = False  # the admin panel's "deleted" view
     limit: int = 50
 
     def __post_init__(self) -> None:
@@ -49,7 +50,9 @@ class RecordQuery:
 def list_query(query: RecordQuery) -> Query:
     where = ["doc_id > ?", "doc_id < ?"]  # "name/" < every doc id of the collection < "name0"
     params: list[Any] = [f"{query.collection}/", f"{query.collection}0"]
-    if not query.include_deleted:
+    if query.only_deleted:
+        where.append("is_deleted = 1")
+    elif not query.include_deleted:
         where.append("is_deleted = 0")
     for name, value in query.equals:
         where.append("json_extract(view, ?) IS ?")

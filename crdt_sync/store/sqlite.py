@@ -39,7 +39,7 @@ from .base import (
 from .connection import Connection
 from .migrations import prepare
 from .transactions import AppendJob, ExclusiveJob, FollowJob, Row, insert_token, revoke_token
-from .writer import CommitWriter
+from .writer import CommitWriter, SQLiteCommits
 
 T = TypeVar("T")
 
@@ -102,11 +102,10 @@ class SQLiteStore:
             self._reader = await stack.enter_async_context(self._connection())
             await self._reader.run(_read_only)
             writer = CommitWriter(
-                connection,
+                SQLiteCommits(connection, self.schema_version),
                 max_batch=self._max_batch,
                 idempotency_ttl=self._idempotency_ttl,
                 clock=self._clock,
-                schema_version=self.schema_version,
             )
             writer.listeners = self._listeners
             self._writer = await stack.enter_async_context(writer)
@@ -381,7 +380,7 @@ class SQLiteStore:
     # Tokens: rare writes, each its own transaction on the writing connection.
 
     async def add_token(self, name: str, role: str, token_hash: str) -> None:
-        """Raises StoreError if a token already has this name or this hash."""
+        """Raises NameTaken if a token already has this name or this hash."""
         await self._exclusive(partial(insert_token, name, role, token_hash, self._clock()))
 
     async def find_token(self, token_hash: str) -> TokenRow | None:

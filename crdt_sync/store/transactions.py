@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from ..errors import StoreError
+from ..errors import NameTaken, StoreError
 from ..ids import DocId, Origin, Seq
 from .base import Committed
 from .chains import Heads
@@ -283,7 +283,7 @@ def insert_token(name: str, role: str, token_hash: str, now: float, db: sqlite3.
         )
     except sqlite3.IntegrityError as exc:
         taken = "hash" if "token_hash" in str(exc) else "name"
-        raise StoreError(f"a token with this {taken} already exists (name {name!r})") from exc
+        raise NameTaken(f"a token with this {taken} already exists (name {name!r})") from exc
 
 
 def revoke_token(name: str, now: float, db: sqlite3.Connection) -> bool:

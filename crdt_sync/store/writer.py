@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from ..errors import StoreError
 from ..ids import Seq
@@ -48,6 +48,63 @@ class WriterStatistics:
     foreign: int = 0  # updates other processes committed, read back
 
 
+class CommitBackend(Protocol):
+    """The transactions a writer runs on its database, one at a time, in the order given."""
+
+    @property
+    def name(self) -> str:
+        """Names the store in error messages (a file, a database)."""
+        ...
+
+    async def last_seq(self) -> Seq:
+        """The highest seq committed so far."""
+        ...
+
+    async def commit_appends(
+        self, batch: list[AppendJob], now: float, expired_before: float, known: Seq
+    ) -> tuple[list[Outcome], list[Committed]]:
+        """The batch in one transaction (see `transactions.commit_appends`), and the foreign
+        updates committed after seq `known` (all below the batch's seqs)."""
+        ...
+
+    async def read_foreign(self, known: Seq) -> list[Committed]:
+        """What others committed after seq `known`, in seq order."""
+        ...
+
+    async def run_exclusive(self, job: ExclusiveJob) -> object:
+        """`job.work` alone in its own write transaction."""
+        ...
+
+
+class SQLiteCommits:
+    """The writer's transactions on an SQLite file, each run whole on the connection's thread."""
+
+    def __init__(self, connection: Connection, schema_version: int) -> None:
+        self._connection = connection
+        self._schema_version = schema_version
+        self._heads = Heads()  # touched only by the transaction in flight, on the thread
+
+    @property
+    def name(self) -> str:
+        return str(self._connection.path)
+
+    async def last_seq(self) -> Seq:
+        return await self._connection.run(cursor)
+
+    async def commit_appends(
+        self, batch: list[AppendJob], now: float, expired_before: float, known: Seq
+    ) -> tuple[list[Outcome], list[Committed]]:
+        return await self._connection.run(
+            commit_appends, batch, now, expired_before, known, self._heads, self._schema_version
+        )
+
+    async def read_foreign(self, known: Seq) -> list[Committed]:
+        return await self._connection.run(read_foreign, known, self._heads)
+
+    async def run_exclusive(self, job: ExclusiveJob) -> object:
+        return await self._connection.run(run_exclusive, job.work, self._schema_version)
+
+
 class CommitWriter:
     """The one writer of a store: `submit()` queues, a task drains the queue into transactions.
 
@@ -57,15 +114,13 @@ class CommitWriter:
 
     def __init__(
         self,
-        connection: Connection,
+        backend: CommitBackend,
         *,
         max_batch: int,
         idempotency_ttl: float,
         clock: Callable[[], float],
-        schema_version: int,
     ) -> None:
-        self._connection = connection
-        self._schema_version = schema_version
+        self._backend = backend
         self._max_batch = max_batch
         self._idempotency_ttl = idempotency_ttl
         self._clock = clock
@@ -75,13 +130,12 @@ class CommitWriter:
         self._is_closing = False
         self._task: asyncio.Task[None] | None = None
         self._known = Seq(0)  # the last seq this writer has handed to listeners
-        self._heads = Heads()  # touched only by the transaction in flight, on the thread
         self.listeners: list[CommitListener] = []
         self.statistics = WriterStatistics()
 
     async def __aenter__(self) -> Self:
-        name = f"crdt-sync writer {self._connection.path}"
-        self._known = await self._connection.run(cursor)
+        name = f"crdt-sync writer {self._backend.name}"
+        self._known = await self._backend.last_seq()
         self._task = asyncio.create_task(self._run(), name=name)
         return self
 
@@ -100,7 +154,7 @@ class CommitWriter:
     def submit(self, job: Job) -> None:
         """Queue `job` now, without awaiting: the order of submits is the order of commits."""
         if self._is_closing or self._task is None or self._task.done():
-            raise StoreError(f"{self._connection.path}: the store is closed")
+            raise StoreError(f"{self._backend.name}: the store is closed")
         self._pending.append(job)
         self._wake.set()
 
@@ -115,7 +169,7 @@ class CommitWriter:
                     return
         finally:
             # Only reached with jobs left if this task was cancelled: nobody may wait forever.
-            path = self._connection.path
+            path = self._backend.name
             for job in self._in_flight:
                 error = StoreError(f"{path}: closed while committing; the outcome is unknown")
                 _fail(job.future, error)
@@ -140,7 +194,7 @@ class CommitWriter:
 
     async def _commit_exclusive(self, job: ExclusiveJob) -> None:
         try:
-            result = await self._connection.run(run_exclusive, job.work, self._schema_version)
+            result = await self._backend.run_exclusive(job)
         except Exception as exc:
             _fail(job.future, exc)
         else:
@@ -149,7 +203,7 @@ class CommitWriter:
 
     async def _follow(self, job: FollowJob) -> None:
         try:
-            foreign = await self._connection.run(read_foreign, self._known, self._heads)
+            foreign = await self._backend.read_foreign(self._known)
         except Exception as exc:
             _fail(job.future, exc)
             return
@@ -172,14 +226,8 @@ class CommitWriter:
     async def _commit_appends(self, batch: list[AppendJob]) -> None:
         now = self._clock()
         try:
-            outcomes, foreign = await self._connection.run(
-                commit_appends,
-                batch,
-                now,
-                now - self._idempotency_ttl,
-                self._known,
-                self._heads,
-                self._schema_version,
+            outcomes, foreign = await self._backend.commit_appends(
+                batch, now, now - self._idempotency_ttl, self._known
             )
         except StoreError as exc:
             for job in batch:  # one fresh error per caller, all caused by the same sqlite error

@@ -22,6 +22,7 @@ from ...errors import AuthError
 from ...schema import Schema
 from ..access import current_session, sessions
 from ..auth import authenticate
+from .feed import Feeds
 from .sessions import SESSION_COOKIE, Session, Sessions
 
 HERE = Path(__file__).parent
@@ -43,6 +44,7 @@ environment = Environment(
 def install(app: FastAPI, schema: Schema) -> None:
     """Add the panel's pages, its static files and its session table to `app`."""
     app.state.admin_sessions = Sessions()
+    app.state.admin_feeds = Feeds()
     app.mount("/admin/static", StaticFiles(directory=HERE / "static"), name="admin-static")
     pages = Pages(schema)
     for path, endpoint, methods in (
@@ -53,6 +55,9 @@ def install(app: FastAPI, schema: Schema) -> None:
         ("/admin/sign-out", pages.sign_out, ["POST"]),
         ("/admin/sync", pages.sync, ["GET"]),
         ("/admin/{collection}", pages.records, ["GET"]),
+        # "-" is no record id's whole path segment: "new" may be one.
+        ("/admin/{collection}/-/new", pages.new_record, ["GET"]),
+        ("/admin/{collection}/{record_id}", pages.record, ["GET"]),
     ):
         app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
 
@@ -135,7 +140,50 @@ class Pages:
             return to_sign_in(request)
         if collection not in self.schema.collections:
             return self.render("missing.html", session, 404, what=f"collection {collection!r}")
-        return self.render("records.html", session, page=collection, collection=collection)
+        return self.render(
+            "records.html",
+            session,
+            page=collection,
+            collection=collection,
+            schema=self.describe(collection),
+        )
+
+    async def new_record(self, request: Request, collection: str) -> Response:
+        return await self.record(request, collection, None)
+
+    async def record(self, request: Request, collection: str, record_id: str | None) -> Response:
+        session = await signed_in(request)
+        if session is None:
+            return to_sign_in(request)
+        if collection not in self.schema.collections:
+            return self.render("missing.html", session, 404, what=f"collection {collection!r}")
+        return self.render(
+            "record.html",
+            session,
+            page=collection,
+            collection=collection,
+            record_id=record_id,
+            schema=self.describe(collection),
+        )
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """What the page's script needs of the schema (a JSON island, not code)."""
+        collection = self.schema.collections[name]
+        return {
+            "collection": name,
+            "title_field": collection.title_field,
+            "fields": [
+                {
+                    "name": field.name,
+                    "kind": field.kind.value,
+                    "required": field.required,
+                    "choices": list(field.choices),
+                    "target": field.target,
+                }
+                for field in collection.fields.values()
+            ],
+            "titles": {n: c.title_field for n, c in self.schema.collections.items()},
+        }
 
 
 async def signed_in(request: Request) -> Session | None:

@@ -1,0 +1,179 @@
+"""The PostgreSQL store's write transactions: group commits under the seq lock (I/O layer).
+
+Rule (the prefix rule, proven in docs/ARCHITECTURE.md "Many nodes"): a commit takes the seq
+lock (the row lock of `seq_head`) as its last step before writing the log, allocates its seqs
+as one block under it, and holds it until COMMIT returns. PostgreSQL makes a commit visible
+before it releases the commit's locks, so the next holder starts after every smaller seq is
+visible: whatever any reader sees of the log is a prefix of it.
+
+Everything that may wait on another transaction (idempotency keys, which block on a
+concurrent insert of the same key) happens before the seq lock; the holder waits on nobody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from psycopg import errors as pg_errors
+
+from ...errors import StoreError
+from ...ids import DocId, Origin, Seq
+from ..base import Committed
+from ..transactions import AppendJob, ExclusiveJob, Outcome, Row
+from .connection import connection_errors
+from .schema import DB
+
+INSERT_UPDATES = """
+    INSERT INTO updates (seq, doc_id, collection, data, origin, at)
+    SELECT seq, doc_id, collection, data, origin, %s
+    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::text[])
+        AS t (seq, doc_id, collection, data, origin)
+"""
+# One row per record of the batch (ON CONFLICT may touch a row once per statement): its first
+# seq, last seq, last view and the bytes its rows add.
+UPSERT_RECORDS = """
+    INSERT INTO records (doc_id, collection, record_id, view, is_deleted,
+                         first_seq, last_seq, created_by, updated_at, size)
+    SELECT doc_id, collection, record_id, view::json, is_deleted,
+           first_seq, last_seq, created_by, %s, size
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[],
+                %s::bigint[], %s::bigint[], %s::text[], %s::bigint[])
+        AS t (doc_id, collection, record_id, view, is_deleted,
+              first_seq, last_seq, created_by, size)
+    ON CONFLICT (doc_id) DO UPDATE SET
+        view = excluded.view,
+        is_deleted = excluded.is_deleted,
+        last_seq = excluded.last_seq,
+        updated_at = excluded.updated_at,
+        size = records.size + excluded.size
+"""
+FOREIGN = "SELECT seq, doc_id, data, origin FROM updates WHERE seq > %s ORDER BY seq LIMIT %s"
+FOREIGN_PAGE = 5000
+
+
+class PostgresCommits:
+    """The group-commit writer's transactions (writer.CommitBackend) on one connection."""
+
+    def __init__(self, db: DB, name: str) -> None:
+        self._db = db
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def last_seq(self) -> Seq:
+        async with connection_errors(self._name):
+            cursor = await self._db.execute("SELECT seq FROM seq_head")
+            row = await cursor.fetchone()
+        return Seq(row[0] if row is not None else 0)
+
+    async def read_foreign(self, known: Seq) -> list[Committed]:
+        """Every update after `known` (a prefix of the log: see the rule above), in seq order."""
+        async with connection_errors(self._name):
+            return await _read_foreign(self._db, known)
+
+    async def run_exclusive(self, job: ExclusiveJob) -> object:
+        raise TypeError("PostgresStore runs its other writes on pooled connections")
+
+    async def commit_appends(
+        self, batch: list[AppendJob], now: float, expired_before: float, known: Seq
+    ) -> tuple[list[Outcome], list[Committed]]:
+        """The batch in one transaction; a used idempotency key or a failing `answer` fails
+        its job alone. Also the foreign updates committed after `known`, below the batch."""
+        async with connection_errors(self._name), self._db.transaction():
+            return await _commit(self._db, batch, now, expired_before, known)
+
+
+async def _commit(
+    db: DB, batch: list[AppendJob], now: float, expired_before: float, known: Seq
+) -> tuple[list[Outcome], list[Committed]]:
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    keyed = sorted(
+        (job.idempotency_key, index) for index, job in enumerate(batch) if job.idempotency_key
+    )  # in key order, so two nodes' batches never wait on each other's keys in a cycle
+    if keyed:
+        await db.execute("DELETE FROM idempotency WHERE at < %s", (expired_before,))
+    for key, index in keyed:
+        # Waits if another transaction holds this key uncommitted, then sees its outcome.
+        cursor = await db.execute(
+            "INSERT INTO idempotency (key, answer, at) VALUES (%s, ''::bytea, %s)"
+            " ON CONFLICT (key) DO NOTHING RETURNING key",
+            (key, now),
+        )
+        if await cursor.fetchone() is None:
+            outcomes[index] = StoreError(f"idempotency key {key!r} was already used")
+    # The seq lock, as late as possible: held from here until COMMIT has made this visible.
+    cursor = await db.execute("SELECT seq FROM seq_head FOR UPDATE")
+    head = await cursor.fetchone()
+    base = Seq(head[0] if head is not None else 0)
+    foreign = await _read_foreign(db, known) if base > known else []
+    next_seq = base + 1
+    entries: list[tuple[Seq, Row]] = []
+    for index, job in enumerate(batch):
+        if outcomes[index] is not None:
+            continue
+        seqs = cast(list[Seq], list(range(next_seq, next_seq + len(job.rows))))
+        if job.idempotency_key is not None:
+            try:
+                answer = job.answer(seqs) if job.answer is not None else b""
+            except Exception as exc:
+                outcomes[index] = exc
+                await db.execute("DELETE FROM idempotency WHERE key = %s", (job.idempotency_key,))
+                continue
+            await db.execute(
+                "UPDATE idempotency SET answer = %s WHERE key = %s", (answer, job.idempotency_key)
+            )
+        outcomes[index] = seqs
+        entries.extend(zip(seqs, job.rows))
+        next_seq += len(seqs)
+    if entries:
+        await _insert(db, entries, now)
+        await db.execute("UPDATE seq_head SET seq = %s", (next_seq - 1,))
+    return cast(list[Outcome], outcomes), foreign
+
+
+async def _insert(db: DB, entries: Sequence[tuple[Seq, Row]], now: float) -> None:
+    await db.execute(
+        INSERT_UPDATES,
+        (
+            now,
+            [seq for seq, _ in entries],
+            [row.doc_id for _, row in entries],
+            [row.collection for _, row in entries],
+            [row.update for _, row in entries],
+            [row.origin for _, row in entries],
+        ),
+    )
+    records: dict[DocId, list[object]] = {}
+    for seq, row in entries:
+        record = records.get(row.doc_id)
+        if record is None:
+            records[row.doc_id] = [
+                row.doc_id, row.collection, row.record_id, row.view, bool(row.is_deleted),
+                seq, seq, row.origin, len(row.update),
+            ]  # fmt: skip
+        else:  # a later row of the same record wins its view
+            record[3], record[4], record[6] = row.view, bool(row.is_deleted), seq
+            record[8] = cast(int, record[8]) + len(row.update)
+    columns = list(zip(*records.values()))
+    await db.execute(UPSERT_RECORDS, (now, *(list(column) for column in columns)))
+
+
+async def _read_foreign(db: DB, known: Seq) -> list[Committed]:
+    foreign: list[Committed] = []
+    while True:
+        cursor = await db.execute(FOREIGN, (known, FOREIGN_PAGE))
+        rows = await cursor.fetchall()
+        foreign += (
+            Committed(Seq(seq), DocId(doc_id), bytes(data), Origin(origin), foreign=True)
+            for seq, doc_id, data, origin in rows
+        )
+        if len(rows) < FOREIGN_PAGE:
+            return foreign
+        known = foreign[-1].seq
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    return isinstance(exc, pg_errors.UniqueViolation)
