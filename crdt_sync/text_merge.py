@@ -49,6 +49,16 @@ def text_edit_update(
         raise SchemaViolation(doc_id, f"{field} is a {spec.kind} field, not text")
     document = _document_at(doc_id, log, base_seq)
     fields = document.get(RECORD_ROOT, type=Map)
+    if not isinstance(fields.get(field), Text) and new_text:
+        # No text at the opened version: made now, it would race any text another writer
+        # made since (one value of a map key wins). Add to theirs instead, so both survive.
+        latest = _document_at(doc_id, log, log[-1].seq)
+        theirs = latest.get(RECORD_ROOT, type=Map).get(field)
+        if isinstance(theirs, Text):
+            before = latest.get_state()
+            old = str(theirs)
+            theirs.insert(len(old.encode()), ("\n" if old else "") + new_text)
+            return latest.get_update(before)
     before = document.get_state()
     with document.transaction():
         current = fields.get(field)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
@@ -30,6 +32,19 @@ def test_every_file_of_the_admin_panel_is_package_data() -> None:
     assert any(a.startswith("server/admin/static/") for a in assets)
     assert any(a.startswith("server/admin/templates/") for a in assets)
     assert [a for a in assets if not any(fnmatch(a, p) for p in patterns)] == []
+
+
+def test_each_server_module_imports_on_its_own() -> None:
+    """`server.access` and the admin panel need each other: any import order must work."""
+    for module in ("access", "rest", "admin.feed", "admin.pages", "admin.record_api", "app"):
+        done = subprocess.run(
+            [sys.executable, "-c", f"import crdt_sync.server.{module}"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"crdt_sync.server.{module}: {done.stderr[-500:]}"
 
 
 async def test_pages_answer_bad_requests_plainly_and_the_server_stays_up(

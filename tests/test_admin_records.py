@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from playwright.async_api import Locator, Page, expect
 
+from crdt_sync.schema import schema_from_tree
+
 from .browser import AdminBrowser
 from .client_helpers import field_is, replica_on
-from .conftest import wait_for
+from .conftest import RunningServer, wait_for
 
 
 async def open_table(browser: AdminBrowser, path: str) -> Page:
@@ -213,3 +216,37 @@ async def test_history_shows_each_change_and_restores_an_earlier_value_to_every_
         await expect(page.locator("input[name=phone]")).to_have_value("111")
         await expect(rows).to_have_count(3)
         await wait_for(lambda: field_is(phone, "contacts/ada", "phone", "111"))
+
+
+async def test_a_schema_files_collections_get_their_own_pages(
+    server_factory: Callable[..., Awaitable[RunningServer]],
+    admin_browser_factory: Callable[[RunningServer], Awaitable[AdminBrowser]],
+) -> None:
+    schema = schema_from_tree(
+        {
+            "collections": {
+                "products": {
+                    "title": "label",
+                    "fields": {
+                        "label": {"kind": "string", "required": True},
+                        "size": {"kind": "enum", "choices": ["s", "m", "l"]},
+                        "in_stock": "bool",
+                    },
+                }
+            }
+        }
+    )
+    browser = await admin_browser_factory(await server_factory(schema=schema))
+    await browser.sign_in()
+    page = browser.page
+    assert page.url == browser.url("/admin/products")
+    await expect(page.locator("nav a")).to_have_text(["products", "Sync"])
+    await page.click("text=New record")
+    await page.fill("input[name=label]", "Mug")
+    await page.select_option("select[name=size]", "m")
+    await page.select_option("select[name=in_stock]", "true")
+    async with page.expect_navigation():
+        await page.click("button:has-text('Create')")
+    await open_table(browser, "/admin/products?size=m")
+    await expect(page.locator("#records tbody td[data-field=label]")).to_have_text(["Mug"])
+    await expect(page.locator("#records tbody td[data-field=in_stock]")).to_have_text(["yes"])

@@ -134,3 +134,17 @@ async def test_bad_text_edits_are_refused_and_change_nothing(server: RunningServ
             )
         assert await seq_of(admin, "contacts/ada") == opened
         assert (await admin.get("/api/contacts/ada")).json()["notes"] == "x"
+
+
+async def test_notes_first_written_by_the_form_and_a_device_at_once_both_survive(
+    server: RunningServer,
+) -> None:
+    async with server.client() as admin:
+        await admin.post("/api/contacts", json={"id": "ada", "name": "Ada"})
+        opened = await seq_of(admin, "contacts/ada")  # no notes yet
+        await push(server, "contacts", {"id": "ada", "notes": "Call back."})
+        merged = await admin.post(
+            "/api/contacts/ada/text/notes", json={"base_seq": opened, "text": "Sent the offer."}
+        )
+        assert merged.status_code == 200, merged.text
+        assert merged.json()["record"]["notes"] == "Call back.\nSent the offer."

@@ -147,3 +147,13 @@ async def test_the_panels_pages_allow_nothing_from_another_origin(server: Runnin
         policy = (await client.get("/admin/sign-in")).headers["content-security-policy"]
     assert "default-src 'self'" in policy and "script-src 'self'" in policy
     assert "http" not in policy and "unsafe-inline" not in policy
+
+
+async def test_the_sign_in_and_sign_out_forms_are_in_the_openapi_document(
+    server: RunningServer,
+) -> None:
+    async with server.client() as admin:
+        paths = (await admin.get("/openapi.json")).json()["paths"]
+    for path in ("/admin/sign-in", "/admin/sign-out"):
+        body = paths[path]["post"]["requestBody"]["content"]
+        assert "csrf" in body["application/x-www-form-urlencoded"]["schema"]["properties"]

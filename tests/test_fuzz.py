@@ -14,6 +14,7 @@ while the server (and the Node client) run on the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from crdt_sync.protocol import (
+    Ack,
     AwarenessUpdate,
     CaughtUp,
     Error,
@@ -45,11 +47,16 @@ from crdt_sync.protocol import (
     encode_sync_step2,
     encode_sync_update,
 )
-from crdt_sync.protocol.awareness import decode_awareness_update
+from crdt_sync.protocol.awareness import (
+    AwarenessState,
+    decode_awareness_update,
+    encode_awareness_update,
+)
 from crdt_sync.protocol.close import CloseCode
 from crdt_sync.yupdate import read_update
 
 from .conftest import RunningServer
+from .peers import mux_peer
 from .test_node_client import node, node_client
 
 __all__ = ["node"]  # the fixture, imported for its tests here
@@ -128,11 +135,19 @@ awareness_payloads = st.one_of(
     st.binary(max_size=48),
     st.just(b'\x02\x92\x21\x01\x18{"user":{"name":"fuzz"}}'),
 )
+valid_awareness = st.builds(
+    lambda client, clock, name: encode_awareness_update(
+        [AwarenessState(client, clock, json.dumps({"user": {"name": name}}), False)]
+    ),
+    st.integers(0, 2**53 - 1),
+    st.integers(0, 2**53 - 1),
+    st.text(max_size=10),
+)
 yjs_frames = st.one_of(
     st.builds(encode_sync_update, updates),
     st.builds(encode_sync_step2, updates),
     st.builds(encode_sync_step1, st.one_of(mutated(STATE_VECTORS), st.binary(max_size=16))),
-    st.builds(encode_awareness, awareness_payloads),
+    st.builds(encode_awareness, st.one_of(valid_awareness, awareness_payloads)),
     mutated([encode_sync_update(REAL_UPDATES[0]), encode_awareness(REAL_AWARENESS), b"\x03"]),
     st.binary(max_size=64),
 )
@@ -253,7 +268,10 @@ wrong_values = st.one_of(
 @st.composite
 def ws_frames(draw: st.DrawFn) -> tuple[bool, bytes]:
     """(send a good hello first?, the frame): a template with one key wrong or gone, or bytes."""
-    kind = draw(st.sampled_from(["key", "key", "key", "bytes", "cbor"]))
+    kind = draw(st.sampled_from(["key", "key", "key", "bytes", "cbor", "awareness"]))
+    if kind == "awareness":  # well formed, often valid: what relaying must get right
+        data = draw(st.one_of(valid_awareness, awareness_payloads))
+        return True, cbor2.dumps({**TEMPLATES["awareness"], "data": data})
     if kind == "bytes":
         return True, draw(st.binary(max_size=64))
     if kind == "cbor":
@@ -276,11 +294,11 @@ def ws_exchange(url: str, hello_first: bool, frame: bytes) -> bool:
             ws.send(good_hello)
             while not isinstance(decode_frame(ws.recv(timeout=TIMEOUT)), CaughtUp):
                 pass
-        refused = False
+        refused, ponged, pending = False, False, _write_cseq(frame)
         try:
             ws.send(frame)
             ws.send(cbor2.dumps({"t": "ping", "n": 424242}))  # may find the connection closed
-            while True:
+            while not ponged or pending is not None:
                 message = decode_frame(ws.recv(timeout=TIMEOUT))
                 if isinstance(message, SyncUpdate | SyncStep2):
                     check_stock_decodes_update(message.update)
@@ -289,11 +307,27 @@ def ws_exchange(url: str, hello_first: bool, frame: bytes) -> bool:
                     Awareness(Doc()).apply_awareness_update(message.data, "server")
                 elif isinstance(message, Error):
                     refused = True
+                    pending = None if message.cseq == pending else pending
+                elif isinstance(message, Ack) and message.cseq == pending:
+                    pending = None  # settled: nothing of this example lands in the next one
                 elif isinstance(message, Pong) and message.n == 424242:
-                    return refused
+                    ponged = True
+            return refused
         except ConnectionClosed as closed:
             assert closed_code(closed) in REFUSAL_CODES
             return True
+
+
+def _write_cseq(frame: bytes) -> int | None:
+    """The cseq of `frame` if the server may take it as a write (then wait for its answer)."""
+    try:
+        value = cbor2.loads(frame)
+    except Exception:  # noqa: BLE001 - not CBOR: not a write
+        return None
+    if isinstance(value, dict) and value.get("t") == "sync":
+        cseq = value.get("cseq")
+        return cseq if isinstance(cseq, int) and not isinstance(cseq, bool) else None
+    return None
 
 
 async def test_fuzz_ws_door(server: RunningServer) -> None:
@@ -307,13 +341,19 @@ async def test_fuzz_ws_door(server: RunningServer) -> None:
     def examples(case: tuple[bool, bytes]) -> None:
         hello_first, frame = case
         note(f"hello first: {hello_first}, frame: {frame.hex()}")
-        before = cursor(http)
+        # A refused write may leave a log entry (its compensation): the record must not change.
+        before = http.get("/api/contacts/fw").json()
         if ws_exchange(url, hello_first, frame):
-            assert cursor(http) == before
+            assert http.get("/api/contacts/fw").json() == before
         assert http.get("/health").status_code == 200
 
-    with http:
-        await run_examples(examples)()
+    # A good client following everything: its PeerSession decodes every frame relayed to it
+    # (awareness included) and its reader would end on the first it could not.
+    async with mux_peer(server.ws("/ws"), "observer") as observer:
+        with http:
+            await run_examples(examples)()
+        assert observer._reader is not None and not observer._reader.done()
+        assert observer.errors == []
 
 
 # -- REST ------------------------------------------------------------------------------------

@@ -51,8 +51,6 @@ def install(app: FastAPI, schema: Schema) -> None:
         ("/", pages.root, ["GET"]),
         ("/admin", pages.home, ["GET"]),
         ("/admin/sign-in", pages.sign_in_form, ["GET"]),
-        ("/admin/sign-in", pages.sign_in, ["POST"]),
-        ("/admin/sign-out", pages.sign_out, ["POST"]),
         ("/admin/sync", pages.sync, ["GET"]),
         ("/admin/{collection}", pages.records, ["GET"]),
         # "-" is no record id's whole path segment: "new" may be one.
@@ -60,6 +58,21 @@ def install(app: FastAPI, schema: Schema) -> None:
         ("/admin/{collection}/{record_id}", pages.record, ["GET"]),
     ):
         app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
+    # The two form posts are part of the API a script could use too: documented.
+    for path, endpoint, summary, fields in (
+        ("/admin/sign-in", pages.sign_in, "Sign in with an admin token", ("token", "csrf", "next")),
+        ("/admin/sign-out", pages.sign_out, "End the session", ("csrf",)),
+    ):
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            tags=["admin: panel"],
+            summary=summary,
+            response_class=RedirectResponse,
+            status_code=303,
+            openapi_extra=form_body(fields),
+        )
 
 
 class Pages:
@@ -184,6 +197,12 @@ class Pages:
             ],
             "titles": {n: c.title_field for n, c in self.schema.collections.items()},
         }
+
+
+def form_body(fields: tuple[str, ...]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {name: {"type": "string"} for name in fields}}
+    content = {"application/x-www-form-urlencoded": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 async def signed_in(request: Request) -> Session | None:
