@@ -58,6 +58,19 @@ def serve(
     ] = False,
     schema: Annotated[Path | None, typer.Option(help="Schema file (TOML or JSON).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact/--no-compact", help="Compact much-edited records in the background."
+        ),
+    ] = True,
+    # The defaults are CompactionPolicy's (not imported here: `--help` should stay quick).
+    compact_rows: Annotated[
+        int, typer.Option(min=2, help="Compact a record once this many rows follow its snapshot.")
+    ] = 100,
+    compact_bytes: Annotated[
+        int, typer.Option(min=1, help="... or once those rows hold this many bytes.")
+    ] = 64 * 1024,
     store: StoreOption = None,
     bus: Annotated[
         str | None,
@@ -77,12 +90,14 @@ def serve(
     import uvicorn
 
     from .commands.common import chosen_store
+    from .compactor import CompactionPolicy
     from .server.app import Server, Settings, create_app
     from .server.bootstrap import prepare_store
     from .server.listen import bind, url_of
     from .store.opening import redacted
 
     parsed = schema_from(schema)
+    policy = CompactionPolicy(rows=compact_rows, bytes=compact_bytes) if compact else None
     url = run_checked(lambda: chosen_store(db, store))
     with ExitStack() as held:
         # Bound first: a taken port must not leave a new, empty store file behind.
@@ -95,7 +110,14 @@ def serve(
             typer.echo(admin_token)
         where = db if url is None else redacted(url)
         typer.echo(f"crdt-sync serving {where} on {url_of(sock)}", err=True)
-        settings = Settings(db_path=db, store_url=url, bus_url=bus, schema=parsed, tune_gc=True)
+        settings = Settings(
+            db_path=db,
+            store_url=url,
+            bus_url=bus,
+            schema=parsed,
+            tune_gc=True,
+            compaction=policy,
+        )
         config = uvicorn.Config(
             create_app(settings),
             log_level=log_level,

@@ -15,7 +15,8 @@
     │   └── Forbidden
     ├── StoreError           not a store, newer schema, disk trouble
     │   ├── StoreInUse       another server already serves this store file
-    │   └── NameTaken        a name that must be unique is taken (a token's)
+    │   ├── NameTaken        a name that must be unique is taken (a token's)
+    │   └── KeyAlreadyUsed   an idempotency key that another request (on any node) used
     ├── AddressUnavailable   (server) cannot listen there: the port is taken, or not allowed
     ├── ConfigError          a schema file that does not parse; names the line or key
     ├── ArchiveError         a file that is not a crdt-sync archive, or a damaged one
@@ -116,6 +117,12 @@ class NameTaken(StoreError):
 
 class AddressUnavailable(CrdtSyncError):
     code = "address_unavailable"
+
+
+class KeyAlreadyUsed(StoreError):
+    """Raised for a batch whose idempotency key is taken; nothing of it was stored."""
+
+    code = "idempotency_key_used"
 
 
 class ConfigError(CrdtSyncError):

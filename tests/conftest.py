@@ -119,8 +119,10 @@ class ServerProcess:
         self.process.wait(10)
 
 
-def spawn_server(db_path: Path, port: int | None = None) -> ServerProcess:
-    """`crdt-sync serve` as a real subprocess, for tests that kill it."""
+def spawn_server(
+    db_path: Path, port: int | None = None, options: tuple[str, ...] = ()
+) -> ServerProcess:
+    """`crdt-sync serve [options]` as a real subprocess, for tests that kill it."""
     if port is None:
         with free_socket() as sock:
             port = sock.getsockname()[1]
@@ -138,6 +140,7 @@ def spawn_server(db_path: Path, port: int | None = None) -> ServerProcess:
             str(port),
             "--log-level",
             "warning",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,

@@ -60,7 +60,7 @@ def spawn_node(store_url: str, log: Path, *, bus_url: str | None = None, port: i
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     node = Node(port, process, log, args)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"node exited: {log.read_text()[-2000:]}")
@@ -70,7 +70,7 @@ def spawn_node(store_url: str, log: Path, *, bus_url: str | None = None, port: i
         except httpx.HTTPError:
             time.sleep(0.05)
     node.kill()
-    raise AssertionError(f"node did not start within 30 s: {log.read_text()[-2000:]}")
+    raise AssertionError(f"node did not start within 60 s: {log.read_text()[-2000:]}")
 
 
 def stop_all(nodes: list[Node]) -> Iterator[None]:

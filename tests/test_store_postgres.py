@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from crdt_sync.errors import StoreError
 from crdt_sync.ids import DocId, Origin
 from crdt_sync.store.postgres import PostgresStore, redacted
+from crdt_sync.store.postgres.schema import SCHEMA_VERSION
 
 from .services import postgres, postgres_schema
 
@@ -172,8 +173,9 @@ async def test_nodes_starting_together_create_the_schema_once(url: str) -> None:
     stores = [PostgresStore(url, readers=1) for _ in range(3)]
     await asyncio.gather(*(store.__aenter__() for store in stores))
     try:
-        assert {store.schema_version for store in stores} == {1}
-        assert postgres(url, "SELECT version FROM schema_version") == [(1,)]
+        assert {store.schema_version for store in stores} == {SCHEMA_VERSION}
+        assert postgres(url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+        assert len({store.identity for store in stores}) == 1
     finally:
         for store in stores:
             await store.close()
@@ -194,3 +196,14 @@ async def test_a_retried_push_on_another_node_waits_for_the_first_and_is_refused
         assert len(failures) == 1 and "already used" in failures[0].message
         assert await two.cursor() == 1
         assert await two.recall("k") in (b"one", b"two")
+
+
+async def test_an_idempotency_key_with_a_nul_is_kept_and_recalled(url: str) -> None:
+    """The server scopes keys by token with a NUL, which PostgreSQL text cannot hold."""
+    from crdt_sync.store import Append
+
+    async with PostgresStore(url) as store:
+        batch = [Append(DocId("contacts/1"), empty_update(), {}, False, Origin("phone"))]
+        await store.append_many(batch, idempotency_key="phone\x00k", answer=lambda s: b"first")
+        assert await store.recall("phone\x00k") == b"first"
+        assert await store.recall("phone\\0k") is None  # escaped one to one: no collision

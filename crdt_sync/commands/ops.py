@@ -22,7 +22,11 @@ if TYPE_CHECKING:  # the store is imported when a command opens it (common.open_
 
 
 def status(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
-    """Records per collection, deleted, log length and compaction debt, file size, cursor."""
+    """Records per collection, deleted, log length, compaction debt and snapshots, file size.
+
+    A server compacts in the background (`serve --no-compact` turns it off): debt stays low and
+    snapshots grow; its own counters are in /api/sync/status and /metrics.
+    """
     output = Output(as_json)
 
     async def work() -> StoreStatistics:
@@ -46,7 +50,9 @@ def status(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     facts.add_row("cursor", f"[bold]{statistics.cursor}[/]")
     facts.add_row("log", f"{statistics.log_entries} updates")
     hint = " [yellow](crdt-sync compact --all folds them)[/]" if debt else ""
-    facts.add_row("compaction debt", f"{debt} updates{hint}")
+    indebted = summary["records_with_debt"]
+    facts.add_row("compaction debt", f"{debt} updates in {indebted} records{hint}")
+    facts.add_row("compacted", f"{summary['snapshots']} records start at a snapshot")
     facts.add_row("file", f"{decimal(statistics.file_bytes)} (with its write-ahead log)")
     facts.add_row("schema version", str(summary["schema_version"]))
     output.out.print(facts)
@@ -69,6 +75,8 @@ def _status_json(statistics: StoreStatistics, db: str) -> dict[str, Any]:
         "deleted": sum(statistics.deleted.values()),
         "log_entries": statistics.log_entries,
         "compaction_debt": statistics.compaction_debt,
+        "records_with_debt": statistics.extra.get("records_with_debt"),
+        "snapshots": statistics.extra.get("snapshots"),
         "file_bytes": statistics.file_bytes,
         "schema_version": statistics.extra.get("schema_version"),
     }

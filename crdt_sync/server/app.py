@@ -14,15 +14,17 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 
+from ..compactor import CompactionPolicy, Compactor
 from ..engine import Engine, Limits
 from ..errors import CrdtSyncError
 from ..ids import DocId
 from ..protocol.close import CloseCode
 from ..schema import DEFAULT_SCHEMA, Schema
-from ..store import store_at
+from ..store import Store, store_at
 from .admission import Admission
 from .errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .live import Hub
+from .nodes import commit_news
 from .yjs import Room, serve_yjs
 
 LOG = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ class Settings:
     tune_gc: bool = False
     synchronous: str = "FULL"
     max_body_bytes: int = 16 << 20  # REST request bodies; larger ones are answered 413
+    # Background compaction (compactor.py); None: off. `crdt-sync serve` turns it on with the
+    # defaults unless told otherwise; an app embedded elsewhere (a test) opts in.
+    compaction: CompactionPolicy | None = None
 
 
 def create_app(settings: Settings = Settings()) -> FastAPI:
@@ -54,7 +59,13 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         location = settings.store_url or settings.db_path
-        async with store_at(location, synchronous=settings.synchronous) as store:
+        async with (
+            store_at(location, synchronous=settings.synchronous) as store,
+            compacting(store, settings.compaction) as compactor,
+            commit_news(store, settings.bus_url) as bus,
+        ):
+            app.state.compactor = compactor
+            app.state.bus = bus
             engine = Engine(
                 store, settings.schema, cache_size=settings.cache_size, limits=settings.limits
             )
@@ -139,6 +150,13 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         return {"status": "ready", "cursor": await request.app.state.store.cursor()}
 
     return app
+
+
+def compacting(
+    store: Store, policy: CompactionPolicy | None
+) -> contextlib.AbstractAsyncContextManager[Compactor | None]:
+    """The background compactor, or nothing when compaction is off."""
+    return Compactor(store, policy) if policy is not None else contextlib.nullcontext(None)
 
 
 class Server(uvicorn.Server):

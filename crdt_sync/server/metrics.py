@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..compactor import CompactorStatistics
 from .access import AdminOnly, Authenticated
 from .live import Hub
 from .telemetry import Figures, Telemetry, gather
@@ -25,7 +26,8 @@ router = APIRouter()
 async def figures_of(request: Request) -> Figures:
     hub: Hub = request.app.state.hub
     telemetry: Telemetry = request.app.state.telemetry
-    return await gather(hub, telemetry, list(hub.engine.schema.collections))
+    compactor = request.app.state.compactor  # None when compaction is off
+    return await gather(hub, telemetry, list(hub.engine.schema.collections), compactor)
 
 
 @router.get("/api/sync/status", tags=["sync"])
@@ -43,6 +45,7 @@ async def sync_status(request: Request, who: Authenticated) -> dict[str, Any]:
         },
         "log_entries": figures.log_entries,
         "compaction_debt": figures.compaction_debt,
+        "compactor": compactor_json(figures.compactor),
         "connections": len(hub.connections),
         "clients": [
             {
@@ -78,6 +81,25 @@ async def sync_status(request: Request, who: Authenticated) -> dict[str, Any]:
     }
 
 
+def compactor_json(statistics: CompactorStatistics | None) -> dict[str, Any] | None:
+    """What the background compactor knows and did; None when it is off (`serve --no-compact`)."""
+    if statistics is None:
+        return None
+    return {
+        "thresholds": {"rows": statistics.rows_threshold, "bytes": statistics.bytes_threshold},
+        "scanning": statistics.is_scanning,
+        "due": statistics.due,
+        "tracked_rows": statistics.tracked_rows,
+        "compactions": statistics.compactions,
+        "rows_folded": statistics.rows_folded,
+        "bytes_before": statistics.bytes_before,
+        "bytes_after": statistics.bytes_after,
+        "skipped": statistics.skipped,
+        "failures": statistics.failures,
+        "last_compaction_at": statistics.last_compaction_at,
+    }
+
+
 class FiguresCollector(Collector):
     """Reports the `figures` set just before each `generate_latest` (no await in between)."""
 
@@ -100,6 +122,8 @@ class FiguresCollector(Collector):
         yield _gauge(
             "crdt_sync_compaction_debt", "Log rows compaction would fold away.", f.compaction_debt
         )
+        if f.compactor is not None:
+            yield from _compactor_metrics(f.compactor)
         yield _gauge("crdt_sync_store_bytes", "Size of the store file and its WAL.", f.file_bytes)
         connections = GaugeMetricFamily(
             "crdt_sync_connections", "Open websocket connections.", labels=["endpoint"]
@@ -136,6 +160,22 @@ class FiguresCollector(Collector):
         yield _labelled_counter("crdt_sync_pulls", "REST pulls since start.", "kind", f.pulls)
         yield _counter("crdt_sync_pushes", "REST pushes since start.", f.pushes)
         yield _gauge("crdt_sync_uptime_seconds", "Seconds since the server started.", f.uptime)
+
+
+def _compactor_metrics(c: CompactorStatistics) -> Iterator[Metric]:
+    yield _gauge("crdt_sync_compactor_due", "Records waiting to be compacted.", c.due)
+    yield _counter("crdt_sync_compactions", "Records compacted in the background.", c.compactions)
+    yield _counter(
+        "crdt_sync_compaction_rows_folded", "Log rows background compaction removed.", c.rows_folded
+    )
+    yield _counter(
+        "crdt_sync_compaction_bytes_saved",
+        "Bytes of log background compaction removed.",
+        c.bytes_before - c.bytes_after,
+    )
+    yield _counter(
+        "crdt_sync_compaction_failures", "Background compactions that failed.", c.failures
+    )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Header, Request, Response
 
 from ..batches import BatchOutcome, BatchWrite
 from ..engine import Engine
-from ..errors import BadRequest
+from ..errors import BadRequest, KeyAlreadyUsed
 from ..ids import DocId, Seq
 from .access import Authenticated, device_origin
 from .bodies import decode_base64, media_type, parse_cbor_map, parse_json_object, read_body
@@ -84,12 +84,19 @@ async def outgoing(
             if first is not None:
                 return _answer(first, replayed=True)
         current = await engine.store.cursor()
-        outcomes = await engine.write_many(
-            push.writes,
-            origin=device_origin(request, who),
-            idempotency_key=scoped,
-            answer=lambda outcomes: encode_answer(outcomes, current),
-        )
+        try:
+            outcomes = await engine.write_many(
+                push.writes,
+                origin=device_origin(request, who),
+                idempotency_key=scoped,
+                answer=lambda outcomes: encode_answer(outcomes, current),
+            )
+        except KeyAlreadyUsed:
+            # The same key committed meanwhile through another node (or process): replay it.
+            first = await engine.store.recall(scoped) if scoped is not None else None
+            if first is None:
+                raise
+            return _answer(first, replayed=True)
     return _answer(encode_answer(outcomes, current), replayed=False)
 
 

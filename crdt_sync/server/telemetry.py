@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..compactor import Compactor, CompactorStatistics
 from .live import Hub
 
 
@@ -99,9 +100,12 @@ class Figures:
     pulls: dict[str, int]
     pushes: int
     uptime: float
+    compactor: CompactorStatistics | None  # None: background compaction is off
 
 
-async def gather(hub: Hub, telemetry: Telemetry, collections: list[str]) -> Figures:
+async def gather(
+    hub: Hub, telemetry: Telemetry, collections: list[str], compactor: Compactor | None = None
+) -> Figures:
     stats = await hub.store.statistics()
     depths = [c.subscriber.queue.qsize() for c in hub.connections]
     endpoints: Counter[str] = Counter(c.endpoint for c in hub.connections)
@@ -127,6 +131,7 @@ async def gather(hub: Hub, telemetry: Telemetry, collections: list[str]) -> Figu
         pulls=dict(telemetry.pulls),
         pushes=telemetry.pushes,
         uptime=time.time() - telemetry.started_at,
+        compactor=compactor.statistics() if compactor is not None else None,
     )
 
 

@@ -150,7 +150,13 @@ def statistics(db: sqlite3.Connection, file_bytes: int) -> StoreStatistics:
             "SELECT collection, is_deleted, COUNT(*) FROM records GROUP BY collection, is_deleted"
         ):
             (deleted if is_deleted else live)[collection] = count
-        (entries,) = db.execute("SELECT COUNT(*) FROM updates").fetchone()
+        (entries, snapshots) = db.execute(
+            "SELECT COUNT(*), CAST(TOTAL(is_snapshot) AS INTEGER) FROM updates"
+        ).fetchone()
+        (indebted,) = db.execute(
+            "SELECT COUNT(*) FROM records CROSS JOIN updates ON updates.seq = records.last_seq"
+            " WHERE updates.prev_seq IS NOT NULL"
+        ).fetchone()  # a head with a row before it: more than one row
         return StoreStatistics(
             cursor=cursor(db),
             records=live,
@@ -158,6 +164,9 @@ def statistics(db: sqlite3.Connection, file_bytes: int) -> StoreStatistics:
             log_entries=entries,
             compaction_debt=entries - sum(live.values()) - sum(deleted.values()),
             file_bytes=file_bytes,
+            # Records whose log starts at a compaction snapshot, and records compaction would
+            # fold (more than one row).
+            extra={"snapshots": snapshots, "records_with_debt": indebted},
         )
     finally:
         db.execute("COMMIT")

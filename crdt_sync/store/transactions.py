@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from ..errors import NameTaken, StoreError
+from ..errors import KeyAlreadyUsed, NameTaken, StoreError
 from ..ids import DocId, Origin, Seq
 from .base import Committed
 from .chains import Heads
@@ -219,7 +219,7 @@ def _write_with_key(
         db.execute("INSERT INTO idempotency (key, answer, at) VALUES (?, ?, ?)", (key, answer, now))
     except sqlite3.IntegrityError as exc:
         _undo(db, written, before)
-        error = StoreError(f"idempotency key {key!r} was already used")
+        error = KeyAlreadyUsed(f"idempotency key {key!r} was already used")
         error.__cause__ = exc
         return error
     db.execute("RELEASE job")

@@ -15,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from psycopg import errors as pg_errors
-
-from ...errors import StoreError
+from ...errors import KeyAlreadyUsed
 from ...ids import DocId, Origin, Seq
 from ..base import Committed
 from ..transactions import AppendJob, ExclusiveJob, Outcome, Row
@@ -91,7 +89,9 @@ async def _commit(
 ) -> tuple[list[Outcome], list[Committed]]:
     outcomes: list[Outcome | None] = [None] * len(batch)
     keyed = sorted(
-        (job.idempotency_key, index) for index, job in enumerate(batch) if job.idempotency_key
+        (stored_key(job.idempotency_key), index)
+        for index, job in enumerate(batch)
+        if job.idempotency_key
     )  # in key order, so two nodes' batches never wait on each other's keys in a cycle
     if keyed:
         await db.execute("DELETE FROM idempotency WHERE at < %s", (expired_before,))
@@ -103,7 +103,8 @@ async def _commit(
             (key, now),
         )
         if await cursor.fetchone() is None:
-            outcomes[index] = StoreError(f"idempotency key {key!r} was already used")
+            used = batch[index].idempotency_key
+            outcomes[index] = KeyAlreadyUsed(f"idempotency key {used!r} was already used")
     # The seq lock, as late as possible: held from here until COMMIT has made this visible.
     cursor = await db.execute("SELECT seq FROM seq_head FOR UPDATE")
     head = await cursor.fetchone()
@@ -120,10 +121,13 @@ async def _commit(
                 answer = job.answer(seqs) if job.answer is not None else b""
             except Exception as exc:
                 outcomes[index] = exc
-                await db.execute("DELETE FROM idempotency WHERE key = %s", (job.idempotency_key,))
+                await db.execute(
+                    "DELETE FROM idempotency WHERE key = %s", (stored_key(job.idempotency_key),)
+                )
                 continue
             await db.execute(
-                "UPDATE idempotency SET answer = %s WHERE key = %s", (answer, job.idempotency_key)
+                "UPDATE idempotency SET answer = %s WHERE key = %s",
+                (answer, stored_key(job.idempotency_key)),
             )
         outcomes[index] = seqs
         entries.extend(zip(seqs, job.rows))
@@ -175,5 +179,7 @@ async def _read_foreign(db: DB, known: Seq) -> list[Committed]:
         known = foreign[-1].seq
 
 
-def is_unique_violation(exc: BaseException) -> bool:
-    return isinstance(exc, pg_errors.UniqueViolation)
+def stored_key(key: str) -> str:
+    """An idempotency key as a text column holds it: PostgreSQL text cannot hold NUL (the
+    server scopes keys as "token\x00key"), so backslash and NUL are escaped, one to one."""
+    return key.replace("\\", "\\\\").replace("\x00", "\\0")

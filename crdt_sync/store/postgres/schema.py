@@ -81,6 +81,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "the store's identity",
+        (
+            # Names this store wherever it is reached from (the bus's stream, say).
+            "CREATE TABLE store_identity (id text NOT NULL)",
+            "INSERT INTO store_identity (id) VALUES (gen_random_uuid()::text)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from ...errors import ConfigError, StoreError
+from ...errors import ConfigError, NameTaken, StoreError
 from ...ids import DocId, Origin, Seq
 from .. import compaction
 from ..base import (
@@ -44,7 +44,7 @@ from ..sqlite import _row as encode_row  # the row as both stores write it: chec
 from ..transactions import AppendJob, FollowJob, Row
 from ..writer import CommitWriter
 from . import reads
-from .commits import PostgresCommits
+from .commits import PostgresCommits, stored_key
 from .connection import connection_errors, first_line
 from .schema import DB, LOCK_CLASS, prepare
 
@@ -89,6 +89,7 @@ class PostgresStore:
         self.url = url
         self.name = redacted(url)
         self.schema_version = 0
+        self.identity = ""  # a uuid made with the schema: the same for every node
         self._idempotency_ttl = idempotency_ttl
         self._max_batch = max_batch
         self._lock_timeout_ms = lock_timeout_ms
@@ -107,6 +108,8 @@ class PostgresStore:
             stack.push_async_callback(db.close)
             async with connection_errors(self.name):
                 self.schema_version = await prepare(db, self.name)
+                row = await reads.fetch_one(db, "SELECT id FROM store_identity")
+                self.identity = str(row[0]) if row is not None else ""
             pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
                 self.url,
                 min_size=1,
@@ -241,7 +244,7 @@ class PostgresStore:
         rows = await self._fetch(
             (
                 "SELECT answer FROM idempotency WHERE key = %s AND at >= %s",
-                (idempotency_key, self._clock() - self._idempotency_ttl),
+                (stored_key(idempotency_key), self._clock() - self._idempotency_ttl),
             )
         )
         return bytes(rows[0][0]) if rows else None
@@ -440,7 +443,7 @@ class PostgresStore:
                 )
         except psycopg.errors.UniqueViolation as exc:
             taken = "hash" if "token_hash" in str(exc) else "name"
-            raise StoreError(f"a token with this {taken} already exists (name {name!r})") from exc
+            raise NameTaken(f"a token with this {taken} already exists (name {name!r})") from exc
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: {first_line(exc)}") from exc
 
