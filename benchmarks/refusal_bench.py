@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
+import multiprocessing
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,7 +87,11 @@ class Server:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(10)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:  # connections still open: the figures are taken
+            self.process.kill()
+            self.process.wait(10)
 
 
 class Peer:
@@ -124,6 +132,8 @@ class Peer:
                 self.updated.set()
         except websockets.ConnectionClosed:
             pass
+        finally:
+            self.updated.set()  # a close is news too
 
     def edit(self, name: str, value: Any) -> bytes:
         from pycrdt import Map
@@ -175,21 +185,30 @@ async def create_deal(server: Server, doc_id: str) -> None:
 
 
 async def cpu_per_write(server: Server, kind: str, connections: int, burst: int) -> float:
-    """Server CPU seconds per write of `kind` (or per connection for "none")."""
+    """Server CPU seconds per write of `kind`, connections set up beforehand (not counted).
+
+    Each connection sends its writes one at a time, each answered before the next (the echo
+    of a valid write, the permission-denied of a refused one); an uncompensable write closes
+    its connection, so each connection sends one, and its close is counted with it.
+    """
     from crdt_sync.protocol.ysync import encode_sync_update
 
-    before = server.cpu()
+    peers = []
     for n in range(connections):
         doc_id = f"deals/{kind}-{n}"
         await create_deal(server, doc_id)
         peer = await connect(server, doc_id, 2_000_000_000 + n)
-        await peer.wait(lambda p=peer: len(p.doc.get("record", type=Map).keys()) > 0)
-        for i in range(burst if kind != "none" else 0):
+        await peer.wait(lambda p=peer: len(p.doc.get("record", type=Map)) > 0)
+        peers.append(peer)
+    writes = 0
+    before = server.cpu()
+    for peer in peers:
+        for i in range(1 if kind == "uncompensable" else burst):
             if kind == "valid":
                 update = peer.edit("amount", float(i))
             elif kind == "refused":
                 update = peer.edit("amount", f"ten {i}")
-            else:  # uncompensable: closes the connection, so one per connection
+            else:
                 update = b"\x01\x05garbage"
             answers, echoed = peer.answers, peer.echoed
             await peer.websocket.send(encode_sync_update(update))
@@ -197,26 +216,27 @@ async def cpu_per_write(server: Server, kind: str, connections: int, burst: int)
                 await peer.wait(lambda p=peer, e=echoed: p.echoed > e)
             else:
                 await peer.wait(lambda p=peer, a=answers: p.answers > a)
-            if kind == "uncompensable":
-                break
-        await peer.close()
+            writes += 1
+        if kind == "uncompensable":
+            await peer.wait(lambda p=peer: p.reader.done())  # closed by the server
     spent = server.cpu() - before
-    writes = connections * (1 if kind == "uncompensable" else burst) if kind != "none" else 1
-    return spent / (writes if kind != "none" else connections)
+    for peer in peers:
+        await peer.close()
+    return spent / writes
 
 
 # -- (b) throughput under a flood -------------------------------------------------------------
 
 
-async def valid_throughput(server: Server, doc_id: str, seconds: float, flood: bool) -> float:
+async def valid_throughput(server: Server, doc_id: str, seconds: float, with_flood: bool) -> float:
     from crdt_sync.protocol.ysync import encode_sync_update
 
+    await create_deal(server, doc_id)
     writers = [await connect(server, doc_id, 2_100_000_000 + k) for k in range(WRITERS)]
     for writer in writers:
-        await writer.wait(lambda w=writer: len(w.doc.get("record", type=Map).keys()) > 0)
+        await writer.wait(lambda w=writer: len(w.doc.get("record", type=Map)) > 0)
     stop = time.monotonic() + seconds
     counts = [0] * WRITERS
-    flooded = 0
 
     async def write(k: int) -> None:
         writer, sent = writers[k], 0
@@ -229,24 +249,68 @@ async def valid_throughput(server: Server, doc_id: str, seconds: float, flood: b
         await writer.wait(lambda: writer.echoed - start >= sent)
         counts[k] = sent
 
-    async def flood_it() -> None:
-        nonlocal flooded
-        flooder = await connect(server, doc_id, 2_200_000_000)
-        while time.monotonic() < stop:
-            # As fast as the socket takes them: the server's budget decides how fast it reads.
-            await flooder.websocket.send(
-                encode_sync_update(flooder.edit("amount", f"ten {flooded}"))
-            )
-            flooded += 1
-        await flooder.close()
-
     started = time.monotonic()
-    tasks = [write(k) for k in range(WRITERS)] + ([flood_it()] if flood else [])
-    await asyncio.gather(*tasks)
+    # The flooder gets a process of its own: in this one it would take the writers' loop.
+    flooder = (
+        multiprocessing.get_context("spawn").Process(
+            target=flood, args=(server.url(doc_id), stop - time.monotonic())
+        )
+        if with_flood
+        else None
+    )
+    if flooder is not None:
+        flooder.start()
+    await asyncio.gather(*(write(k) for k in range(WRITERS)))
     elapsed = time.monotonic() - started
+    if flooder is not None:
+        flooder.join(30)
+        if flooder.is_alive():
+            flooder.kill()
     for writer in writers:
         await writer.close()
     return sum(counts) / elapsed
+
+
+def flood(url: str, seconds: float) -> None:
+    """A flooding client (a process of its own): refused writes as fast as the socket takes
+    them, for `seconds`; the server's refusal budget decides how fast it reads them."""
+    import websockets
+
+    from crdt_sync.protocol.ysync import encode_sync_update
+
+    async def run() -> None:
+        from pycrdt import Doc
+
+        doc: Any = Doc(client_id=2_200_000_000)
+        stop = time.monotonic() + seconds
+        async with websockets.connect(url, max_size=2 << 20) as websocket:
+            drain = asyncio.create_task(_drain(websocket))
+            fields = doc.get("record", type=Map)
+            n = 0
+            while time.monotonic() < stop:
+                before = doc.get_state()
+                fields["amount"] = f"ten {n}"
+                n += 1
+                try:
+                    await asyncio.wait_for(
+                        websocket.send(encode_sync_update(doc.get_update(before))),
+                        max(0.01, stop - time.monotonic()),
+                    )
+                except (TimeoutError, websockets.ConnectionClosed):
+                    break
+            drain.cancel()
+
+    asyncio.run(run())
+
+
+async def _drain(websocket: Any) -> None:
+    import websockets
+
+    try:
+        async for _ in websocket:
+            pass
+    except websockets.ConnectionClosed:
+        pass
 
 
 def main() -> None:
@@ -256,6 +320,7 @@ def main() -> None:
         "--serve", nargs=3, metavar=("PORT", "DB", "BUDGET"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where it is stuck
     if args.serve:
         serve(int(args.serve[0]), args.serve[1], args.serve[2])
         return
@@ -264,11 +329,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         server = Server(Path(directory), "default")
         try:
-            base = asyncio.run(cpu_per_write(server, "none", connections, 0))
             for kind in ("valid", "refused", "uncompensable"):
-                burst = 20
-                cost = asyncio.run(cpu_per_write(server, kind, connections, burst))
-                per = cost - base / (1 if kind == "uncompensable" else burst)
+                print(f"(a) {kind} ...", file=sys.stderr, flush=True)
+                # An uncompensable write is one per connection: more of them, for the clock.
+                count = connections * (5 if kind == "uncompensable" else 1)
+                per = asyncio.run(cpu_per_write(server, kind, count, 20))
                 rows.append((f"server CPU per {kind} write", f"{per * 1e6:,.0f} us"))
             alone = asyncio.run(valid_throughput(server, "deals/alone", seconds, False))
             rows.append((f"{WRITERS} valid writers on one record, alone", f"{alone:,.0f} edits/s"))

@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import CrdtSyncError
 from .ids import DocId, Seq
-from .record import View
+from .record import CheckedUpdate, View
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +43,20 @@ class BatchOutcome:
 
 @dataclass(frozen=True, slots=True)
 class PreparedWrite:
+    """A write checked and applied to the live record, not yet committed."""
+
     update: bytes | None  # None: nothing to store
-    view: View
-    is_deleted: bool
-    changed_fields: tuple[str, ...]
+    checked: CheckedUpdate
     is_new: bool
 
     def result(self, seq: Seq | None) -> BatchResult:
-        is_ignored = self.update is None and self.is_deleted and not self.is_new
+        checked = self.checked
+        is_ignored = self.update is None and checked.is_deleted and not self.is_new
         return BatchResult(
             seq,
-            self.view,
-            self.is_deleted,
-            self.changed_fields,
+            checked.view,
+            checked.is_deleted,
+            checked.changed_fields,
             self.is_new,
             is_ignored,
         )

@@ -351,7 +351,7 @@ class Engine:
         Raises:
             RecordExists: `creating`, and the record exists or existed (deletes are final).
             RecordNotFound: the record is deleted, or never existed and `creating` is False.
-            SchemaViolation / UnknownCollection: before anything changes.
+            SchemaViolation / UnknownCollection / LimitExceeded: before anything changes.
         """
         try:
             async with self.live.using(doc_id) as record:
@@ -364,20 +364,19 @@ class Engine:
                     raise RecordNotFound(doc_id, "record is deleted")
                 if creating is False and is_new:
                     raise RecordNotFound(doc_id, "no such record")
-                update = self.records.patch(
-                    doc_id, record.document, patch, creating=creating is True
+                write = BatchWrite(doc_id, patch=patch, creating=creating is True)
+                return await self._write_prepared(
+                    doc_id, self._prepare(write, record), origin, sender
                 )
-                return await self._commit_local(
-                    doc_id, record, update, tuple(patch), origin, sender
-                )
-        except DocumentError as exc:
+        except (DocumentError, LimitExceeded) as exc:
             self._refused(exc, doc_id, origin, patch=patch)
             raise
 
     async def delete(self, doc_id: DocId, *, origin: Origin) -> WriteResult:
+        """Tombstone the record; a record deleted already, or never written, is left as it is."""
         async with self.live.using(doc_id) as record:
-            update = self.records.delete(doc_id, record.document)
-            return await self._commit_local(doc_id, record, update, (), origin, None)
+            write = BatchWrite(doc_id, is_delete=True)
+            return await self._write_prepared(doc_id, self._prepare(write, record), origin, None)
 
     async def committed_state(self, doc_id: DocId) -> Doc[Any]:
         """The document as the store holds it: what a joining peer may be shown."""
@@ -443,21 +442,13 @@ class Engine:
     def peers_of(self, doc_id: DocId) -> frozenset[Subscriber]:
         return frozenset(self._by_doc.get(doc_id, ()))
 
-    async def _commit_local(
-        self,
-        doc_id: DocId,
-        record: LiveRecord,
-        update: bytes,
-        changed: tuple[str, ...],
-        origin: Origin,
-        sender: Subscriber | None,
+    async def _write_prepared(
+        self, doc_id: DocId, prepared: PreparedWrite, origin: Origin, sender: Subscriber | None
     ) -> WriteResult:
-        """Append an update already applied to the live document by a local patch."""
-        if update == EMPTY_UPDATE:
-            return WriteResult(doc_id, None, record.view, record.is_deleted, ())
-        record.adopt(update)
-        checked = CheckedUpdate(record.view, record.is_deleted, changed, False, len(update))
-        return await self._append(doc_id, update, checked, origin, sender)
+        """Commit one write `_prepare` made; one that changed nothing is not stored."""
+        if prepared.update is None:
+            return _result(doc_id, None, prepared.checked)
+        return await self._append(doc_id, prepared.update, prepared.checked, origin, sender)
 
     def _append(
         self,
@@ -626,7 +617,7 @@ class Engine:
             prepared = [
                 refused[index]
                 if index in refused
-                else self._prepare(write, documents[write.doc_id])
+                else self._prepare_or_refuse(write, documents[write.doc_id])
                 for index, write in enumerate(writes)
             ]
             for write, outcome in zip(writes, prepared):
@@ -641,31 +632,43 @@ class Engine:
                     )
             return await self._commit_many(writes, prepared, origin, idempotency_key, answer)
 
-    def _prepare(self, write: BatchWrite, record: LiveRecord) -> PreparedWrite | CrdtSyncError:
-        """The update one write makes, applied to the live record; or why it is refused."""
-        doc_id = write.doc_id
+    def _prepare_or_refuse(
+        self, write: BatchWrite, record: LiveRecord
+    ) -> PreparedWrite | CrdtSyncError:
+        """`_prepare` for a batch, where a refused write is answered alone: its error (counted
+        and noted by `write_many`)."""
         try:
-            is_new = not record.exists
-            if write.update is not None:
-                return self._prepare_update(write, record, is_new)
-            if record.is_deleted:
-                return PreparedWrite(None, record.view, True, (), is_new)
-            before = record.view
+            return self._prepare(write, record)
+        except CrdtSyncError as exc:
+            return exc
+
+    def _prepare(self, write: BatchWrite, record: LiveRecord) -> PreparedWrite:
+        """The update one write makes, checked and applied to the live record; not committed.
+
+        Every kind of write ends in the same check (`LiveRecord.apply` for a CRDT update,
+        `LiveRecord.adopt` for the update a field patch or delete made), so a write answers
+        the same view and changed fields whichever door it came by, and one that changes
+        nothing stores nothing. A field patch or delete of a deleted record is dropped
+        (a delete is final); deleting a record never written does nothing.
+
+        Raises (and then the record holds none of it): InvalidUpdate, SchemaViolation,
+        UnknownCollection, LimitExceeded.
+        """
+        doc_id = write.doc_id
+        is_new = not record.exists
+        if write.update is not None:
+            checked = self._apply_within_limits(doc_id, record, write.update)
+            update = write.update
+        elif record.is_deleted or (write.is_delete and is_new):
+            return PreparedWrite(None, record.unchanged(), is_new)
+        else:
             if write.is_delete:
-                if is_new:
-                    return PreparedWrite(None, before, False, (), is_new)  # nothing to delete
                 update = self.records.delete(doc_id, record.document)
             else:
                 patch = write.patch or {}
                 update = self.records.patch(doc_id, record.document, patch, creating=write.creating)
-            if update == EMPTY_UPDATE:
-                return PreparedWrite(None, before, record.is_deleted, (), is_new)
-            record.adopt(update)
-            after = record.view
-            changed = tuple(name for name in after if after[name] != before.get(name))
-            return PreparedWrite(update, after, record.is_deleted, changed, is_new)
-        except CrdtSyncError as exc:  # counted and noted by write_many
-            return exc
+            checked = record.adopt(update, max_document_bytes=self.limits.max_document_bytes)
+        return PreparedWrite(None if checked.is_noop else update, checked, is_new)
 
     def _refused(
         self,
@@ -712,15 +715,6 @@ class Engine:
             reencode=reencode,
         )
 
-    def _prepare_update(self, write: BatchWrite, record: LiveRecord, is_new: bool) -> PreparedWrite:
-        update = write.update or b""
-        checked = self._apply_within_limits(write.doc_id, record, update)
-        if checked.is_noop:
-            return PreparedWrite(None, checked.view, checked.is_deleted, (), is_new)
-        return PreparedWrite(
-            update, checked.view, checked.is_deleted, checked.changed_fields, is_new
-        )
-
     async def _commit_many(
         self,
         writes: Sequence[BatchWrite],
@@ -730,7 +724,7 @@ class Engine:
         answer: Callable[[list[BatchOutcome]], bytes] | None,
     ) -> list[BatchOutcome]:
         appends = [
-            Append(write.doc_id, p.update, p.view, p.is_deleted, origin)
+            Append(write.doc_id, p.update, p.checked.view, p.checked.is_deleted, origin)
             for write, p in zip(writes, prepared)
             if isinstance(p, PreparedWrite) and p.update is not None
         ]

@@ -77,7 +77,7 @@ def is_deleted(document: Doc[Any]) -> bool:
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, Text):
-        return str(value) or None
+        return str(value)  # "" is a value: only a field that is not there reads as null
     if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGER:
         return int(value)
     return value
@@ -221,16 +221,16 @@ def check_created(collection: Collection, doc_id: str, after: View) -> None:
 
 
 def _write_field(fields: Map[Any], spec: Field, value: str | float | bool | None) -> None:
+    """Write one coerced value; None unsets the field (the key goes), whatever its kind."""
     current = fields.get(spec.name)
-    if spec.is_text:
-        if isinstance(current, Text):
-            _replace_text(current, value if isinstance(value, str) else "")
-        elif value:
-            fields[spec.name] = Text(str(value))
-        return
     if value is None:
         if spec.name in fields:
             del fields[spec.name]
+    elif spec.is_text:
+        if isinstance(current, Text):
+            _replace_text(current, str(value))  # edit in place: concurrent edits survive
+        else:
+            fields[spec.name] = Text(str(value))
     elif current != value or type(current) is not type(value):
         fields[spec.name] = value
 
@@ -504,19 +504,62 @@ class LiveRecord:
                 raise InvalidUpdate(self.doc_id, f"not a Yjs update: {exc}") from None
             if rest[:1] != b"\x00":
                 raise InvalidUpdate(self.doc_id, _UNSEEN_DEPENDENCIES)
+        except BaseException:
+            self._rebuild()  # drops what the observers saw, too
+            raise
+        return self._keep(
+            update,
+            roots,
+            max_document_bytes,
+            compensate=compensate,
+            creating=not stored,
+            vector_before=vector_before if compensate or reencode else None,
+            reencode=reencode,
+        )
+
+    def unchanged(self) -> CheckedUpdate:
+        """What `apply` answers for an update that changes nothing."""
+        return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
+
+    def adopt(self, update: bytes, *, max_document_bytes: int) -> CheckedUpdate:
+        """Check and keep a change already made on `document` (a local patch or delete).
+
+        The same check and the same answer as `apply`, from what the observers saw the
+        change touch: a field patch and the CRDT update a client makes of it are one write.
+        Raises as `apply` does (never compensated), and then the document holds none of it.
+        """
+        return self._keep(update, len(_ROOTS), max_document_bytes)
+
+    def _keep(
+        self,
+        update: bytes,
+        roots: int,
+        max_document_bytes: int,
+        *,
+        compensate: bool = False,
+        creating: bool = True,
+        vector_before: bytes | None = None,
+        reencode: bool = False,
+    ) -> CheckedUpdate:
+        """Check what the last transaction on `document` changed; keep it, or undo it
+        (`_rebuild`), or with `compensate` write back over it (`_compensate`)."""
+        document, changes = self.document, self._changes
+        try:
             if not changes.changed:  # everything in it was here already (a re-sent step 2, say)
-                return CheckedUpdate(self.view, self._is_deleted, (), True, self._size)
+                return self.unchanged()
             try:
                 if changes.nested or roots > len(_ROOTS):
                     _check_document(document, self.collection, self.doc_id, self._view)
-                after, deleted = self._check_changes(changes, creating=not stored)
+                after, deleted = self._check_changes(changes, creating=creating)
             except SchemaViolation as refusal:
                 if not compensate or changes.nested or changes.shared or roots > len(_ROOTS):
                     raise
+                assert vector_before is not None  # asked for whenever compensating
                 return self._compensate(refusal, vector_before, max_document_bytes)
             touched = changes.values.keys() | changes.read_back
-            if not self._has_content or _REMOVED in changes.values.values():
-                self._has_content = has_content(document)
+            content = self._has_content
+            if not content or _REMOVED in changes.values.values():
+                content = has_content(document)
             size = self._size + len(update)
             if size > max_document_bytes:
                 size = len(document.get_update())
@@ -531,8 +574,10 @@ class LiveRecord:
         finally:
             changes.clear()
         before, self._view, self._is_deleted = self._view, after, deleted
-        self._size = size
-        stored_update = document.get_update(vector_before) if reencode else None
+        self._size, self._has_content = size, content
+        stored_update = (
+            document.get_update(vector_before) if reencode and vector_before is not None else None
+        )
         self._accepted(stored_update or update)
         changed = tuple(
             name
@@ -598,15 +643,6 @@ class LiveRecord:
         self._size = size
         self._accepted(stored)
         return CheckedUpdate(self.view, self._is_deleted, (), False, size, refusal, stored)
-
-    def adopt(self, update: bytes) -> None:
-        """Follow an update already made on `document` (a local patch or delete)."""
-        self._changes.clear()
-        self._view = view(self.document, self.collection, self.record_id)
-        self._is_deleted = is_deleted(self.document)
-        self._has_content = has_content(self.document)
-        self._size += len(update)
-        self._accepted(update)
 
     def close(self) -> None:
         """Drop the observers; the record must not be used afterwards."""

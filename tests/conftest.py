@@ -17,7 +17,7 @@ import httpx
 import pytest
 import uvicorn
 
-from crdt_sync.server.app import Settings, create_app
+from crdt_sync.server.app import WEBSOCKET_IMPLEMENTATION, Settings, create_app
 from crdt_sync.server.auth import create_token
 from crdt_sync.store import SQLiteStore
 
@@ -89,7 +89,13 @@ async def server_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitabl
         admin, device = await make_tokens(db_path)
         app = create_app(Settings(db_path=db_path, **settings))  # type: ignore[arg-type]
         sock = free_socket()
-        config = uvicorn.Config(app, log_level="warning", ws_max_size=1 << 20, lifespan="on")
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            ws=WEBSOCKET_IMPLEMENTATION,  # what `crdt-sync serve` runs
+            ws_max_size=1 << 20,
+            lifespan="on",
+        )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         started.append((server, task))

@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+from crdt_sync.commands.common import ExitCode
+
 from .client_helpers import admin_patch, server_view
 from .clis import Ran, invoke, run_async
 from .conftest import RunningServer
@@ -107,3 +109,39 @@ async def test_sync_and_watch_against_a_running_server(
         "client", "sync", "--server", server.http, "--token", "cs_bad", "--db", db
     )
     assert refused.exit_code == 11 and "4401" in refused.stderr  # the token was refused
+
+
+async def test_watch_exits_non_zero_within_2_s_of_its_token_being_revoked(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """Revoked from another process (the server notices within its 1 s sweep), watch stops
+    with the server's reason on one line instead of hanging."""
+    db = str(tmp_path / "phone.db")
+    auth = ["--server", server.http, "--token", server.device_token, "--db", db]
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "crdt_sync", "client", "watch", "--json", *auth),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    states: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while "synced" not in states and (line := await process.stdout.readline()):
+                states.append(json.loads(line)["state"])
+        assert "synced" in states
+        revoked = await run_async("token", "revoke", "phone", "--db", str(server.db_path))
+        assert revoked.exit_code == 0, revoked.stderr
+        async with asyncio.timeout(2):
+            exit_code = await process.wait()
+        out, err = await process.stdout.read(), await process.stderr.read()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert exit_code == ExitCode.TOKEN_REFUSED
+    assert err.decode().splitlines() == [
+        f"error: ws://127.0.0.1:{server.port}/ws: closed by the server with 4401 (token revoked)"
+    ]
+    last = json.loads(out.splitlines()[-1])
+    assert last["state"] == "error" and "4401" in last["last_error"]

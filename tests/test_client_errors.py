@@ -12,7 +12,7 @@ from pycrdt import Doc
 from websockets.asyncio.server import ServerConnection, serve
 
 from crdt_sync.client import Replica, SyncState
-from crdt_sync.errors import AuthError, ConnectionFailed, ProtocolError
+from crdt_sync.errors import AuthError, ConnectionFailed, Forbidden, ProtocolError
 from crdt_sync.ids import DocId
 from crdt_sync.protocol import Ack, CaughtUp, SyncUpdate, Welcome, encode_frame
 from crdt_sync.record import Records
@@ -156,3 +156,81 @@ async def test_live_sync_retries_with_backoff_until_the_server_answers(
                 await wait_for(lambda: attempts >= 3)
             counting.cancel()
             assert replica.backoff.attempts >= 2
+
+
+@asynccontextmanager
+async def closing_server(code: int) -> AsyncIterator[tuple[str, list[int]]]:
+    """A server that closes every /ws connection with `code` after the hello; counts them.
+
+    Our own server closes a well-behaved client with none of these codes, so a stand-in
+    says them; what is under test is what the replica does about each."""
+    connections: list[int] = []
+
+    async def close_with_code(connection: ServerConnection) -> None:
+        connections.append(code)
+        await connection.close(code, "said by the test server")
+
+    async with fake_server(close_with_code) as url:
+        yield url, connections
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(4400, ProtocolError), (4401, AuthError), (4403, Forbidden), (1008, Forbidden)],
+)
+async def test_a_close_code_that_says_do_not_retry_stops_live_sync_with_its_reason(
+    tmp_path: Path, code: int, error: type[Exception]
+) -> None:
+    async with (
+        closing_server(code) as (url, connections),
+        replica_on(url, tmp_path / "phone.db", "cs_x") as replica,
+    ):
+        await replica.create("contacts", {"name": "Ada"}, id="ada")
+        async with replica.live():
+            with pytest.raises(error, match=rf"closed by the server with {code} \(said by"):
+                await replica.wait_synced(timeout=10)
+            with pytest.raises(error, match=str(code)):  # a watcher that comes later, too
+                async for _ in replica.watch():
+                    pass
+            with pytest.raises(error, match=str(code)):
+                await replica.sync()
+            assert replica._live_task is not None and replica._live_task.done()
+            assert replica.status.state is SyncState.ERROR
+        assert connections == [code]  # tried once, never again
+        assert str(code) in (replica.status.last_error or "")
+        assert replica.status.pending == 1  # nothing lost: the change waits for a new token
+
+
+@pytest.mark.parametrize("code", [1001, 1011, 1013, 4408])
+async def test_a_close_code_that_says_reconnect_is_retried(tmp_path: Path, code: int) -> None:
+    async with (
+        closing_server(code) as (url, connections),
+        replica_on(url, tmp_path / "phone.db", "cs_x") as replica,
+        replica.live(),
+    ):
+        await wait_for(lambda: len(connections) >= 3)
+        assert replica._live_task is not None and not replica._live_task.done()
+
+
+async def test_a_live_replica_stops_with_the_reason_when_its_token_is_revoked(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    async with replica_on(server, tmp_path / "phone.db", server.device_token) as replica:
+        await replica.create("contacts", {"name": "Ada"}, id="ada")
+        async with replica.live():
+            await replica.wait_synced(timeout=10)
+            async with server.client() as admin:
+                revoked = await admin.delete("/api/admin/tokens/phone")
+                assert revoked.status_code == 200, revoked.text
+            with pytest.raises(
+                AuthError, match=r"closed by the server with 4401 \(token revoked\)"
+            ):
+                async with asyncio.timeout(10):
+                    async for _ in replica.watch():
+                        pass
+            await replica.create("contacts", {"name": "Bob"}, id="bob")  # offline work goes on
+            assert replica._live_task is not None and replica._live_task.done()
+            assert replica.status.state is SyncState.ERROR
+        assert replica.status.pending == 1
+    async with server.client() as admin:
+        assert (await admin.get("/api/contacts/bob")).status_code == 404

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc, Map
 
-from crdt_sync.engine import Engine
-from crdt_sync.errors import SchemaViolation
+from crdt_sync.batches import BatchWrite
+from crdt_sync.engine import Engine, Limits
+from crdt_sync.errors import LimitExceeded, SchemaViolation
 from crdt_sync.fanout import PendingUpdates, Subscriber
 from crdt_sync.ids import DocId, Origin
 from crdt_sync.record import Records, document_from_state
@@ -134,3 +135,92 @@ async def test_garbage_among_merged_updates_is_refused_alone(engine: Engine) -> 
     assert [type(o).__name__ for o in outcomes] == ["WriteResult", "InvalidUpdate", "WriteResult"]
     view, _ = await engine.view(doc_id)
     assert view["company"] == "company 2"
+
+
+def stock_update(document: Doc, **fields: object) -> bytes:
+    """What a stock Yjs client sends for setting `fields` (None deletes the key)."""
+    before = document.get_state()
+    record = document.get("record", type=Map)
+    with document.transaction():
+        for name, value in fields.items():
+            if value is None:
+                del record[name]
+            else:
+                record[name] = value
+    return document.get_update(before)
+
+
+async def test_a_patch_a_batch_and_a_crdt_update_report_the_same_changed_fields(
+    engine: Engine,
+) -> None:
+    """One write path: the fields a write reports changed are those whose value changed,
+    whichever way the write came (a re-sent unchanged value is not a change)."""
+    first = {"name": "Ann", "email": "ann@example.com"}
+    second = {"name": "Ann", "email": None, "company": "Acme"}
+    via_patch = DocId("contacts/patch")
+    await engine.patch(via_patch, first, origin=ORIGIN, creating=True)
+    patched = await engine.patch(via_patch, second, origin=ORIGIN)
+    via_batch = DocId("contacts/batch")
+    await engine.write_many([BatchWrite(via_batch, patch=first, creating=True)], origin=ORIGIN)
+    [batched] = await engine.write_many([BatchWrite(via_batch, patch=second)], origin=ORIGIN)
+    via_update, client = DocId("contacts/update"), Doc()
+    await engine.write(via_update, stock_update(client, **first), origin=ORIGIN)
+    written = await engine.write(via_update, stock_update(client, **second), origin=ORIGIN)
+    assert batched.result is not None
+    answers = [
+        (patched.changed_fields, patched.is_deleted, patched.view | {"id": ""}),
+        (
+            batched.result.changed_fields,
+            batched.result.is_deleted,
+            batched.result.view | {"id": ""},
+        ),
+        (written.changed_fields, written.is_deleted, written.view | {"id": ""}),
+    ]
+    assert answers == [(("email", "company"), False, answers[0][2])] * 3
+    assert answers[0][2] == {
+        "id": "",
+        "name": "Ann",
+        "email": None,
+        "phone": None,
+        "company": "Acme",
+        "notes": None,
+    }
+
+
+async def test_a_patch_or_delete_that_changes_nothing_stores_nothing(engine: Engine) -> None:
+    doc_id = DocId("contacts/same")
+    await engine.patch(doc_id, {"name": "Ann", "email": "a@x.io"}, origin=ORIGIN, creating=True)
+    await engine.patch(doc_id, {"email": None}, origin=ORIGIN)  # the document now has deletions
+    cursor = await engine.store.cursor()
+    again = await engine.patch(doc_id, {"name": "Ann", "email": None}, origin=ORIGIN)
+    [batched] = await engine.write_many([BatchWrite(doc_id, patch={"name": "Ann"})], origin=ORIGIN)
+    assert (again.seq, again.changed_fields) == (None, ())
+    assert batched.result is not None and batched.result.seq is None
+    assert await engine.store.cursor() == cursor
+    await engine.delete(doc_id, origin=ORIGIN)
+    cursor = await engine.store.cursor()
+    assert (await engine.delete(doc_id, origin=ORIGIN)).seq is None  # deleted already
+    assert (await engine.delete(DocId("contacts/never"), origin=ORIGIN)).seq is None
+    assert await engine.store.cursor() == cursor
+    assert await engine.store.get_record(DocId("contacts/never")) is None
+
+
+async def test_a_patch_that_would_grow_a_document_past_its_limit_is_refused_and_undone(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path / "small.db") as store:
+        engine = Engine(store, DEFAULT_SCHEMA, limits=Limits(max_document_bytes=4096))
+        doc_id = DocId("contacts/big")
+        await engine.patch(doc_id, {"name": "Ann"}, origin=ORIGIN, creating=True)
+        cursor = await store.cursor()
+        with pytest.raises(LimitExceeded, match=r"^contacts/big: document would grow to"):
+            await engine.patch(doc_id, {"notes": "x" * 5000}, origin=ORIGIN)
+        [refused] = await engine.write_many(
+            [BatchWrite(doc_id, patch={"notes": "y" * 5000})], origin=ORIGIN
+        )
+        assert isinstance(refused.error, LimitExceeded)
+        assert (await engine.view(doc_id))[0]["notes"] is None
+        assert await store.cursor() == cursor
+        assert engine.counters["refused:LimitExceeded"] == 2
+        later = await engine.patch(doc_id, {"notes": "fits"}, origin=ORIGIN)
+        assert later.view["notes"] == "fits" and later.changed_fields == ("notes",)

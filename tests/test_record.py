@@ -128,6 +128,60 @@ def test_a_delete_racing_an_edit_leaves_the_record_deleted() -> None:
         assert records.check_update(CONTACT, replica, b"\x00\x00").is_deleted
 
 
+# One optional field of every kind, with a value it takes.
+EVERY_KIND = [
+    (DocId("contacts/42"), "email", "ann@example.com"),  # string
+    (DocId("contacts/42"), "notes", "met at the fair"),  # text
+    (DocId("deals/7"), "amount", 1200),  # number
+    (DocId("deals/7"), "stage", "won"),  # enum
+    (DocId("deals/7"), "contact_id", "42"),  # reference
+    (DocId("deals/7"), "close_date", "2026-12-03"),  # date
+    (DocId("tasks/3"), "done", False),  # bool: false is a value, not an unset field
+    (DocId("tasks/3"), "due_at", "2026-12-03T15:00:00.000Z"),  # datetime
+]
+REQUIRED = {"contacts": {"name": "Ann"}, "deals": {"title": "Roof"}, "tasks": {"title": "Call"}}
+
+
+@pytest.mark.parametrize(("doc_id", "name", "value"), EVERY_KIND, ids=lambda v: str(v))
+def test_null_unsets_a_field_of_every_kind_everywhere_the_record_goes(
+    doc_id: DocId, name: str, value: object
+) -> None:
+    collection = doc_id.partition("/")[0]
+    alice, bob = replica_pair(doc_id, {**REQUIRED[collection], name: value})
+    assert records.view(doc_id, bob)[name] == value
+    bob.apply_update(records.patch(doc_id, alice, {name: None}))
+    for replica in (alice, bob):
+        assert records.view(doc_id, replica)[name] is None
+        assert name not in replica.get("record", type=Map)  # unset: the key is gone
+
+
+@pytest.mark.parametrize(
+    ("first", "then"), [(None, ""), ("met at the fair", ""), ("", "hi"), ("", None)]
+)
+def test_an_empty_text_reads_back_empty_and_null_unsets_it(
+    first: str | None, then: str | None
+) -> None:
+    alice, bob = replica_pair(CONTACT, {"name": "Ann", "notes": first})
+    assert records.view(CONTACT, bob)["notes"] == first
+    bob.apply_update(records.patch(CONTACT, alice, {"notes": then}))
+    assert records.view(CONTACT, alice)["notes"] == then
+    assert records.view(CONTACT, bob)["notes"] == then
+    live = records.live_record(CONTACT, bob.get_update())
+    assert live.view["notes"] == then
+
+
+def test_a_text_a_stock_client_sets_empty_or_empties_reads_back_empty() -> None:
+    live = records.live_record(CONTACT, records.patch(CONTACT, Doc(), {"name": "Ann"}))
+    update = stock_client_update(lambda d, f, m: f.__setitem__("notes", Text("")), live.document)
+    checked = live.apply(update, max_document_bytes=1 << 20)
+    assert checked.view["notes"] == "" and checked.changed_fields == ("notes",)
+    update = stock_client_update(lambda d, f, m: f["notes"].insert(0, "hi"), live.document)
+    assert live.apply(update, max_document_bytes=1 << 20).view["notes"] == "hi"
+    update = stock_client_update(lambda d, f, m: f["notes"].__delitem__(slice(0, 2)), live.document)
+    checked = live.apply(update, max_document_bytes=1 << 20)
+    assert checked.view["notes"] == "" and checked.changed_fields == ("notes",)
+
+
 FIELD_VALUES = {
     "name": st.sampled_from(["Ann", "Bob", "Cleo"]),
     "email": st.one_of(st.none(), st.sampled_from(["a@x.io", "b@y.io"])),
@@ -202,8 +256,7 @@ def test_edits_to_disjoint_fields_all_survive_whatever_the_order(
     exchange(bob, alice)
     expected = records.view(CONTACT, alice)
     for name, value in {**first, **second}.items():
-        # An empty text reads as null; an empty string stays a string.
-        assert expected[name] == (None if name == "notes" and not value else value)
+        assert expected[name] == value  # "" reads back "", a text field's as any other's
     assert records.view(CONTACT, bob) == expected
 
 

@@ -296,16 +296,22 @@ _CHANGING = (RemoteUpdate, SyncStep2Received, Acked, CaughtUpReceived, ErrorRece
 
 
 def _closed(url: str, code: int | None, reason: str) -> Exception:
-    """The error for a connection the server ended (or that dropped: no code)."""
+    """The error for a connection the server ended (or that dropped: no code).
+
+    The codes that say not to retry (4400, 4401, 4403, 1008; 4413 is never sent) give errors
+    the replica does not retry (ProtocolError, AuthError, Forbidden); any other, including
+    codes this client does not know, a ConnectionFailed, retried with backoff.
+    """
     said = f"{url}: closed by the server with {code}" + (f" ({reason})" if reason else "")
+    if code is None or code == WebsocketCloseCode.ABNORMAL_CLOSURE:  # dropped: no close frame
+        return ConnectionFailed(f"{url}: connection lost")
     if code == CloseCode.UNAUTHORIZED:
         return AuthError(said)
     if code in (CloseCode.FORBIDDEN, CloseCode.POLICY_VIOLATION):
         return Forbidden(said)
-    if code == CloseCode.BAD_REQUEST:
+    if code in (CloseCode.BAD_REQUEST, CloseCode.DOCUMENT_TOO_LARGE):
         return ProtocolError(said)
-    if code is None or code == WebsocketCloseCode.ABNORMAL_CLOSURE:  # dropped: no close frame
-        return ConnectionFailed(f"{url}: connection lost")
+    # 1000 without our bye (the server is done with us) is retried as a drop would be.
     return ConnectionFailed(said)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from ..errors import AuthError, ConfigError, CrdtSyncError, WebsocketUnavailable
+from ..errors import AuthError, ConfigError, CrdtSyncError, ProtocolError, WebsocketUnavailable
 from ..ids import DocId, make_doc_id
 from ..record import Records, View
 from ..schema import DEFAULT_SCHEMA, Schema
@@ -244,10 +244,17 @@ class Replica:
 
     @contextlib.asynccontextmanager
     async def live(self) -> AsyncIterator[Self]:
-        """Keep the replica synced while the block runs: live updates both ways, reconnects."""
+        """Keep the replica synced while the block runs: live updates both ways, reconnects.
+
+        A server that says not to retry (a refused or revoked token, 4401/4403; a protocol
+        error, 4400) stops it: the status turns to error with the reason, and `watch()`,
+        `wait_status()`, `wait_synced()` and `sync()` raise that error (AuthError,
+        Forbidden, ProtocolError) instead of waiting for a sync that will not come.
+        """
         self._server_and_token()
         if self._live_task is not None:
             raise ConfigError(f"{self.path}: live sync is already running")
+        self._board.resume()
         self._live_task = asyncio.create_task(self._run_live())
         try:
             yield self
@@ -286,9 +293,12 @@ class Replica:
                 self._use_rest_until = loop.time() + self.websocket_retry
                 self._board.update(last_error=exc.message)
                 continue
-            except AuthError as exc:
+            except (AuthError, ProtocolError) as exc:
+                # The server said do not retry (4401, 4403, 4400, 1008), or broke the protocol:
+                # the same attempt would get the same answer, so retrying only hammers it.
                 self._board.update(state=SyncState.ERROR, last_error=exc.message)
-                return  # a refused token stays refused: retrying only hammers the server
+                self._board.stop(exc)
+                return
             except CrdtSyncError as exc:
                 self._board.update(state=SyncState.ERROR, last_error=exc.message)
             if link.reached_live:

@@ -55,7 +55,8 @@ class SyncStatus:
 class StatusBoard:
     def __init__(self, initial: SyncStatus) -> None:
         self._status = initial
-        self._watchers: set[asyncio.Queue[SyncStatus]] = set()
+        self._watchers: set[asyncio.Queue[SyncStatus | None]] = set()  # None: stopped
+        self._stopped: Exception | None = None
 
     @property
     def status(self) -> SyncStatus:
@@ -72,13 +73,36 @@ class StatusBoard:
                 queue.put_nowait(status)
         return status
 
+    def stop(self, error: Exception) -> None:
+        """Syncing stopped for good (the server refused the token, say): every watcher's
+        stream raises `error` after the statuses before it, and so does a new one, until
+        `resume()`."""
+        self._stopped = error
+        for queue in self._watchers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
+
+    def resume(self) -> None:
+        self._stopped = None
+
     async def changes(self) -> AsyncIterator[SyncStatus]:
-        """The current status, then every change, until the consumer stops iterating."""
-        queue: asyncio.Queue[SyncStatus] = asyncio.Queue(WATCHER_QUEUE)
+        """The current status, then every change, until the consumer stops iterating.
+
+        Raises what `stop()` was given, once the statuses before it were read.
+        """
+        queue: asyncio.Queue[SyncStatus | None] = asyncio.Queue(WATCHER_QUEUE)
         queue.put_nowait(self._status)
+        if self._stopped is not None:
+            queue.put_nowait(None)
         self._watchers.add(queue)
         try:
             while True:
-                yield await queue.get()
+                status = await queue.get()
+                if status is None:
+                    if self._stopped is not None:
+                        raise self._stopped
+                    continue  # resumed meanwhile: keep watching
+                yield status
         finally:
             self._watchers.discard(queue)

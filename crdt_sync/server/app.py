@@ -28,6 +28,10 @@ from .nodes import commit_news
 from .yjs import Room, serve_yjs
 
 LOG = logging.getLogger(__name__)
+# uvicorn's websocket implementation over websockets' sans-I/O protocol: per connection
+# ~7 KiB less memory than its default (legacy websockets) and no keepalive task of its own,
+# with the same flow control, size limit and pings (benchmarks/README.md, live_bench (c)).
+WEBSOCKET_IMPLEMENTATION = "websockets-sansio"
 
 
 @dataclass(frozen=True, slots=True)

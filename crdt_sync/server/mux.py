@@ -14,7 +14,14 @@ import time
 from fastapi import WebSocket
 
 from ..engine import WriteResult
-from ..errors import CrdtSyncError, DocumentError, ProtocolError, StoreError, UnknownCollection
+from ..errors import (
+    CrdtSyncError,
+    DocumentError,
+    ProtocolError,
+    SchemaViolation,
+    StoreError,
+    UnknownCollection,
+)
 from ..fanout import Subscriber
 from ..ids import DocId, Origin, Seq
 from ..protocol import (
@@ -80,6 +87,8 @@ class MuxPeer:
             await self.connection.refusals.wait_for_budget()
             await self.writes.wait_for_room()
             # Compensated: a /ws client that keeps its refused change gets the undoing update.
+            counters = self.hub.engine.counters
+            compensated = counters["compensated"]
             write = self.hub.engine.write_nowait(
                 event.doc,
                 event.update,
@@ -88,6 +97,8 @@ class MuxPeer:
                 compensate=True,
             )
             self.writes.add(write, functools.partial(self._written, event))
+            # Spent at the check, before the commit (as on /yjs).
+            self.connection.refusals.spend_at_check(counters["compensated"] - compensated)
         elif isinstance(event, SyncStep1Received):
             diff = await self.hub.engine.committed_diff(event.doc, event.state_vector)
             self.connection.put_nowait(SyncStep2(event.doc, diff))
@@ -164,7 +175,10 @@ class MuxPeer:
         if exc is None:
             self.connection.put_nowait(Ack(event.doc, event.cseq, write.result().seq or 0))
         elif isinstance(exc, DocumentError):
-            self.connection.refusals.spend()
+            if isinstance(exc, SchemaViolation) and exc.compensated_seq is not None:
+                self.connection.refusals.spend_at_answer()
+            else:
+                self.connection.refusals.spend()
             self.connection.put_nowait(Error.for_document(exc, doc=event.doc, cseq=event.cseq))
         elif isinstance(exc, StoreError):
             # Not acknowledged: the client keeps it queued and sends it again after reconnect.

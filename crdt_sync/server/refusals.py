@@ -18,7 +18,7 @@ class RefusalBudget:
     """A token bucket of refusals; `spend()` after each refusal, `wait_for_budget()` before
     reading the next write."""
 
-    __slots__ = ("_tokens", "_updated", "burst", "rate", "waits")
+    __slots__ = ("_early", "_tokens", "_updated", "burst", "rate", "waits")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
@@ -26,6 +26,7 @@ class RefusalBudget:
         self._tokens = float(burst)
         self._updated = time.monotonic()
         self.waits = 0  # how many times the reader waited: for statistics and tests
+        self._early = 0  # compensated refusals spent at their check, not yet answered
 
     def _refill(self) -> float:
         now = time.monotonic()
@@ -33,9 +34,31 @@ class RefusalBudget:
         self._updated = now
         return self._tokens
 
-    def spend(self) -> None:
+    @property
+    def is_short(self) -> bool:
+        """True while refusals of late have not been earned back (the bucket is not full)."""
+        return self._refill() < self.burst
+
+    def spend_at_check(self, refusals: int) -> None:
+        """Refusals known when the writes were checked (before commit): spent now."""
+        self._early += max(0, refusals)
+        self.spend(refusals)
+
+    def spend_at_answer(self) -> None:
+        """A compensated refusal answered: spent now unless it was at its check (a write
+        that waited for its record to load is checked later, in another task)."""
+        if self._early:
+            self._early -= 1
+        else:
+            self.spend()
+
+    def spend(self, refusals: int = 1) -> None:
+        if refusals <= 0:
+            return
         self._refill()
-        self._tokens -= 1.0  # may go below zero: writes in flight are refused after the fact
+        # Below zero for writes that were in flight when the budget ran out, but not below
+        # -burst: a pause never lasts longer than (burst + 1) / rate.
+        self._tokens = max(-float(self.burst), self._tokens - refusals)
 
     async def wait_for_budget(self) -> None:
         """Return at once while refusals are within budget; else wait until it refills."""

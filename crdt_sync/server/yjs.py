@@ -130,10 +130,14 @@ async def _read(
         flush_soon = None
         updates = pending.copy()
         pending.clear()
+        compensated = hub.engine.counters["compensated"]
         for write in hub.engine.write_merged_nowait(
             doc_id, updates, origin=origin, sender=connection.subscriber, compensate=True
         ):
             writes.add(write, answer)
+        # Spent at the check (a live record's writes are checked before this returns), not
+        # once committed: past the budget, not one more frame of this peer is read.
+        connection.refusals.spend_at_check(hub.engine.counters["compensated"] - compensated)
 
     try:
         while True:
@@ -152,11 +156,13 @@ async def _read(
                 if message.update == EMPTY_UPDATE:
                     continue  # a fresh client's step 2: nothing to write, no record to load
                 # Writes run concurrently so they share group commits; they start in order.
+                await connection.refusals.wait_for_budget()  # at once while within it
                 if not pending:
-                    await connection.refusals.wait_for_budget()
                     await writes.wait_for_room()
                 pending.append(message.update)
-                if len(pending) >= MAX_MERGED_UPDATES:
+                # A peer refused lately gets no merging: each frame is checked (and spends
+                # its refusal) before the next is read.
+                if len(pending) >= MAX_MERGED_UPDATES or connection.refusals.is_short:
                     if flush_soon is not None:
                         flush_soon.cancel()
                     flush()
@@ -198,7 +204,7 @@ def _answer(connection: Connection, write: asyncio.Future[WriteResult]) -> None:
         connection.request_close(CloseCode.TRY_AGAIN_LATER, exc.message)
     elif isinstance(exc, SchemaViolation) and exc.compensated_seq is not None:
         # Its echo (queued at commit, before this) already undid it on the client's copy.
-        connection.refusals.spend()
+        connection.refusals.spend_at_answer()  # if not spent at its check (see flush)
         connection.put_nowait(encode_permission_denied(exc.message))
     elif isinstance(exc, DocumentError | LimitExceeded):
         # The client's copy keeps what the server refused: every later update would depend

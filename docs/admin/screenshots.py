@@ -62,7 +62,8 @@ async def shoot(base: str, token: str) -> None:
         await page.screenshot(path=HERE / "records.png")
         await settle(page, f"{base}/admin/deals/engine", "#history tbody tr")
         await page.screenshot(path=HERE / "record.png", full_page=True)
-        await settle(page, f"{base}/admin/sync", "main")
+        await settle(page, f"{base}/admin/sync", "#sync-status[data-state=ready]")
+        await page.wait_for_timeout(2500)  # a chart sample or two
         await page.screenshot(path=HERE / "sync.png", full_page=True)
         await browser.close()
 

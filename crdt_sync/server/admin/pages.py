@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from ...errors import AuthError
 from ...schema import Schema
 from ..access import current_session, sessions
+from ..activity import KINDS as ACTIVITY_KINDS
 from ..auth import authenticate
 from .feed import Feeds
 from .sessions import SESSION_COOKIE, Session, Sessions
@@ -145,7 +146,7 @@ class Pages:
         session = await signed_in(request)
         if session is None:
             return to_sign_in(request)
-        return self.render("sync.html", session, page="sync")
+        return self.render("sync.html", session, page="sync", activity_kinds=ACTIVITY_KINDS)
 
     async def records(self, request: Request, collection: str) -> Response:
         session = await signed_in(request)
