@@ -28,7 +28,7 @@ def unavailable(what: str, why: object) -> None:
     message = f"{what} is not reachable ({why})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI must start it (.ci/run)")
-    pytest.skip(message)
+    pytest.skip(reason=f"{message}: start it (see .ci/run), or set CI=true to fail instead")
 
 
 def in_schema(url: str, schema: str) -> str:

@@ -185,6 +185,7 @@ class ActivityLog:
 @dataclass(frozen=True, slots=True)
 class Sample:
     at: float
+    updates: int  # writes committed since the previous sample (a rate is this / elapsed)
     updates_per_s: float
     refusals_per_s: float
     connections: dict[str, int]  # open websockets by endpoint
@@ -214,6 +215,7 @@ class Rates:
             self.samples.append(
                 Sample(
                     now,
+                    writes - last_writes,
                     (writes - last_writes) / elapsed,
                     (refused - last_refused) / elapsed,
                     connections,

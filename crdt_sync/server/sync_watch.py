@@ -71,6 +71,7 @@ class ActivityPage(BaseModel):
 
 class RateSample(BaseModel):
     at: float
+    updates: int = Field(description="writes committed since the previous sample")
     updates_per_s: float
     refusals_per_s: float
     rest_requests_per_s: float
@@ -248,6 +249,7 @@ async def rates(
         samples=[
             RateSample(
                 at=s.at,
+                updates=s.updates,
                 updates_per_s=round(s.updates_per_s, 3),
                 refusals_per_s=round(s.refusals_per_s, 3),
                 rest_requests_per_s=round(s.rest_requests_per_s, 3),
