@@ -34,6 +34,7 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "ClockRange",
     "DecodedUpdate",
+    "Lib0Reader",
     "MalformedUpdate",
     "read_state_vector",
     "read_update",
@@ -74,8 +75,11 @@ class DecodedUpdate:
         return frozenset(r.client for r in self.structs) | {r.client for r in self.deletes}
 
 
-class _Reader:
-    """lib0 `decoding` over untrusted bytes; every failure is a MalformedUpdate naming the offset."""
+class Lib0Reader:
+    """lib0 `decoding` over untrusted bytes; every failure is a MalformedUpdate naming the offset.
+
+    Also the reader of awareness updates (protocol/awareness.py), which share lib0's numbers.
+    """
 
     __slots__ = ("data", "position")
 
@@ -172,7 +176,7 @@ def read_update(update: bytes) -> DecodedUpdate:
         MalformedUpdate: truncated, trailing bytes, a number JavaScript cannot hold (a client
             id or clock at or above 2**53), or content yjs would throw on.
     """
-    reader = _Reader(bytes(update))
+    reader = Lib0Reader(bytes(update))
     structs = [_read_client_structs(reader) for _ in range(reader.count("number of clients", 3))]
     deletes: list[ClockRange] = []
     for _ in range(reader.count("number of clients in the delete set", 2)):
@@ -192,7 +196,7 @@ def read_state_vector(state_vector: bytes) -> dict[int, int]:
     Raises:
         MalformedUpdate: truncated, trailing bytes, or a client id or clock at or above 2**53.
     """
-    reader = _Reader(bytes(state_vector))
+    reader = Lib0Reader(bytes(state_vector))
     clocks: dict[int, int] = {}
     for _ in range(reader.count("number of clients", 2)):
         client = reader.var_uint("state vector client id")
@@ -201,12 +205,12 @@ def read_state_vector(state_vector: bytes) -> dict[int, int]:
     return clocks
 
 
-def _check_clock(reader: _Reader, end: int) -> None:
+def _check_clock(reader: Lib0Reader, end: int) -> None:
     if end > MAX_SAFE_INTEGER:
         raise reader.error("a clock range ends past 2**53 - 1, which JavaScript cannot hold")
 
 
-def _read_client_structs(reader: _Reader) -> ClockRange:
+def _read_client_structs(reader: Lib0Reader) -> ClockRange:
     count = reader.count("number of structs", 2)
     client = reader.var_uint("client id")
     start = clock = reader.var_uint("clock")
@@ -221,7 +225,7 @@ def _read_client_structs(reader: _Reader) -> ClockRange:
     return ClockRange(client, start, clock - start)
 
 
-def _read_item(reader: _Reader, info: int, ref: int) -> int:
+def _read_item(reader: Lib0Reader, info: int, ref: int) -> int:
     """Read an Item's header and content; its length in clocks."""
     if info & 0x80:
         _read_id(reader, "origin")
@@ -240,16 +244,16 @@ def _read_item(reader: _Reader, info: int, ref: int) -> int:
     return read_content(reader)
 
 
-def _read_id(reader: _Reader, name: str) -> None:
+def _read_id(reader: Lib0Reader, name: str) -> None:
     reader.var_uint(f"{name} client id")
     reader.var_uint(f"{name} clock")
 
 
-def _read_deleted(reader: _Reader) -> int:
+def _read_deleted(reader: Lib0Reader) -> int:
     return reader.var_uint("deleted length")
 
 
-def _read_json_content(reader: _Reader) -> int:
+def _read_json_content(reader: Lib0Reader) -> int:
     length = reader.count("number of JSON values")
     for _ in range(length):
         text = reader.var_string("JSON value")
@@ -258,28 +262,28 @@ def _read_json_content(reader: _Reader) -> int:
     return length
 
 
-def _read_binary(reader: _Reader) -> int:
+def _read_binary(reader: Lib0Reader) -> int:
     reader.var_bytes("binary content")
     return 1
 
 
-def _read_string(reader: _Reader) -> int:
+def _read_string(reader: Lib0Reader) -> int:
     # A string's length in clocks is JavaScript's: UTF-16 code units.
     return len(reader.var_string("string content").encode("utf-16-le")) // 2
 
 
-def _read_embed(reader: _Reader) -> int:
+def _read_embed(reader: Lib0Reader) -> int:
     _parse_json(reader, reader.var_string("embed"))
     return 1
 
 
-def _read_format(reader: _Reader) -> int:
+def _read_format(reader: Lib0Reader) -> int:
     reader.var_string("format key")
     _parse_json(reader, reader.var_string("format value"))
     return 1
 
 
-def _read_type(reader: _Reader) -> int:
+def _read_type(reader: Lib0Reader) -> int:
     type_ref = reader.var_uint("type ref")
     if type_ref > _LAST_TYPE_REF:
         raise reader.error(f"unknown type ref {type_ref} (yjs knows 0 to {_LAST_TYPE_REF})")
@@ -288,20 +292,20 @@ def _read_type(reader: _Reader) -> int:
     return 1
 
 
-def _read_any_content(reader: _Reader) -> int:
+def _read_any_content(reader: Lib0Reader) -> int:
     length = reader.count("number of values")
     for _ in range(length):
         _read_any(reader, 0)
     return length
 
 
-def _read_doc(reader: _Reader) -> int:
+def _read_doc(reader: Lib0Reader) -> int:
     reader.var_string("subdocument guid")
     _read_any(reader, 0)
     return 1
 
 
-_CONTENT: dict[int, Callable[[_Reader], int]] = {
+_CONTENT: dict[int, Callable[[Lib0Reader], int]] = {
     _DELETED: _read_deleted,
     _JSON: _read_json_content,
     _BINARY: _read_binary,
@@ -314,7 +318,7 @@ _CONTENT: dict[int, Callable[[_Reader], int]] = {
 }
 
 
-def _read_any(reader: _Reader, depth: int) -> None:
+def _read_any(reader: Lib0Reader, depth: int) -> None:
     """lib0 `readAny`: a type byte (127 - case), then the value."""
     if depth > MAX_NESTING:
         raise reader.error(f"a value nested deeper than {MAX_NESTING} levels")
@@ -344,7 +348,7 @@ def _read_any(reader: _Reader, depth: int) -> None:
         raise reader.error(f"unknown value type {kind} (lib0 knows 116 to 127)")
 
 
-def _parse_json(reader: _Reader, text: str) -> None:
+def _parse_json(reader: Lib0Reader, text: str) -> None:
     """JSON.parse would throw on what json.loads refuses, and on NaN / Infinity too."""
     try:
         json.loads(text, parse_constant=_refuse_constant)

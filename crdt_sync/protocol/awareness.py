@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ..errors import ProtocolError
+from ..yupdate import Lib0Reader, MalformedUpdate
+from .ysync import var_uint
 
 __all__ = [
     "MAX_OWNED_CLIENTS",
@@ -40,7 +42,6 @@ __all__ = [
     "encode_awareness_update",
 ]
 
-MAX_SAFE_INTEGER = 2**53 - 1  # lib0 readVarUint throws past it
 MAX_STATE_BYTES = 8 << 10  # one client's presence: a name, a colour, a cursor or two
 MAX_STATES_PER_UPDATE = 1024  # a joiner re-broadcasts the whole room's states in one update
 MAX_OWNED_CLIENTS = 4  # a stock client (one provider per connection) owns exactly one
@@ -70,23 +71,26 @@ def decode_awareness_update(data: bytes) -> tuple[AwarenessState, ...]:
             that is not UTF-8, not JSON (NaN and Infinity included), neither an object nor null,
             over `MAX_STATE_BYTES`, or more than `MAX_STATES_PER_UPDATE` entries.
     """
-    reader = _Reader(bytes(data))
-    count = reader.var_uint("number of states")
-    if count > MAX_STATES_PER_UPDATE:
-        raise reader.error(f"{count} states, over the limit of {MAX_STATES_PER_UPDATE}")
-    states = tuple(_read_state(reader) for _ in range(count))
-    if reader.position != len(reader.data):
-        raise reader.error(f"{len(reader.data) - reader.position} bytes after the last state")
+    reader = Lib0Reader(bytes(data))
+    try:
+        count = reader.var_uint("number of states")
+        if count > MAX_STATES_PER_UPDATE:
+            raise reader.error(f"{count} states, over the limit of {MAX_STATES_PER_UPDATE}")
+        states = tuple(_read_state(reader) for _ in range(count))
+        if reader.position != len(reader.data):
+            raise reader.error(f"{len(reader.data) - reader.position} bytes after the last state")
+    except MalformedUpdate as exc:
+        raise ProtocolError(f"awareness update: {exc}") from None
     return states
 
 
 def encode_awareness_update(states: Iterable[AwarenessState]) -> bytes:
     """The inverse of `decode_awareness_update` (``encodeAwarenessUpdate``'s layout)."""
     entries = list(states)
-    out = bytearray(_var_uint(len(entries)))
+    out = bytearray(var_uint(len(entries)))
     for entry in entries:
         text = entry.state.encode("utf-8")
-        out += _var_uint(entry.client) + _var_uint(entry.clock) + _var_uint(len(text)) + text
+        out += var_uint(entry.client) + var_uint(entry.clock) + var_uint(len(text)) + text
     return bytes(out)
 
 
@@ -158,33 +162,7 @@ class AwarenessRoom(Generic[Sender]):
         self._owners[client] = sender
 
 
-class _Reader:
-    """lib0 ``decoding`` over untrusted bytes; every failure is a ProtocolError."""
-
-    __slots__ = ("data", "position")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.position = 0
-
-    def error(self, problem: str) -> ProtocolError:
-        return ProtocolError(f"awareness update: {problem} (at byte {self.position})")
-
-    def var_uint(self, name: str) -> int:
-        number, shift = 0, 0
-        while self.position < len(self.data):
-            byte = self.data[self.position]
-            self.position += 1
-            number |= (byte & 0x7F) << shift
-            shift += 7
-            if number > MAX_SAFE_INTEGER:
-                raise self.error(f"{name} is larger than 2**53 - 1, which JavaScript cannot hold")
-            if byte < 0x80:
-                return number
-        raise self.error(f"truncated: {name} runs past the end")
-
-
-def _read_state(reader: _Reader) -> AwarenessState:
+def _read_state(reader: Lib0Reader) -> AwarenessState:
     client = reader.var_uint("client id")
     clock = reader.var_uint("clock")
     length = reader.var_uint("length of the state")
@@ -209,12 +187,3 @@ def _read_state(reader: _Reader) -> AwarenessState:
 
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")  # json.loads takes NaN and Infinity, JSON.parse not
-
-
-def _var_uint(number: int) -> bytes:
-    out = bytearray()
-    while number > 0x7F:
-        out.append(0x80 | (number & 0x7F))
-        number >>= 7
-    out.append(number)
-    return bytes(out)

@@ -228,7 +228,8 @@ def _read_sync_body(reader: _Reader) -> YjsSyncMessage:
     raise reader.error(f"unknown sync message type {sync_type} (expected 0, 1 or 2)")
 
 
-def _var_uint(number: int) -> bytes:
+def var_uint(number: int) -> bytes:
+    """lib0 writeVarUint."""
     out = bytearray()
     while number > 0x7F:
         out.append(0x80 | (number & 0x7F))
@@ -238,7 +239,7 @@ def _var_uint(number: int) -> bytes:
 
 
 def _var_bytes(data: bytes) -> bytes:
-    return _var_uint(len(data)) + data
+    return var_uint(len(data)) + data
 
 
 def encode_sync_message(message: YjsSyncMessage) -> bytes:
