@@ -149,35 +149,30 @@ class Pages:
         return self.render("sync.html", session, page="sync", activity_kinds=ACTIVITY_KINDS)
 
     async def records(self, request: Request, collection: str) -> Response:
-        session = await signed_in(request)
-        if session is None:
-            return to_sign_in(request)
-        if collection not in self.schema.collections:
-            return self.render("missing.html", session, 404, what=f"collection {collection!r}")
-        return self.render(
-            "records.html",
-            session,
-            page=collection,
-            collection=collection,
-            schema=self.describe(collection),
-        )
+        return await self._collection_page(request, "records.html", collection)
 
     async def new_record(self, request: Request, collection: str) -> Response:
         return await self.record(request, collection, None)
 
     async def record(self, request: Request, collection: str, record_id: str | None) -> Response:
+        return await self._collection_page(request, "record.html", collection, record_id=record_id)
+
+    async def _collection_page(
+        self, request: Request, template: str, collection: str, **context: Any
+    ) -> Response:
+        """A page of one collection, driven by its schema; 404 for a collection it lacks."""
         session = await signed_in(request)
         if session is None:
             return to_sign_in(request)
         if collection not in self.schema.collections:
             return self.render("missing.html", session, 404, what=f"collection {collection!r}")
         return self.render(
-            "record.html",
+            template,
             session,
             page=collection,
             collection=collection,
-            record_id=record_id,
             schema=self.describe(collection),
+            **context,
         )
 
     def describe(self, name: str) -> dict[str, Any]:
