@@ -593,6 +593,17 @@ class Bench:
                 traceback.print_exc()
             return {"error": f"{type(exc).__name__}: {exc}"}
 
+    def measured(self, server: Server, label: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One load run against `server`, with the server CPU seconds it cost."""
+        cpu0 = self.guarded("cpu", server.cpu_seconds)
+        result: dict[str, Any] = self.guarded(
+            label, lambda: run_load(self.python["ours"], params, self.args.load_timeout + 30)
+        )
+        cpu1 = self.guarded("cpu", server.cpu_seconds)
+        if isinstance(cpu0, float) and isinstance(cpu1, float):
+            result["server_cpu_s"] = cpu1 - cpu0
+        return result
+
     # (a)
     def throughput(self) -> None:
         a = self.args
@@ -617,14 +628,7 @@ class Bench:
                             timeout=a.load_timeout,
                             peer_db=str(server.db) if side == "pycrdt" else None,
                         )
-                        cpu0 = self.guarded("cpu", server.cpu_seconds)
-                        result = self.guarded(
-                            f"{side} {mode}",
-                            lambda: run_load(self.python["ours"], params, a.load_timeout + 30),
-                        )
-                        cpu1 = self.guarded("cpu", server.cpu_seconds)
-                        if isinstance(cpu0, float) and isinstance(cpu1, float):
-                            result["server_cpu_s"] = cpu1 - cpu0
+                        result = self.measured(server, f"{side} {mode}", params)
                         out.setdefault(mode, {}).setdefault(side, []).append(result)
                         if result.get("stored_s"):
                             result["stored_per_s"] = result["edits"] / result["stored_s"]
@@ -670,19 +674,10 @@ class Bench:
                         edits=a.rt_edits,
                         timeout=a.load_timeout,
                     )
-                    cpu0 = self.guarded("cpu", server.cpu_seconds)
-                    result = self.guarded(
-                        f"{side} round trips",
-                        lambda: run_load(self.python["ours"], params, a.load_timeout + 30),
-                    )
-                    cpu1 = self.guarded("cpu", server.cpu_seconds)
-                    if (
-                        isinstance(cpu0, float)
-                        and isinstance(cpu1, float)
-                        and result.get("answered")
-                    ):
+                    result = self.measured(server, f"{side} round trips", params)
+                    if result.get("server_cpu_s") is not None and result.get("answered"):
                         result["server_cpu_us_per_update"] = (
-                            (cpu1 - cpu0) / result["answered"] * 1e6
+                            result["server_cpu_s"] / result["answered"] * 1e6
                         )
                     out.setdefault(side, []).append(result)
                     print(
@@ -718,14 +713,7 @@ class Bench:
                             rate=a.fan_rate,
                             timeout=a.load_timeout,
                         )
-                        cpu0 = self.guarded("cpu", server.cpu_seconds)
-                        result = self.guarded(
-                            f"{side} fan-out {subs}",
-                            lambda: run_load(self.python["ours"], params, a.load_timeout + 30),
-                        )
-                        cpu1 = self.guarded("cpu", server.cpu_seconds)
-                        if isinstance(cpu0, float) and isinstance(cpu1, float):
-                            result["server_cpu_s"] = cpu1 - cpu0
+                        result = self.measured(server, f"{side} fan-out {subs}", params)
                         out.setdefault(subs, {}).setdefault(side, []).append(result)
                         print(
                             f"  {subs:4} subs {side:10} run {run + 1}: p50={_f(result.get('p50_ms'))} ms "
