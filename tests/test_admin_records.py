@@ -239,8 +239,13 @@ async def test_a_schema_files_collections_get_their_own_pages(
     browser = await admin_browser_factory(await server_factory(schema=schema))
     await browser.sign_in()
     page = browser.page
-    assert page.url == browser.url("/admin/products")
-    await expect(page.locator("nav a")).to_have_text(["products", "Sync"])
+    # A schema file adds its collections to the CRM's (unless it says `replace = true`).
+    assert page.url == browser.url("/admin/contacts")
+    await expect(page.locator("nav a")).to_have_text(
+        ["contacts", "deals", "tasks", "products", "Sync"]
+    )
+    await page.click("nav a:has-text('products')")
+    await page.wait_for_url(browser.url("/admin/products"))
     await page.click("text=New record")
     await page.fill("input[name=label]", "Mug")
     await page.select_option("select[name=size]", "m")
