@@ -98,7 +98,9 @@ async def test_compaction_racing_ws_yjs_and_rest_writes_loses_none_of_them(
     async with mux_peer(server.ws("/ws"), client="phone") as peer:
         for doc_id in RECORDS:
             phone = f"+33 last {doc_id}"
-            ws_acks.append((await peer.wait_ack(await peer.edit(doc_id, phone=phone)), doc_id, phone))
+            ws_acks.append(
+                (await peer.wait_ack(await peer.edit(doc_id, phone=phone)), doc_id, phone)
+            )
     async with server.client() as admin:
         status = (await admin.get("/api/sync/status")).json()
         metrics = (await admin.get("/metrics")).text

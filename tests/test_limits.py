@@ -6,8 +6,6 @@ import asyncio
 import base64
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -24,6 +22,7 @@ from crdt_sync.protocol.ysync import (
     encode_sync_update,
 )
 
+from .clis import run_async
 from .conftest import RunningServer, wait_for
 from .peers import mux_peer, record_of, yjs_peer
 
@@ -169,22 +168,9 @@ async def test_a_stuck_consumer_is_disconnected_and_catches_up_from_its_cursor(
 async def test_a_revoked_token_closes_its_open_connections(server: RunningServer) -> None:
     async with websockets.connect(server.ws("/yjs/contacts/9")) as ws:
         await ws.recv()
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "crdt_sync",
-                "token",
-                "revoke",
-                "phone",
-                "--db",
-                str(server.db_path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+        # Not subprocess.run: the server runs in this event loop and must keep serving meanwhile.
+        done = await run_async("token", "revoke", "phone", "--db", str(server.db_path))
+        assert done.exit_code == 0, done.stderr
         code, reason = await closed_with(ws)
         assert code == CloseCode.UNAUTHORIZED and reason == "token revoked"
     async with websockets.connect(server.ws("/ws")) as again:
