@@ -6,27 +6,37 @@ The rest of its behaviour is the Store's, tested on both backends in test_store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from psycopg.rows import TupleRow
 
 from crdt_sync.errors import StoreError
 from crdt_sync.ids import DocId, Origin
 from crdt_sync.store.postgres import PostgresStore, redacted
 from crdt_sync.store.postgres.schema import SCHEMA_VERSION
 
+from .conftest import wait_for
 from .services import postgres, postgres_schema
 
 # Every row inserted into a table with this trigger waits, inside its transaction, for the
-# seconds its origin names ("delay-0.013"): a commit that is slow after taking its seq.
+# seconds its origin names ("delay-0.013"): a commit that is slow after taking its seq. An
+# origin "gate-K" waits instead until the test lets go of advisory lock K (random per test:
+# advisory locks are database-wide and other sessions share the database), so a schedule
+# can be forced whatever the machine's load.
 DELAY_TRIGGER = """
     CREATE FUNCTION delay_commit() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF NEW.origin LIKE 'delay-%' THEN
             PERFORM pg_sleep(substr(NEW.origin, 7)::float);
+        ELSIF NEW.origin LIKE 'gate-%' THEN
+            PERFORM pg_advisory_xact_lock_shared(substr(NEW.origin, 6)::bigint);
         END IF;
         RETURN NEW;
     END $$;
@@ -49,30 +59,72 @@ def empty_update() -> bytes:
     return b"\x00\x00"
 
 
+class Tailer:
+    """A reader of `seq > cursor`, as every cursor of crdt-sync is."""
+
+    def __init__(self, db: psycopg.AsyncConnection[TupleRow], table: str) -> None:
+        self.db, self.table = db, table
+        self.cursor = 0
+        self.seen: set[int] = set()
+
+    async def read(self) -> None:
+        query = f"SELECT seq FROM {self.table} WHERE seq > %s ORDER BY seq"
+        rows = await (await self.db.execute(query.encode(), (self.cursor,))).fetchall()
+        self.seen.update(seq for (seq,) in rows)
+        if rows:
+            self.cursor = rows[-1][0]
+
+    async def skipped(self) -> set[int]:
+        """Seqs committed but never read: below a cursor the tailer had already passed."""
+        await self.read()
+        every = await (await self.db.execute(f"SELECT seq FROM {self.table}".encode())).fetchall()
+        return {seq for (seq,) in every} - self.seen
+
+
 async def tail_while_writing(url: str, table: str, writes: list[Awaitable[None]]) -> set[int]:
-    """Run `writes` at once while a reader tails `table` by `seq > cursor`, as every cursor
-    of crdt-sync does; returns the seqs it skipped (committed, but below a cursor it passed)."""
-    seen: set[int] = set()
+    """Run `writes` at once while a tailer reads `table`; returns the seqs it skipped."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
-        cursor = 0
-
-        async def read() -> None:
-            nonlocal cursor
-            rows = await (
-                await db.execute(f"SELECT seq FROM {table} WHERE seq > %s ORDER BY seq", (cursor,))
-            ).fetchall()
-            seen.update(seq for (seq,) in rows)
-            if rows:
-                cursor = rows[-1][0]
-
+        tailer = Tailer(db, table)
         writing = asyncio.gather(*writes)
         while not writing.done():
-            await read()
+            await tailer.read()
             await asyncio.sleep(0.001)
         await writing
-        await read()
-        every = {seq for (seq,) in await (await db.execute(f"SELECT seq FROM {table}")).fetchall()}
-    return every - seen
+        return await tailer.skipped()
+
+
+@dataclass
+class Gate:
+    """Rows of origin `origin` wait in the trigger until `release()` is awaited."""
+
+    url: str
+    key: int
+    db: psycopg.AsyncConnection[TupleRow]
+
+    @property
+    def origin(self) -> str:
+        return f"gate-{self.key}"
+
+    async def release(self) -> None:
+        await self.db.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+
+    def waiting(self) -> int:
+        """How many sessions wait at the gate now."""
+        rows = postgres(
+            self.url,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (self.key,),
+        )
+        return int(str(rows[0][0]))
+
+
+@contextlib.asynccontextmanager
+async def gate(url: str) -> AsyncIterator[Gate]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
+        key = secrets.randbelow(1 << 31)
+        await db.execute("SELECT pg_advisory_lock(%s)", (key,))
+        yield Gate(url, key, db)
 
 
 async def store_writes(url: str, nodes: int, delays: list[list[float]]) -> set[int]:
@@ -99,23 +151,32 @@ async def store_writes(url: str, nodes: int, delays: list[list[float]]) -> set[i
             await store.close()
 
 
-async def naive_writes(url: str, slow: float, fast: int) -> set[int]:
-    """One slow write takes the first seq; `fast` others take later seqs and commit first."""
+async def naive_writes(url: str, fast: int) -> set[int]:
+    """One write takes the first seq and is held before its commit while `fast` others take
+    later seqs, commit and are read; then it commits. What the tailer skipped."""
     postgres(url, NAIVE_LOG)
     postgres(url, DELAY_TRIGGER.format(table="naive_log"))
 
-    async def write(delay: float) -> None:
+    async def write(origin: str) -> None:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
-            await db.execute("INSERT INTO naive_log (origin) VALUES (%s)", (f"delay-{delay:.4f}",))
+            await db.execute("INSERT INTO naive_log (origin) VALUES (%s)", (origin,))
 
-    async def schedule() -> None:
-        first = asyncio.create_task(write(slow))
-        # The column default (nextval) is taken before the BEFORE INSERT trigger sleeps.
-        while postgres(url, "SELECT is_called FROM naive_log_seq_seq") != [(True,)]:
-            await asyncio.sleep(0.005)
-        await asyncio.gather(first, *(write(0.0) for _ in range(fast)))
-
-    return await tail_while_writing(url, "naive_log", [schedule()])
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as db,
+        gate(url) as held,
+    ):
+        tailer = Tailer(db, "naive_log")
+        slow = asyncio.create_task(write(held.origin))
+        try:
+            # The column default (nextval) is taken before the BEFORE INSERT trigger waits.
+            await wait_for(lambda: held.waiting() == 1, 30)
+            await asyncio.gather(*(write("fast") for _ in range(fast)))
+            await tailer.read()
+            assert tailer.seen == set(range(2, fast + 2))
+        finally:
+            await held.release()
+            await slow
+        return await tailer.skipped()
 
 
 delays_per_node = st.lists(
@@ -138,14 +199,63 @@ def test_a_tailer_only_ever_sees_a_prefix_of_the_log_whatever_the_commit_delays(
 def test_the_same_tailer_skips_rows_of_a_plain_bigserial_log(url: str) -> None:
     """What the seq lock prevents: seq 1 is taken first but commits last, and the reader,
     having seen 2, never reads 1."""
-    skipped = asyncio.run(naive_writes(url, slow=0.5, fast=2))
+    skipped = asyncio.run(naive_writes(url, fast=2))
     assert skipped == {1}
 
 
-def test_the_seq_lock_makes_a_later_seq_wait_for_the_slow_commit_before_it(url: str) -> None:
-    """The same schedule on the store: the first commit is slow, the others wait for it."""
-    skipped = asyncio.run(store_writes(url, 3, [[0.4], [0.0], [0.0]]))
-    assert skipped == set()
+async def test_the_seq_lock_makes_a_later_seq_wait_for_the_slow_commit_before_it(
+    url: str,
+) -> None:
+    """The same schedule on the store: the first commit is held after taking its seq; the
+    other nodes' commits wait for it, so the tailer sees nothing until it commits."""
+    stores = [PostgresStore(url, readers=1) for _ in range(3)]
+    try:
+        for store in stores:
+            await store.__aenter__()
+        postgres(url, DELAY_TRIGGER.format(table="updates"))
+
+        def append(store: PostgresStore, doc: str, origin: str) -> Awaitable[object]:
+            return store.append(
+                DocId(doc), empty_update(), view={}, is_deleted=False, origin=Origin(origin)
+            )
+
+        async with (
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as db,
+            gate(url) as held,
+        ):
+            tailer = Tailer(db, "updates")
+            slow = asyncio.ensure_future(append(stores[0], "contacts/slow", held.origin))
+            try:
+                await wait_for(lambda: held.waiting() == 1, 30)
+                fast = [
+                    asyncio.ensure_future(append(store, f"contacts/{n}", "fast"))
+                    for n, store in enumerate(stores[1:])
+                ]
+                await wait_for(lambda: len(seq_lock_waiters(url)) == 2, 30)
+                await tailer.read()
+                assert tailer.seen == set() and not any(f.done() for f in fast)
+            finally:
+                await held.release()
+            assert await slow == 1
+            assert sorted([await f for f in fast]) == [2, 3]
+            assert await tailer.skipped() == set()
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def seq_lock_waiters(url: str) -> list[tuple[object, ...]]:
+    """Sessions of this schema's store waiting for a row lock (the seq lock: nothing else
+    in the store locks rows) behind another session."""
+    return postgres(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND query LIKE 'SELECT seq FROM seq_head FOR UPDATE%%'"
+        " AND datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0"
+        " AND pid IN (SELECT pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+        "   JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "   WHERE c.relname = 'seq_head' AND n.nspname = current_schema())",
+    )
 
 
 async def test_an_unreachable_database_is_a_store_error_without_the_password() -> None:
