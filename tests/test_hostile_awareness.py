@@ -187,3 +187,22 @@ async def test_the_mux_door_closes_a_sender_of_garbage_awareness_and_relays_none
             (doc, (AwarenessState(5, 1, '{"n": 5}', False),)),
             (doc, (AwarenessState.removal(5, 2),)),
         ]
+
+
+async def test_mux_awareness_reaches_only_peers_that_sync_the_records_collection(
+    server: RunningServer,
+) -> None:
+    """Presence on a contact is for those who sync contacts, as the contact's updates are."""
+    async with (
+        mux_peer(server.ws("/ws"), "contacts-watcher", collections=("contacts",)) as contacts,
+        mux_peer(server.ws("/ws"), "deals-watcher", collections=("deals",)) as deals,
+        mux_peer(server.ws("/ws"), "presenter") as presenter,
+    ):
+        await presenter.send_awareness("contacts/m2", present(7, 1, {"n": 7}))
+        await presenter.send_awareness("deals/m2", present(8, 1, {"n": 8}))
+        await wait_for(lambda: len(contacts.awareness) >= 1 and len(deals.awareness) >= 1)
+        await presenter.send_awareness("contacts/m2", present(7, 2, {"n": 72}))
+        await wait_for(lambda: len(contacts.awareness) >= 2)
+        await asyncio.sleep(0.2)  # what deals-watcher would wrongly get has had time to arrive
+        assert [a.doc for a in contacts.awareness] == ["contacts/m2", "contacts/m2"]
+        assert [a.doc for a in deals.awareness] == ["deals/m2"]

@@ -23,7 +23,7 @@ from ..errors import (
     UnknownCollection,
 )
 from ..fanout import Subscriber
-from ..ids import DocId, Origin, Seq
+from ..ids import DocId, Origin, Seq, split_doc_id
 from ..protocol import (
     Ack,
     AwarenessReceived,
@@ -142,9 +142,15 @@ class MuxPeer:
         self.present_in.clear()
 
     def _offer_others(self, doc: DocId, data: bytes) -> None:
+        """To the other /ws peers that sync the record's collection, as its updates go."""
         message = AwarenessUpdate(doc, data)
+        collection = split_doc_id(doc)[0]
         for peer in self.hub.connections:
-            if peer.endpoint == "ws" and peer is not self.connection:
+            if (
+                peer.endpoint == "ws"
+                and peer is not self.connection
+                and peer.subscriber.wants(collection)
+            ):
                 peer.put_nowait(message)
 
     async def _hello(self, hello: HelloReceived) -> None:
