@@ -214,3 +214,16 @@ def test_a_replica_in_a_missing_folder_is_one_line_without_thread_tracebacks(
     db = tmp_path / "gone" / "phone.db"
     ran = run("client", "add", "contacts", "name=Ada", "--db", str(db))
     ran.assert_one_line_error(4, f"there is no folder {db.parent}")
+
+
+def test_client_add_of_an_id_the_replica_holds_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    replica = tmp_path / "phone.db"
+    added = run("client", "add", "contacts", "name=Ada", "--id", "ada", "--db", str(replica))
+    assert added.exit_code == 0, added.stderr
+    again = run("client", "add", "contacts", "name=Bob", "--id", "ada", "--db", str(replica))
+    again.assert_one_line_error(2, "contacts/ada: already in this replica")
+    assert "crdt-sync client edit contacts ada" in again.stderr
+    shown = run("client", "list", "contacts", "--db", str(replica), "--json")
+    assert [(r["id"], r["name"]) for r in shown.json()] == [("ada", "Ada")]

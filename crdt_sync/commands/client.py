@@ -182,10 +182,26 @@ def add(
     db: ReplicaDb = DEFAULT_REPLICA,
     schema: SchemaFile = None,
 ) -> None:
-    """Create a record offline (queued for the next sync); prints it as JSON."""
+    """Create a record offline (queued for the next sync); prints it as JSON.
+
+    An `--id` this replica already holds is refused (exit 2): `add` would otherwise quietly
+    become an edit of somebody else's record. `client edit` changes one.
+    """
+    from ..errors import RecordExists
+
     parsed = schema_from(schema)
     fields = _assignments(parsed, collection, assignments or [])
-    view = _with_replica(db, parsed, lambda r: r.create(collection, fields, id=record_id))
+
+    async def create(replica: Replica) -> dict[str, Any]:
+        if record_id is not None and await replica.get(collection, record_id) is not None:
+            raise RecordExists(
+                f"{collection}/{record_id}",
+                "already in this replica: change it with "
+                f"`crdt-sync client edit {collection} {record_id} field=value`",
+            )
+        return await replica.create(collection, fields, id=record_id)
+
+    view = _with_replica(db, parsed, create)
     typer.echo(json.dumps(view))
 
 
