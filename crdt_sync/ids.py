@@ -13,8 +13,27 @@ DocId = NewType("DocId", str)
 Seq = NewType("Seq", int)
 """A position in the store's one global, strictly increasing update log; 0 is "nothing yet"."""
 
-Origin = NewType("Origin", str)
-"""Who made a write: a device or client id, a token name, ``cli`` or ``server``."""
+
+class Origin(str):
+    """Who made a write: a device or client id, a token name, ``cli`` or ``server``.
+
+    It is that name as a str (stored as the log's `origin` and a record's `created_by`, compared
+    and shown as such), and carries two facts for a record's history that ride with it through
+    the engine's one write path to the log: `door`, the way the write came in (``yjs``, ``ws``,
+    ``rest`` with a bearer token, ``admin`` the panel's session, ``import``; "" when not known,
+    as for rows written before it was kept), and `token`, the name of the token it was made
+    with ("" for none: the CLI, the server itself).
+    """
+
+    door: str
+    token: str
+
+    def __new__(cls, name: str, door: str = "", token: str = "") -> Origin:
+        origin = super().__new__(cls, name)
+        origin.door = door
+        origin.token = token
+        return origin
+
 
 RECORD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 COLLECTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")

@@ -16,7 +16,7 @@ from .engine import Engine
 from .ids import DocId, Origin
 from .store.archive import ArchivedDocument, ArchiveReader
 
-IMPORT_ORIGIN = Origin("import")
+IMPORT_ORIGIN = Origin("import", door="import")
 WINDOW = 64  # documents per transaction: memory and live records held stay bounded
 
 

@@ -205,8 +205,11 @@ async def test_history_shows_each_change_and_restores_an_earlier_value_to_every_
         rows = page.locator("#history tbody tr")
         await expect(rows).to_have_count(2)
         newest = rows.first
-        # Who: the origin the log holds, here the replica's own id (its /ws hello).
-        await expect(newest.locator("td").nth(2)).to_have_text(phone.replica_id)
+        # Who: the origin the log holds, here the replica's own id (its /ws hello), the token
+        # it connected with, and the door.
+        await expect(newest.locator("td").nth(2)).to_have_text(
+            f"{phone.replica_id} (token phone) via /ws"
+        )
         change = newest.locator("li[data-field=phone]")
         await expect(change).to_contain_text('"111" → "999"')
         oldest = rows.last
@@ -215,6 +218,7 @@ async def test_history_shows_each_change_and_restores_an_earlier_value_to_every_
         await oldest.locator("li[data-field=phone] button.restore-field").click()
         await expect(page.locator("input[name=phone]")).to_have_value("111")
         await expect(rows).to_have_count(3)
+        await expect(rows.first.locator("td").nth(2)).to_have_text("admin via admin panel")
         await wait_for(lambda: field_is(phone, "contacts/ada", "phone", "111"))
 
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import RecordNotFound, UnknownCollection
-from ..ids import COLLECTION_NAME, DocId, split_doc_id
+from ..ids import COLLECTION_NAME, DocId, Origin, split_doc_id
 from ..schema import Schema
 from ..served_schema import schema_in_use
 from .common import (
@@ -215,7 +215,7 @@ def history(
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Each stored update of a record: seq, time, origin, size, and the fields it changed."""
+    """Each stored update of a record: seq, time, who (origin, door, token), size, and fields."""
     from ..history import replay, step_at
     from ..record import Records
 
@@ -253,6 +253,7 @@ def history(
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("time", no_wrap=True)
     table.add_column("origin", overflow="fold")
+    table.add_column("via", overflow="fold")
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("fields", overflow="fold")
     for step in steps:
@@ -260,6 +261,7 @@ def history(
             str(step.seq),
             local_time(step.at),
             escape(step.origin),
+            escape(_via(step.origin)),
             decimal(step.size),
             _touched(step),
         )
@@ -320,12 +322,20 @@ def _touched(step: Step) -> str:
     return ", ".join(parts) or "[dim](no field changed)[/]"
 
 
+def _via(origin: Origin) -> str:
+    """The door, and the token when the origin is a device's own id: `ws (token phone)`."""
+    token = f" (token {origin.token})" if origin.token and origin.token != origin else ""
+    return f"{origin.door or '?'}{token}"
+
+
 def _step_json(step: Step) -> dict[str, Any]:
     return {
         "seq": step.seq,
         "at": step.at,
         "time": iso_time(step.at),
         "origin": step.origin,
+        "token": step.origin.token,
+        "door": step.origin.door,
         "size": step.size,
         "fields": list(step.touched),
         "deleted": step.deletes,

@@ -34,10 +34,9 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
 
 async def principal(request: Request) -> Principal:
     store: Store = request.app.state.store
-    token = bearer_token(request.headers.get("authorization"))
-    if token is None and SESSION_COOKIE in request.cookies:
+    if _by_session(request):
         return await session_principal(request, require_csrf=request.method not in SAFE_METHODS)
-    return await authenticate(store, token)
+    return await authenticate(store, bearer_token(request.headers.get("authorization")))
 
 
 async def session_principal(request: Request, *, require_csrf: bool) -> Principal:
@@ -89,9 +88,16 @@ def device_origin(request: Request, who: Principal) -> Origin:
     The same origin is stored as a record's `created_by`, so a device that pulls the records it
     pushed itself gets them under `updated`, never `created`.
     """
+    door = "admin" if _by_session(request) else "rest"
     client_id = request.headers.get(CLIENT_ID_HEADER)
     if client_id is None:
-        return Origin(who.name)
+        return Origin(who.name, door=door, token=who.name)
     if not 1 <= len(client_id) <= 128 or not client_id.isprintable():
         raise BadRequest("X-Client-Id must be 1-128 printable characters")
-    return Origin(client_id)
+    return Origin(client_id, door=door, token=who.name)
+
+
+def _by_session(request: Request) -> bool:
+    """The admin panel's cookie stands for the token: no bearer token came with it."""
+    has_bearer = bearer_token(request.headers.get("authorization")) is not None
+    return not has_bearer and SESSION_COOKIE in request.cookies

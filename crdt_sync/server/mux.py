@@ -68,7 +68,8 @@ class MuxPeer:
         self.caught_up_to = 0
         self.collections: tuple[str, ...] | None = None
         self.writes = WritesInFlight()
-        self.origin = Origin(connection.principal.name)  # set from the hello
+        name = connection.principal.name
+        self.origin = Origin(name, door="ws", token=name)  # set from the hello
 
     async def read(self) -> None:
         try:
@@ -156,7 +157,8 @@ class MuxPeer:
     async def _hello(self, hello: HelloReceived) -> None:
         """Only note it: the writer sends welcome, so nothing can go out ahead of it."""
         self.hello = hello
-        self.origin = Origin(hello.client or self.connection.principal.name)
+        name = self.connection.principal.name
+        self.origin = Origin(hello.client or name, door="ws", token=name)
         self.welcomed.set()
 
     async def _welcome(self) -> None:

@@ -118,7 +118,8 @@ async def _read(
     connection: Connection, hub: Hub, room: Room, doc_id: DocId, joined: bytes | None
 ) -> None:
     writes = WritesInFlight()
-    origin = Origin(connection.principal.name)
+    name = connection.principal.name
+    origin = Origin(name, door="yjs", token=name)
     answer = functools.partial(_answer, connection)
     # Updates read back to back (a pipelining client: the frames of one TCP read) are
     # written as one once the reader has to wait for more: see Engine.write_merged_nowait.

@@ -112,6 +112,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ),
     ),
+    Migration(
+        6,
+        "updates.door and updates.token: how a write came in, and with which token",
+        (
+            # A record's history says who made each change and how (ids.Origin); rows from
+            # before keep '' (not known).
+            "ALTER TABLE updates ADD COLUMN door TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE updates ADD COLUMN token TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -426,6 +426,8 @@ def _row(doc_id: DocId, update: bytes, view: JSONObject, is_deleted: bool, origi
     collection, record_id = _split(doc_id)
     encoded = _encode_view(view)
     update = update if type(update) is bytes else bytes(update)  # a copy only of a mutable view
+    if type(origin) is not Origin:
+        origin = Origin(origin)  # a plain str from a caller: its door and token are not known
     return Row(doc_id, collection, record_id, update, encoded, 1 if is_deleted else 0, origin)
 
 

@@ -70,13 +70,14 @@ class ExclusiveJob:
 # appears; ?1 is the commit time, bound once per statement. Fewer bindings: each costs the
 # writing thread 0.1-0.5 us with the GIL held.
 INSERT_UPDATES = (
-    "INSERT INTO updates (seq, doc_id, collection, data, origin, at, is_snapshot, prev_seq) VALUES "
+    "INSERT INTO updates"
+    " (seq, doc_id, collection, data, origin, door, token, at, is_snapshot, prev_seq) VALUES "
 )
 UPDATE_ROW = (
-    "({seq}, {doc_id}, {collection}, {data}, {origin}, ?1, 0,"
+    "({seq}, {doc_id}, {collection}, {data}, {origin}, {door}, {token}, ?1, 0,"
     " COALESCE({prev_seq}, (SELECT last_seq FROM records WHERE doc_id = {doc_id})))"
 )  # a prev_seq the writer does not know is the head of the chain as committed (chains.py)
-UPDATE_PARAMS = ("seq", "doc_id", "collection", "data", "origin", "prev_seq")
+UPDATE_PARAMS = ("seq", "doc_id", "collection", "data", "origin", "door", "token", "prev_seq")
 UPSERT_RECORDS = (
     "INSERT INTO records (doc_id, collection, record_id, view, is_deleted,"
     " first_seq, last_seq, created_by, updated_at, size) VALUES "
@@ -254,7 +255,10 @@ def _insert(
             if prev_seq is None:
                 prev_seq = heads.get(r.doc_id)  # None: left to SQL (UPDATE_ROW)
             written[r.doc_id] = seq
-            update_values += (seq, r.doc_id, r.collection, r.update, r.origin, prev_seq)
+            origin = r.origin
+            update_values += (
+                seq, r.doc_id, r.collection, r.update, origin, origin.door, origin.token, prev_seq
+            )  # fmt: skip
             record_values += (
                 r.doc_id, r.collection, r.record_id, r.view, r.is_deleted, seq, r.origin,
                 len(r.update),

@@ -40,7 +40,11 @@ class FieldChange(BaseModel):
 class HistoryStep(BaseModel):
     seq: int
     at: float = Field(description="unix seconds of the commit")
-    origin: str = Field(description="who wrote it: a token name or a device's X-Client-Id")
+    origin: str = Field(description="who wrote it: a token name or a device's client id")
+    token: str = Field(description="the name of the token it was written with ('' for none)")
+    door: str = Field(
+        description="how it came in: yjs, ws, rest, admin, cli or import ('' if not known)"
+    )
     is_snapshot: bool = Field(description="compaction folded earlier updates into this one")
     deletes: bool
     changes: list[FieldChange]
@@ -96,6 +100,8 @@ async def history(
                 "seq": step.seq,
                 "at": step.at,
                 "origin": step.origin,
+                "token": step.origin.token,
+                "door": step.origin.door,
                 "is_snapshot": step.is_snapshot,
                 "deletes": step.deletes,
                 "changes": changes,

@@ -23,10 +23,11 @@ from .connection import connection_errors
 from .schema import DB
 
 INSERT_UPDATES = """
-    INSERT INTO updates (seq, doc_id, collection, data, origin, at)
-    SELECT seq, doc_id, collection, data, origin, %s
-    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::text[])
-        AS t (seq, doc_id, collection, data, origin)
+    INSERT INTO updates (seq, doc_id, collection, data, origin, door, token, at)
+    SELECT seq, doc_id, collection, data, origin, door, token, %s
+    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[],
+                %s::text[])
+        AS t (seq, doc_id, collection, data, origin, door, token)
 """
 # One row per record of the batch (ON CONFLICT may touch a row once per statement): its first
 # seq, last seq, last view and the bytes its rows add.
@@ -148,6 +149,8 @@ async def _insert(db: DB, entries: Sequence[tuple[Seq, Row]], now: float) -> Non
             [row.collection for _, row in entries],
             [row.update for _, row in entries],
             [row.origin for _, row in entries],
+            [row.origin.door for _, row in entries],
+            [row.origin.token for _, row in entries],
         ),
     )
     records: dict[DocId, list[object]] = {}

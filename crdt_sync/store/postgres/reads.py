@@ -21,7 +21,7 @@ from .schema import DB
 RECORD_COLUMNS = (
     "doc_id, collection, record_id, view, is_deleted, first_seq, last_seq, created_by, updated_at"
 )
-LOG_COLUMNS = "seq, doc_id, data, origin, at, is_snapshot"
+LOG_COLUMNS = "seq, doc_id, data, origin, at, is_snapshot, door, token"
 TOKEN_COLUMNS = "name, role, created_at, revoked_at, last_used_at"
 
 Query = tuple[str, tuple[Any, ...]]
@@ -141,8 +141,10 @@ def record(row: tuple[Any, ...]) -> RecordRow:
 
 
 def log_entry(row: tuple[Any, ...]) -> LogEntry:
-    seq, doc_id, data, origin, at, is_snapshot = row
-    return LogEntry(Seq(seq), DocId(doc_id), bytes(data), Origin(origin), at, bool(is_snapshot))
+    seq, doc_id, data, origin, at, is_snapshot, door, token = row
+    return LogEntry(
+        Seq(seq), DocId(doc_id), bytes(data), Origin(origin, door, token), at, bool(is_snapshot)
+    )
 
 
 def token(row: tuple[Any, ...]) -> TokenRow:

@@ -99,6 +99,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE store_meta (key text PRIMARY KEY, value text NOT NULL)",
         ),
     ),
+    Migration(
+        4,
+        "updates.door and updates.token: how a write came in, and with which token",
+        (
+            # As SQLite's migration 6 (ids.Origin).
+            "ALTER TABLE updates ADD COLUMN door text NOT NULL DEFAULT ''",
+            "ALTER TABLE updates ADD COLUMN token text NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -210,10 +210,19 @@
     body.replaceChildren(...answer.body.slice().reverse().map(historyRow));
   }
 
+  const DOORS = { yjs: "/yjs", ws: "/ws", rest: "REST", admin: "admin panel", cli: "CLI",
+    import: "import" };
+
+  function who(step) {
+    const token = step.token && step.token !== step.origin ? ` (token ${step.token})` : "";
+    const door = step.door ? ` via ${DOORS[step.door] || step.door}` : "";
+    return `${step.origin}${token}${door}`;
+  }
+
   function historyRow(step) {
     const tr = element("tr", { "data-seq": step.seq });
     tr.append(element("td", {}, step.seq), element("td", {}, new Date(step.at * 1000)
-      .toLocaleString()), element("td", {}, step.origin));
+      .toLocaleString()), element("td", { class: "who" }, who(step)));
     const what = element("td");
     const list = element("ul");
     if (step.is_snapshot) list.append(element("li", {}, "compacted: earlier history folded"));
