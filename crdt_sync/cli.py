@@ -111,6 +111,24 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="CRDT_SYNC_LOCK_TIMEOUT",
+            min=0.001,
+            help="PostgreSQL store: seconds a commit waits for the seq lock before it fails"
+            " (longer than --idle-timeout).",
+        ),
+    ] = 15.0,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="CRDT_SYNC_IDLE_TIMEOUT",
+            min=0.001,
+            help="PostgreSQL store: seconds a node's transaction may idle (the node stopped)"
+            " before PostgreSQL ends it, freeing the seq lock for the other nodes.",
+        ),
+    ] = 5.0,
     migrate_schema: Annotated[
         bool,
         typer.Option(
@@ -150,6 +168,8 @@ def serve(
     origins = run_checked(lambda: checked_origins(cors_origin or ()))
     policy = CompactionPolicy(rows=compact_rows, bytes=compact_bytes) if compact else None
     url = run_checked(lambda: chosen_store(db, store))
+    if lock_timeout <= idle_timeout:  # checked here too: the store opens after the port
+        run_checked(lambda: _refuse_timeouts(lock_timeout, idle_timeout))
     with ExitStack() as held:
         # Bound first: a taken port must not leave a new, empty store file behind.
         sock = held.enter_context(run_checked(lambda: bind(host, port)))
@@ -171,6 +191,8 @@ def serve(
             db_path=db,
             store_url=url,
             bus_url=bus,
+            lock_timeout=lock_timeout,
+            idle_timeout=idle_timeout,
             schema=prepared.schema,
             tune_gc=True,
             cors_origins=origins,
@@ -187,6 +209,13 @@ def serve(
         )
         redact_tokens_in_server_logs()  # uvicorn.Config configured its loggers just now
         Server(config).run(sockets=[sock])  # ends the admin change feeds first
+
+
+def _refuse_timeouts(lock_timeout: float, idle_timeout: float) -> None:
+    raise BadArgument(
+        f"--lock-timeout ({lock_timeout:g} s) must be longer than --idle-timeout"
+        f" ({idle_timeout:g} s): a stopped node's seq lock is freed only after the idle timeout"
+    )
 
 
 def _say_seeded(seeded: list[DocId]) -> None:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,14 +44,23 @@ class Node:
         self.process.send_signal(number)
 
 
-def spawn_node(store_url: str, log: Path, *, bus_url: str | None = None, port: int = 0) -> Node:
-    """`crdt-sync serve --store URL [--bus URL]` as a subprocess; returns once it answers."""
+def spawn_node(
+    store_url: str,
+    log: Path,
+    *,
+    bus_url: str | None = None,
+    port: int = 0,
+    extra: Sequence[str] = (),
+) -> Node:
+    """`crdt-sync serve --store URL [--bus URL] [extra...]` as a subprocess; returns once it
+    answers."""
     if not port:
         with free_socket() as sock:
             port = sock.getsockname()[1]
     args = ["serve", "--store", store_url, "--port", str(port), "--log-level", "warning"]
     if bus_url is not None:
         args += ["--bus", bus_url]
+    args += extra
     with open(log, "ab") as out:  # stderr to a file: an unread pipe would block the server
         process = subprocess.Popen(
             [sys.executable, "-m", "crdt_sync", *args],

@@ -8,11 +8,12 @@ starts, so it may stop it without touching anyone else's).
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,8 @@ from crdt_sync.store.postgres import PostgresStore
 
 from .conftest import free_socket, wait_for
 from .nodes import Node, spawn_node
-from .peers import mux_peer, record_of, yjs_peer
-from .services import postgres_schema, unavailable
+from .peers import MuxPeer, mux_peer, record_of, yjs_peer
+from .services import postgres, postgres_schema, unavailable
 
 
 @dataclass
@@ -86,9 +87,9 @@ class Deployment:
     nodes: list[Node]
     logs: Path
 
-    def add_node(self, *, bus_url: str | None = None) -> Node:
+    def add_node(self, *, bus_url: str | None = None, extra: Sequence[str] = ()) -> Node:
         log = self.logs / f"node{len(self.nodes)}.log"
-        node = spawn_node(self.url, log, bus_url=bus_url or self.redis.url)
+        node = spawn_node(self.url, log, bus_url=bus_url or self.redis.url, extra=extra)
         self.nodes.append(node)
         return node
 
@@ -286,3 +287,100 @@ async def test_a_node_killed_under_load_loses_no_acknowledged_write_and_doubles_
         last_acked[f"tasks/t{n % 5}"] = n
     for doc_id, n in last_acked.items():  # a later write may have committed unacknowledged
         assert int(records[DocId(doc_id)].view["title"].removeprefix("task ")) >= n
+
+
+async def ack_or_close(peer: MuxPeer, cseq: int) -> int | None:
+    """The write's seq once acknowledged; None if the server closed the connection first."""
+
+    def answered() -> bool:
+        return cseq in peer.acks or peer.websocket.close_code is not None
+
+    await wait_for(answered, 60)
+    return peer.acks.get(cseq)
+
+
+def writer_sessions(url: str, node: Node) -> list[tuple[object, ...]]:
+    """The backend pid of `node`'s writer connection (none once PostgreSQL ended it)."""
+    return postgres(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+        (f"crdt-sync writer {node.process.pid}",),
+    )
+
+
+def holds_seq_lock(url: str, node: Node) -> bool:
+    """Whether `node`'s writer is in a transaction that holds the seq lock now.
+
+    The lock is the row lock of `seq_head`: while a transaction holds it (FOR UPDATE, then
+    UPDATE), the row version others see carries that transaction's xid as its xmax, and
+    pg_stat_activity names the transaction's xid beside its connection's application name.
+    """
+    rows = postgres(
+        url,
+        "SELECT count(*) FROM pg_stat_activity a, seq_head h"
+        " WHERE a.application_name = %s AND a.backend_xid = h.xmax",
+        (f"crdt-sync writer {node.process.pid}",),
+    )
+    return rows == [(1,)]
+
+
+async def test_a_node_stopped_holding_the_seq_lock_is_cut_off_and_the_others_resume(
+    deployment: Deployment,
+) -> None:
+    """SIGSTOP node D under write load until it is caught holding the seq lock (twice): the
+    other nodes' commits wait, PostgreSQL ends D's session after --idle-timeout, they resume;
+    once continued, D fails its batch unacknowledged and commits again on a new connection.
+    No acknowledged write, of any node, is missing from the log."""
+    b = deployment.nodes[1]
+    d = await asyncio.to_thread(
+        deployment.add_node, extra=["--idle-timeout", "1", "--lock-timeout", "30"]
+    )
+    acked: dict[str, dict[int, str]] = {"b": {}, "d": {}}  # seq -> doc_id, by node
+    cut_off: list[str] = []  # writes whose connection the node closed, unacknowledged
+    done = asyncio.Event()
+
+    async def write(name: str, node: Node) -> None:
+        # One record per write: a failed write leaves no later one depending on it.
+        n = 0
+        while not done.is_set():
+            async with mux_peer(node.ws("/ws", deployment.device), client=name) as peer:
+                while not done.is_set():
+                    doc_id = f"tasks/{name}-{n}"
+                    n += 1
+                    seq = await ack_or_close(peer, await peer.edit(doc_id, title=doc_id))
+                    if seq is None:  # a store error: "try again later", then reconnect
+                        cut_off.append(doc_id)
+                        break
+                    acked[name[0]][seq] = doc_id
+
+    async def more_acks(node: str, count: int) -> None:
+        target = len(acked[node]) + count
+        await wait_for(lambda: len(acked[node]) >= target, 60)
+
+    async def stop_until_caught(times: int) -> int:
+        caught = 0
+        for _ in range(500):
+            d.signal(signal.SIGSTOP)
+            if not await asyncio.to_thread(holds_seq_lock, deployment.url, d):
+                d.signal(signal.SIGCONT)
+                await asyncio.sleep(random.uniform(0.01, 0.05))
+                continue
+            caught += 1
+            await more_acks("b", 3)  # B commits again
+            await wait_for(lambda: writer_sessions(deployment.url, d) == [], 60)  # D was ended
+            d.signal(signal.SIGCONT)
+            await more_acks("d", 3)  # and D commits again, on a new connection
+            if caught == times:
+                break
+        done.set()
+        return caught
+
+    writers = [write("d1", d), write("d2", d), write("b1", b)]
+    *_, caught = await asyncio.gather(*writers, stop_until_caught(2))
+    assert caught == 2
+    assert cut_off  # D's batch in flight at each stop failed, unacknowledged
+    rows = await asyncio.to_thread(postgres, deployment.url, "SELECT seq, doc_id FROM updates")
+    log = {seq: doc_id for seq, doc_id in rows}
+    for node in acked.values():
+        for seq, doc_id in node.items():
+            assert log.get(seq) == doc_id

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -17,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg.rows import TupleRow
 
-from crdt_sync.errors import StoreError
-from crdt_sync.ids import DocId, Origin
+from crdt_sync.errors import ConfigError, StoreError
+from crdt_sync.ids import DocId, Origin, Seq
 from crdt_sync.store.postgres import PostgresStore, redacted
 from crdt_sync.store.postgres.schema import SCHEMA_VERSION
 
@@ -81,7 +82,7 @@ class Tailer:
         return {seq for (seq,) in every} - self.seen
 
 
-async def tail_while_writing(url: str, table: str, writes: list[Awaitable[None]]) -> set[int]:
+async def tail_while_writing(url: str, table: str, writes: Sequence[Awaitable[object]]) -> set[int]:
     """Run `writes` at once while a tailer reads `table`; returns the seqs it skipped."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
         tailer = Tailer(db, table)
@@ -214,7 +215,7 @@ async def test_the_seq_lock_makes_a_later_seq_wait_for_the_slow_commit_before_it
             await store.__aenter__()
         postgres(url, DELAY_TRIGGER.format(table="updates"))
 
-        def append(store: PostgresStore, doc: str, origin: str) -> Awaitable[object]:
+        def append(store: PostgresStore, doc: str, origin: str) -> Awaitable[Seq]:
             return store.append(
                 DocId(doc), empty_update(), view={}, is_deleted=False, origin=Origin(origin)
             )
@@ -317,3 +318,34 @@ async def test_an_idempotency_key_with_a_nul_is_kept_and_recalled(url: str) -> N
         await store.append_many(batch, idempotency_key="phone\x00k", answer=lambda s: b"first")
         assert await store.recall("phone\x00k") == b"first"
         assert await store.recall("phone\\0k") is None  # escaped one to one: no collision
+
+
+async def test_the_writer_opens_a_new_connection_once_the_server_ended_its_session(
+    url: str,
+) -> None:
+    """As after a node was stopped holding the seq lock and PostgreSQL ended its session: the
+    batch in flight fails, and the next commit runs on a new connection."""
+    async with PostgresStore(url, readers=1) as store:
+        await store.append(
+            DocId("contacts/1"), empty_update(), view={}, is_deleted=False, origin=Origin("a")
+        )
+        ended = postgres(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"crdt-sync writer {os.getpid()}",),
+        )
+        assert ended == [(True,)]
+        with contextlib.suppress(StoreError):  # the write that finds the connection gone
+            await store.append(
+                DocId("contacts/2"), empty_update(), view={}, is_deleted=False, origin=Origin("b")
+            )
+        seq = await store.append(
+            DocId("contacts/3"), empty_update(), view={}, is_deleted=False, origin=Origin("c")
+        )
+        assert await store.cursor() == seq
+        assert [e.origin for e in await store.log_since(Seq(0))][-1] == "c"
+
+
+async def test_a_lock_timeout_no_longer_than_the_idle_timeout_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="lock timeout must be longer than the idle timeout"):
+        PostgresStore(url, lock_timeout_ms=5000, idle_timeout_ms=5000)

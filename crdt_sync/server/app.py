@@ -39,6 +39,10 @@ class Settings:
     db_path: Path = Path("crdt-sync.db")
     store_url: str | None = None  # a PostgreSQL store (postgresql://...) instead of db_path
     bus_url: str | None = None  # Redis Streams between nodes (redis://...): see server/bus.py
+    # PostgreSQL only (docs/NODES.md): how long a commit waits for the seq lock, and how long
+    # a node's transaction may idle (the node stopped) before the server ends it.
+    lock_timeout: float = 15.0
+    idle_timeout: float = 5.0
     schema: Schema = DEFAULT_SCHEMA
     limits: Limits = Limits()
     cache_size: int = 2048
@@ -65,7 +69,12 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         location = settings.store_url or settings.db_path
         async with (
-            store_at(location, synchronous=settings.synchronous) as store,
+            store_at(
+                location,
+                synchronous=settings.synchronous,
+                lock_timeout=settings.lock_timeout,
+                idle_timeout=settings.idle_timeout,
+            ) as store,
             compacting(store, settings.compaction) as compactor,
             commit_news(store, settings.bus_url) as bus,
         ):

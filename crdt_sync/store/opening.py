@@ -23,11 +23,18 @@ def is_postgres_url(location: object) -> bool:
 
 
 def store_at(
-    location: str | os.PathLike[str], *, synchronous: str = "FULL"
+    location: str | os.PathLike[str],
+    *,
+    synchronous: str = "FULL",
+    lock_timeout: float = 15.0,
+    idle_timeout: float = 5.0,
 ) -> SQLiteStore | PostgresStore:
     """The store for `location` (not yet entered): `postgresql://…` is PostgreSQL, else a file.
 
     `synchronous` is SQLite's; PostgreSQL's durability is the server's `synchronous_commit`.
+    `lock_timeout` and `idle_timeout` (seconds) are PostgreSQL's (PostgresStore's
+    `lock_timeout_ms` and `idle_timeout_ms`): how long a commit waits for the seq lock, and
+    how long a node's transaction may idle before the server ends it and frees the lock.
 
     Raises:
         ConfigError: a PostgreSQL URL, but psycopg is not installed.
@@ -40,7 +47,11 @@ def store_at(
                 f"{redacted(location)}: a PostgreSQL store needs psycopg:"
                 " pip install 'crdt-sync[postgres]'"
             ) from exc
-        return PostgresStore(location)
+        return PostgresStore(
+            location,
+            lock_timeout_ms=round(lock_timeout * 1000),
+            idle_timeout_ms=round(idle_timeout * 1000),
+        )
     return SQLiteStore(Path(location), synchronous=synchronous)
 
 

@@ -8,11 +8,16 @@ visible: whatever any reader sees of the log is a prefix of it.
 
 Everything that may wait on another transaction (idempotency keys, which block on a
 concurrent insert of the same key) happens before the seq lock; the holder waits on nobody.
+
+A holder that stops (a node frozen, its host paused) is ended by PostgreSQL once its
+transaction idles `idle_in_transaction_session_timeout`, which releases the lock; the other
+nodes' commits wait for it up to `lock_timeout`, set longer (store.py). The stopped node's
+batch fails unacknowledged, and its writer opens a new connection for the next one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
 from ...errors import KeyAlreadyUsed
@@ -52,26 +57,36 @@ FOREIGN_PAGE = 5000
 
 
 class PostgresCommits:
-    """The group-commit writer's transactions (writer.CommitBackend) on one connection."""
+    """The group-commit writer's transactions (writer.CommitBackend) on one connection, and
+    another one, from `connect`, whenever the server ended the last (see above)."""
 
-    def __init__(self, db: DB, name: str) -> None:
+    def __init__(self, db: DB, name: str, connect: Callable[[], Awaitable[DB]]) -> None:
         self._db = db
         self._name = name
+        self._connect = connect
 
     @property
     def name(self) -> str:
         return self._name
 
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _connection(self) -> DB:
+        if self._db.closed:  # ended by the server (a timeout, a restart) or the network
+            self._db = await self._connect()
+        return self._db
+
     async def last_seq(self) -> Seq:
         async with connection_errors(self._name):
-            cursor = await self._db.execute("SELECT seq FROM seq_head")
+            cursor = await (await self._connection()).execute("SELECT seq FROM seq_head")
             row = await cursor.fetchone()
         return Seq(row[0] if row is not None else 0)
 
     async def read_foreign(self, known: Seq) -> list[Committed]:
         """Every update after `known` (a prefix of the log: see the rule above), in seq order."""
         async with connection_errors(self._name):
-            return await _read_foreign(self._db, known)
+            return await _read_foreign(await self._connection(), known)
 
     async def run_exclusive(self, job: ExclusiveJob) -> object:
         raise TypeError("PostgresStore runs its other writes on pooled connections")
@@ -81,8 +96,9 @@ class PostgresCommits:
     ) -> tuple[list[Outcome], list[Committed]]:
         """The batch in one transaction; a used idempotency key or a failing `answer` fails
         its job alone. Also the foreign updates committed after `known`, below the batch."""
-        async with connection_errors(self._name), self._db.transaction():
-            return await _commit(self._db, batch, now, expired_before, known)
+        db = await self._connection()
+        async with connection_errors(self._name), db.transaction():
+            return await _commit(db, batch, now, expired_before, known)
 
 
 async def _commit(

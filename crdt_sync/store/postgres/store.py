@@ -9,6 +9,7 @@ foreign updates, exactly as an SQLite store learns those of another process on i
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -86,6 +87,12 @@ class PostgresStore:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
         if readers < 1:
             raise ConfigError(f"readers must be at least 1, got {readers}")
+        if idle_timeout_ms < 1 or lock_timeout_ms <= idle_timeout_ms:
+            raise ConfigError(
+                "the lock timeout must be longer than the idle timeout, which must be positive"
+                f" (a stopped node's seq lock is freed after the idle timeout), got"
+                f" {lock_timeout_ms} ms and {idle_timeout_ms} ms"
+            )
         self.url = url
         self.name = redacted(url)
         self.schema_version = 0
@@ -105,7 +112,8 @@ class PostgresStore:
         self._loop = asyncio.get_running_loop()
         async with AsyncExitStack() as stack:
             db = await self._connect()
-            stack.push_async_callback(db.close)
+            commits = PostgresCommits(db, self.name, self._connect)
+            stack.push_async_callback(commits.close)
             async with connection_errors(self.name):
                 self.schema_version = await prepare(db, self.name)
                 row = await reads.fetch_one(db, "SELECT id FROM store_identity")
@@ -114,7 +122,7 @@ class PostgresStore:
                 self.url,
                 min_size=1,
                 max_size=self._readers,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, "application_name": self._application("reader")},
                 configure=self._configure,
                 open=False,
                 name=f"crdt-sync readers {self.name}",
@@ -128,7 +136,7 @@ class PostgresStore:
             stack.push_async_callback(pool.close)
             self._pool = pool
             writer = CommitWriter(
-                PostgresCommits(db, self.name),
+                commits,
                 max_batch=self._max_batch,
                 idempotency_ttl=self._idempotency_ttl,
                 clock=self._clock,
@@ -155,13 +163,21 @@ class PostgresStore:
     async def _connect(self) -> DB:
         try:
             db = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=10
+                self.url,
+                autocommit=True,
+                connect_timeout=10,
+                application_name=self._application("writer"),
             )
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: cannot connect: {first_line(exc)}") from exc
         async with connection_errors(self.name):
             await self._configure(db)
         return db
+
+    @staticmethod
+    def _application(role: str) -> str:
+        # pg_stat_activity tells nodes and their connections apart by it (and so do tests).
+        return f"crdt-sync {role} {os.getpid()}"
 
     async def _configure(self, db: DB) -> None:
         await db.execute(
