@@ -103,7 +103,11 @@ class Backend:
         """A new store on the backend's one location; `fail_fast`: give up at once on a lock."""
         if self.name == "sqlite":
             return SQLiteStore(self.location, busy_timeout_ms=0 if fail_fast else 5000, **options)
-        return PostgresStore(self.location, lock_timeout_ms=200 if fail_fast else 15_000, **options)
+        if fail_fast:  # the lock timeout must exceed the idle one (PostgresStore)
+            return PostgresStore(
+                self.location, lock_timeout_ms=1000, idle_timeout_ms=900, **options
+            )
+        return PostgresStore(self.location, **options)
 
     def sql(self, statement: str) -> list[tuple[Any, ...]]:
         """One statement, as another program would run it on the store's database."""
