@@ -193,6 +193,7 @@ def serve(
             bus_url=bus,
             lock_timeout=lock_timeout,
             idle_timeout=idle_timeout,
+            address=url_of(sock),
             schema=prepared.schema,
             tune_gc=True,
             cors_origins=origins,

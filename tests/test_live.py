@@ -220,6 +220,10 @@ async def test_status_lists_connected_clients(server: RunningServer) -> None:
         assert status["connections"] == 1
         assert status["clients"][0]["client_id"] == "tablet-7"
         assert status["clients"][0]["device"] == "phone"
+        # One process on its SQLite file: the deployment is this node alone.
+        (node,) = status["nodes"]
+        assert node["id"] == status["node"] and node["this"] and node["alive"]
+        assert node["connections"] == 1
     async with httpx.AsyncClient(base_url=server.http) as anonymous:
         assert (await anonymous.get("/api/sync/status")).status_code == 401
 

@@ -384,3 +384,49 @@ async def test_a_node_stopped_holding_the_seq_lock_is_cut_off_and_the_others_res
     for node in acked.values():
         for seq, doc_id in node.items():
             assert log.get(seq) == doc_id
+
+
+async def test_sync_status_on_any_node_lists_every_node_of_the_deployment(
+    deployment: Deployment,
+) -> None:
+    """Each node keeps a heartbeat row in PostgreSQL: its address, start, last heartbeat and
+    open connections. A node killed stays listed, no longer alive; one stopped cleanly leaves."""
+    a, b, c = deployment.nodes
+
+    def by_address(status: dict[str, object]) -> dict[str, dict[str, object]]:
+        nodes = status["nodes"]
+        assert isinstance(nodes, list)
+        return {node["address"]: node for node in nodes}
+
+    async with (
+        mux_peer(c.ws("/ws", deployment.device), client="on-c"),
+        mux_peer(c.ws("/ws", deployment.device), client="also-on-c"),
+    ):
+
+        async def c_has_two() -> bool:
+            seen = by_address(await _status(a, deployment.device))
+            return seen[c.http]["connections"] == 2
+
+        await wait_for(c_has_two, 15)  # by C's next heartbeat
+        for node in (a, b, c):
+            status = await _status(node, deployment.device)
+            seen = by_address(status)
+            assert set(seen) == {a.http, b.http, c.http}
+            assert all(n["alive"] for n in seen.values())
+            assert [n["this"] for n in seen.values()].count(True) == 1
+            assert seen[node.http]["this"] and seen[node.http]["id"] == status["node"]
+            assert seen[c.http]["connections"] == 2
+            assert seen[a.http]["connections"] == seen[b.http]["connections"] == 0
+            assert len({n["id"] for n in seen.values()}) == 3
+
+    c.kill()
+
+    async def c_is_gone() -> bool:
+        seen = by_address(await _status(a, deployment.device))
+        return seen[c.http]["alive"] is False
+
+    await wait_for(c_is_gone, 30)  # about three heartbeats missed
+    b.signal(signal.SIGTERM)
+    b.process.wait(30)
+    seen = by_address(await _status(a, deployment.device))
+    assert set(seen) == {a.http, c.http}  # B left on its way out; C's row stays, not alive

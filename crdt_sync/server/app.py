@@ -24,7 +24,7 @@ from ..store import Store, store_at
 from .admission import Admission
 from .errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .live import Hub
-from .nodes import commit_news
+from .nodes import ThisNode, commit_news, heartbeat
 from .yjs import Room, serve_yjs
 
 LOG = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class Settings:
     # a node's transaction may idle (the node stopped) before the server ends it.
     lock_timeout: float = 15.0
     idle_timeout: float = 5.0
+    address: str = ""  # where this node serves (http://host:port), for /api/sync/status
+    heartbeat_interval: float = 1.0  # a shared store's row for this node (server/nodes.py)
     schema: Schema = DEFAULT_SCHEMA
     limits: Limits = Limits()
     cache_size: int = 2048
@@ -68,6 +70,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         location = settings.store_url or settings.db_path
+        node = app.state.node = ThisNode(settings.address)
         async with (
             store_at(
                 location,
@@ -76,7 +79,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
                 idle_timeout=settings.idle_timeout,
             ) as store,
             compacting(store, settings.compaction) as compactor,
-            commit_news(store, settings.bus_url) as bus,
+            commit_news(store, settings.bus_url, node) as bus,
         ):
             app.state.compactor = compactor
             app.state.bus = bus
@@ -114,7 +117,12 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
             from .sync_ops import running as running_sync_admin
 
             try:
-                async with running_sync_admin(app, hub):  # the admin's activity log, its jobs
+                async with (
+                    heartbeat(
+                        store, node, lambda: len(hub.connections), settings.heartbeat_interval
+                    ),
+                    running_sync_admin(app, hub),  # the admin's activity log, its jobs
+                ):
                     yield
             finally:
                 for job in jobs:

@@ -16,8 +16,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..compactor import CompactorStatistics
+from ..store.base import NodeRoster, NodeRow
 from .access import AdminOnly, Authenticated
 from .live import Hub
+from .nodes import ThisNode, is_alive
 from .telemetry import Figures, Telemetry, gather
 
 router = APIRouter()
@@ -37,6 +39,8 @@ async def sync_status(request: Request, who: Authenticated) -> dict[str, Any]:
     telemetry: Telemetry = request.app.state.telemetry
     figures = await figures_of(request)
     return {
+        "node": request.app.state.node.id,
+        "nodes": await nodes_json(request),
         "cursor": figures.cursor,
         "timestamp": figures.cursor + 1,
         "collections": {
@@ -79,6 +83,32 @@ async def sync_status(request: Request, who: Authenticated) -> dict[str, Any]:
         "uptime": figures.uptime,
         "time": time.time(),
     }
+
+
+async def nodes_json(request: Request) -> list[dict[str, Any]]:
+    """Every node of the deployment: the shared store's roster, or this process alone."""
+    hub: Hub = request.app.state.hub
+    node: ThisNode = request.app.state.node
+    interval = request.app.state.settings.heartbeat_interval
+    if isinstance(hub.store, NodeRoster):
+        rows = await hub.store.list_nodes()
+    else:  # one process on its SQLite file
+        now = time.time()
+        rows = [NodeRow(node.id, node.address, node.started_at, now, len(hub.connections), 0.0)]
+    return [
+        {
+            "id": row.id,
+            "address": row.address or None,
+            "started_at": row.started_at,
+            "last_seen": row.last_seen,
+            "seconds_since_seen": round(row.age, 3),
+            "alive": is_alive(row, interval),
+            # This node's own figure is live; the others' are as of their last heartbeat.
+            "connections": len(hub.connections) if row.id == node.id else row.connections,
+            "this": row.id == node.id,
+        }
+        for row in rows
+    ]
 
 
 def compactor_json(statistics: CompactorStatistics | None) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..ids import DocId, Origin, Seq
 
@@ -85,6 +85,37 @@ class TokenRow:
     created_at: float
     revoked_at: float | None
     last_used_at: float | None = None  # to the minute: see `Store.touch_token`
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One server node of a deployment on a shared store, as its last heartbeat left it."""
+
+    id: str  # server/nodes.py node_name(): host, process, a random part
+    address: str  # where it serves (http://host:port), as it was told; "" if it was not
+    started_at: float  # unix seconds, the node's clock
+    last_seen: float  # unix seconds of its last heartbeat, the database's clock
+    connections: int  # open websocket connections at that heartbeat
+    age: float  # seconds since last_seen when read, the database's clock (no clock skew)
+
+
+@runtime_checkable
+class NodeRoster(Protocol):
+    """A store that several nodes share keeps a row per node (PostgresStore, not SQLite)."""
+
+    async def beat_node(
+        self, node_id: str, address: str, started_at: float, connections: int
+    ) -> None:
+        """Record that this node is alive now; forget nodes silent for an hour."""
+        ...
+
+    async def list_nodes(self) -> list[NodeRow]:
+        """Every node remembered, alive or not, the oldest first."""
+        ...
+
+    async def leave_node(self, node_id: str) -> None:
+        """Forget this node (it is shutting down)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE updates ADD COLUMN token text NOT NULL DEFAULT ''",
         ),
     ),
+    Migration(
+        5,
+        "nodes: one heartbeat row per serving node, for /api/sync/status",
+        (
+            # last_seen is the database's clock, so ages compare across hosts whatever theirs.
+            """CREATE TABLE nodes (
+                id text PRIMARY KEY,
+                address text NOT NULL,
+                started_at double precision NOT NULL,
+                last_seen double precision NOT NULL,
+                connections integer NOT NULL
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -33,6 +33,7 @@ from ..base import (
     DocumentState,
     JSONObject,
     LogEntry,
+    NodeRow,
     Progress,
     RecordRow,
     StoreStatistics,
@@ -50,6 +51,7 @@ from .connection import connection_errors, first_line
 from .schema import DB, LOCK_CLASS, prepare
 
 COMPACTION_LOCK_CLASS = LOCK_CLASS + 1  # with hashtext(doc_id): one compaction per record
+FORGET_NODES_AFTER = 3600.0  # seconds: a node silent this long leaves /api/sync/status
 
 
 class PostgresStore:
@@ -506,6 +508,41 @@ class PostgresStore:
                 (self._clock(), name),
             )
             return cursor.rowcount > 0
+
+    # The nodes serving this store (NodeRoster): a heartbeat row each, on the database's clock.
+
+    async def beat_node(
+        self, node_id: str, address: str, started_at: float, connections: int
+    ) -> None:
+        async with connection_errors(self.name), self._open_pool().connection() as db:
+            await db.execute(
+                "INSERT INTO nodes (id, address, started_at, last_seen, connections)"
+                " VALUES (%s, %s, %s, extract(epoch FROM clock_timestamp()), %s)"
+                " ON CONFLICT (id) DO UPDATE SET address = excluded.address,"
+                " last_seen = excluded.last_seen, connections = excluded.connections",
+                (node_id, address, started_at, connections),
+            )
+            await db.execute(
+                "DELETE FROM nodes WHERE last_seen < extract(epoch FROM clock_timestamp()) - %s",
+                (FORGET_NODES_AFTER,),
+            )
+
+    async def list_nodes(self) -> list[NodeRow]:
+        rows = await self._fetch(
+            (
+                (
+                    "SELECT id, address, started_at, last_seen, connections,"
+                    " extract(epoch FROM clock_timestamp())::double precision - last_seen"
+                    " FROM nodes ORDER BY started_at, id"
+                ),
+                (),
+            )
+        )
+        return [NodeRow(*row) for row in rows]
+
+    async def leave_node(self, node_id: str) -> None:
+        async with connection_errors(self.name), self._open_pool().connection() as db:
+            await db.execute("DELETE FROM nodes WHERE id = %s", (node_id,))
 
     # Export and inspection.
 
