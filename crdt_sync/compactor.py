@@ -3,9 +3,11 @@
 Rule 1: scheduling lives here, above the Store protocol; folding is `Store.compact`, whose rules
 hold (store/compaction.py): it replaces exactly the rows it read, rows appended meanwhile are
 untouched, and its one write transaction queues behind appends like any other write.
-Rule 2: low priority. One record at a time, a rest after each as long as it took, and a record is due only once
-its rows since its snapshot pass `rows` or their bytes pass `bytes`, so each compaction folds a
-bounded amount: a short transaction, never a long hold of the write lock.
+Rule 2: low priority. One record at a time, a rest after each as long as it took, and a record
+is due only once its rows since its snapshot pass `rows` or their bytes pass `bytes`, so each
+compaction folds a bounded amount. A record with a long backlog (written before the server
+started, or by a process without a compactor) is folded by the store a bounded prefix per
+transaction (store/compaction.py, rule 2): never a long hold of the write lock either way.
 Rule 3: what is due is learnt from commits (a commit listener: this process's and other
 processes' writes alike), plus one paged read of the log at start for what was written before.
 The counts are an estimate that errs early: rows that commit while a record is being compacted
@@ -71,6 +73,13 @@ class Debt:
 
 
 @dataclass(frozen=True, slots=True)
+class CurrentCompaction:
+    doc_id: DocId
+    rows_folded: int  # of the rows read, those the committed steps replaced so far
+    rows: int  # 0 until the first step committed
+
+
+@dataclass(frozen=True, slots=True)
 class CompactorStatistics:
     """A snapshot of what the compactor knows and did since the server started."""
 
@@ -83,6 +92,8 @@ class CompactorStatistics:
     rows_folded: int  # log rows those compactions removed
     bytes_before: int
     bytes_after: int
+    steps: int  # transactions those compactions committed (more than one for a long backlog)
+    current: CurrentCompaction | None  # the record being folded now, if any
     skipped: int  # due records found with nothing to fold (already compacted elsewhere)
     failures: int  # compactions that failed (logged); the record is retried later
     last_compaction_at: float | None  # unix seconds
@@ -107,9 +118,10 @@ class Compactor:
         self._scanned_up_to: Seq | None = None  # commits above it are counted by `observe`
         self._is_open = False
         self._compacting: DocId | None = None
+        self._progress = (0, 0)  # (rows folded, rows) of the record being compacted
         self._task: asyncio.Task[None] | None = None
         self._compactions = self._rows_folded = self._bytes_before = self._bytes_after = 0
-        self._skipped = self._failures = 0
+        self._skipped = self._failures = self._steps = 0
         self._last_compaction_at: float | None = None
         store.add_commit_listener(self.observe)
 
@@ -172,6 +184,12 @@ class Compactor:
             rows_folded=self._rows_folded,
             bytes_before=self._bytes_before,
             bytes_after=self._bytes_after,
+            steps=self._steps,
+            current=(
+                None
+                if self._compacting is None
+                else CurrentCompaction(self._compacting, *self._progress)
+            ),
             skipped=self._skipped,
             failures=self._failures,
             last_compaction_at=self._last_compaction_at,
@@ -238,8 +256,9 @@ class Compactor:
         del self._due[doc_id]
         debt = self._debts.pop(doc_id, Debt())
         self._compacting = doc_id
+        self._progress = (0, 0)
         try:
-            report = await self.store.compact(doc_id)
+            report = await self.store.compact(doc_id, progress=self._step_done)
         except CrdtSyncError as exc:
             self._failures += 1
             LOG.warning("compactor: %s failed; retrying later: %s", doc_id, exc)
@@ -250,10 +269,15 @@ class Compactor:
             self._compacting = None
         if report.documents:
             self._note(report)
+            if report.updates_after > 1:  # stopped part way (rows changed under a step)
+                self._restore(doc_id, Debt(report.updates_after - 1, report.bytes_after))
         elif report.updates_before > 1:  # its rows kept changing under it: try again later
             self._restore(doc_id, debt)
         else:
             self._skipped += 1
+
+    def _step_done(self, rows_folded: int, rows: int) -> None:
+        self._progress = (rows_folded, rows)
 
     def _restore(self, doc_id: DocId, debt: Debt) -> None:
         now = self._debts.setdefault(doc_id, Debt())
@@ -267,4 +291,5 @@ class Compactor:
         self._rows_folded += report.updates_before - report.updates_after
         self._bytes_before += report.bytes_before
         self._bytes_after += report.bytes_after
+        self._steps += report.steps
         self._last_compaction_at = self._clock()

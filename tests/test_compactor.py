@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
-from pycrdt import Map, Text
+from pycrdt import Doc, Map, Text
 
 from crdt_sync.compactor import CompactionPolicy, Compactor
 from crdt_sync.engine import Engine
@@ -18,6 +18,7 @@ from crdt_sync.ids import DocId, Origin
 from crdt_sync.record import Records
 from crdt_sync.schema import DEFAULT_SCHEMA
 from crdt_sync.store import SQLiteStore
+from crdt_sync.store.base import Committed
 
 from .clis import run, run_async
 from .conftest import RunningServer, make_tokens, spawn_server, wait_for
@@ -209,6 +210,71 @@ async def test_debt_left_from_before_the_start_is_found_and_compacted(
     assert status["compactor"]["compactions"] == 1 and status["compactor"]["scanning"] is False
     steps = await history_of(server, "deals/old")
     assert [(s.is_snapshot, s.view["title"]) for s in steps] == [(True, "T29")]
+
+
+BACKLOG = 4500  # rows of one record written before the server started: five steps of 1,000
+
+
+async def test_a_long_backlog_is_folded_in_steps_while_acks_keep_landing(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    """A record with thousands of rows is folded a bounded prefix per transaction: writes to it
+    over /ws commit between the steps, every acked write stays, history after the snapshot
+    is right and the store checks clean."""
+    db = tmp_path / "server.db"
+    long = DocId("contacts/long")
+    async with SQLiteStore(db) as store:
+        engine = Engine(store, DEFAULT_SCHEMA)
+        document: Doc[object] = Doc()
+        fields = document.get("record", type=Map)
+        futures = []
+        for n in range(BACKLOG):  # pipelined, as a busy server commits them
+            before = document.get_state()
+            fields["name"] = f"N{n}"
+            update = document.get_update(before)
+            futures.append(engine.write_nowait(long, update, origin=Origin("seed")))
+        await asyncio.gather(*futures)
+        assert (await store.statistics()).compaction_debt == BACKLOG - 1
+    # Not due at start: the peer's writes tip it over, so the fold runs while they go on.
+    server = await server_factory(db, compaction=eager(rows=BACKLOG + 100))
+    compactor = compactor_of(server)
+    between_steps: list[int] = []  # seqs of the peer's writes committed mid-fold
+
+    def watch(committed: Sequence[Committed]) -> None:
+        current = compactor.statistics().current
+        if current is not None and 0 < current.rows_folded < current.rows:
+            between_steps.extend(c.seq for c in committed if c.doc_id == long)
+
+    compactor.store.add_commit_listener(watch)
+    acks: list[tuple[int, str]] = []  # (seq, phone)
+    async with mux_peer(server.ws("/ws"), client="phone") as peer:
+        n = 0
+        while n < 3000 and (compactor.statistics().steps < 5 or n < 200):
+            window = []  # a few in flight: the writer always has one queued behind a step
+            for _ in range(5):
+                phone = f"+44 {n}"
+                window.append((await peer.edit(long, phone=phone), phone))
+                n += 1
+            for cseq, phone in window:
+                acks.append((await peer.wait_ack(cseq, timeout=60), phone))
+    await asyncio.wait_for(compactor.wait_idle(), 30)
+    statistics = compactor.statistics()
+    assert statistics.compactions == 1 and statistics.steps >= 5, statistics
+    assert statistics.failures == 0 and statistics.current is None
+    assert between_steps, "no write committed between two steps of the fold"
+
+    steps = await history_of(server, long)
+    assert steps[0].is_snapshot and steps[0].seq > BACKLOG
+    assert steps[-1].view["phone"] == max(acks)[1]
+    for seq, phone in acks:
+        if seq >= steps[0].seq:
+            assert step_at(long, steps, seq).view["phone"] == phone
+    async with SQLiteStore(server.db_path) as store:
+        row = await store.get_record(long)
+    assert row is not None and row.view["name"] == f"N{BACKLOG - 1}"
+    assert row.view["phone"] == max(acks)[1]
+    checked = await run_async("check", "--db", str(server.db_path), "--json")
+    assert checked.exit_code == 0, checked.stdout
 
 
 def test_a_policy_that_makes_no_sense_is_refused() -> None:

@@ -36,6 +36,7 @@ from crdt_sync.store import writer as writer_module
 from crdt_sync.store.postgres import PostgresStore
 from crdt_sync.store.reads import COLLECTIONS, changes_query, log_query, snapshot_query
 
+from .clis import run
 from .services import postgres, postgres_schema
 
 ANN = Origin("ann-phone")
@@ -493,10 +494,12 @@ async def test_compaction_keeps_rows_another_writer_appended_after_its_read(
     for n in range(3):
         await put(sqlite_store, "contacts/1", contact, n=n)
     late = contact.set(late=True)
-    read_and_fold = compaction.read_and_fold
+    read_chain = compaction.read_chain
 
-    def read_then_other_process_writes(db: sqlite3.Connection, doc_id: DocId) -> object:
-        fold = read_and_fold(db, doc_id)
+    def read_then_other_process_writes(
+        db: sqlite3.Connection, doc_id: DocId, step_rows: int
+    ) -> object:
+        fold = read_chain(db, doc_id, step_rows)
         with raw(path) as other:
             other.execute(  # as a store appends: the row chained to the head, the head moved
                 "INSERT INTO updates (seq, doc_id, collection, data, origin, at, is_snapshot,"
@@ -506,13 +509,76 @@ async def test_compaction_keeps_rows_another_writer_appended_after_its_read(
             other.execute("UPDATE records SET last_seq = 4 WHERE doc_id = 'contacts/1'")
         return fold
 
-    monkeypatch.setattr(compaction, "read_and_fold", read_then_other_process_writes)
+    monkeypatch.setattr(compaction, "read_chain", read_then_other_process_writes)
     report = await sqlite_store.compact(DocId("contacts/1"))
     assert report.updates_before == 3
     history = await sqlite_store.history(DocId("contacts/1"))
     assert [(e.seq, e.is_snapshot) for e in history] == [(3, True), (4, False)]
     loaded = await sqlite_store.load(DocId("contacts/1"))
     assert loaded is not None and view_of(loaded) == contact.view()
+
+
+async def test_a_long_log_is_compacted_a_bounded_prefix_per_transaction(path: Path) -> None:
+    """95 rows, steps of 10: ten transactions, each replacing the last snapshot and the next
+    rows; an append submitted after the first step commits before the compaction ends."""
+    contact, other = Contact(), Contact()
+    async with SQLiteStore(path, compaction_step=10) as store:
+        for n in range(95):
+            await put(store, "contacts/long", contact, n=n)
+        await put(store, "contacts/other", other, n=0)
+        steps: list[tuple[int, int, bool]] = []  # (rows folded, rows, racing append done)
+        racing: list[asyncio.Task[Seq]] = []
+
+        def progress(done: int, total: int) -> None:
+            if not racing:  # after the first step: an append queued behind it, not behind all
+                racing.append(asyncio.create_task(put(store, "contacts/long", contact, late=1)))
+            steps.append((done, total, racing[0].done()))
+
+        report = await store.compact(DocId("contacts/long"), progress=progress)
+        assert [(done, total) for done, total, _ in steps] == [
+            (10 * n, 95) for n in range(1, 10)
+        ] + [(95, 95)]
+        assert not steps[0][2] and steps[-1][2]  # the append landed between two steps
+        assert report.steps == 10
+        assert (report.documents, report.updates_before, report.updates_after) == (1, 95, 1)
+        late_seq = await racing[0]
+        history = await store.history(DocId("contacts/long"))
+        assert [(e.seq, e.is_snapshot) for e in history] == [(95, True), (late_seq, False)]
+        loaded = await store.load(DocId("contacts/long"))
+        assert loaded is not None and view_of(loaded) == contact.view()
+        assert (await store.check()).is_ok
+    with raw(path) as db:
+        [(size,)] = db.execute("SELECT size FROM records WHERE doc_id = 'contacts/long'")
+        [(stored,)] = db.execute(
+            "SELECT SUM(length(data)) FROM updates WHERE doc_id = 'contacts/long'"
+        )
+    assert size == stored
+
+
+async def test_a_stepped_compaction_overtaken_by_another_process_stops_and_leaves_a_whole_chain(
+    path: Path,
+) -> None:
+    """`crdt-sync compact` (another process) folds the record between two of this store's steps:
+    the next step finds its rows gone, writes nothing, and the record is whole."""
+    contact = Contact()
+    async with SQLiteStore(path, compaction_step=10) as store:
+        for n in range(45):
+            await put(store, "contacts/long", contact, n=n)
+        cli_exit_codes: list[int] = []
+
+        def progress(done: int, total: int) -> None:
+            if not cli_exit_codes:  # blocks the loop for the CLI's run: no step is in flight
+                cli_exit_codes.append(run("compact", "contacts/long", "--db", str(path)).exit_code)
+
+        report = await store.compact(DocId("contacts/long"), progress=progress)
+        assert cli_exit_codes == [0]
+        assert (report.documents, report.steps, report.updates_before) == (1, 1, 45)
+        assert report.updates_after == 1 + 35  # what this store did not fold itself
+        history = await store.history(DocId("contacts/long"))
+        assert [(e.seq, e.is_snapshot) for e in history] == [(45, True)]
+        loaded = await store.load(DocId("contacts/long"))
+        assert loaded is not None and view_of(loaded) == contact.view()
+        assert (await store.check()).is_ok
 
 
 async def test_a_compaction_that_lost_the_race_to_another_leaves_the_snapshot_alone(

@@ -124,6 +124,16 @@ def compactor_json(statistics: CompactorStatistics | None) -> dict[str, Any] | N
         "rows_folded": statistics.rows_folded,
         "bytes_before": statistics.bytes_before,
         "bytes_after": statistics.bytes_after,
+        "steps": statistics.steps,
+        "current": (
+            None
+            if (current := statistics.current) is None
+            else {
+                "record": current.doc_id,
+                "rows_folded": current.rows_folded,
+                "rows": current.rows,
+            }
+        ),
         "skipped": statistics.skipped,
         "failures": statistics.failures,
         "last_compaction_at": statistics.last_compaction_at,
@@ -205,6 +215,11 @@ def _compactor_metrics(c: CompactorStatistics) -> Iterator[Metric]:
     )
     yield _counter(
         "crdt_sync_compaction_failures", "Background compactions that failed.", c.failures
+    )
+    yield _counter(
+        "crdt_sync_compaction_steps",
+        "Compaction transactions committed (a long log takes several).",
+        c.steps,
     )
 
 

@@ -76,6 +76,7 @@ class CompactionReport:
     updates_after: int
     bytes_before: int
     bytes_after: int
+    steps: int = 0  # snapshots committed: a long log is folded a bounded prefix at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +232,12 @@ class Store(Protocol):
         """One page of a collection's records, filtered, searched and sorted (see listing.py)."""
         ...
 
-    async def compact(self, doc_id: DocId) -> CompactionReport: ...
+    async def compact(self, doc_id: DocId, *, progress: Progress | None = None) -> CompactionReport:
+        """Fold `doc_id`'s log into one snapshot; `progress(rows_folded, rows)` after each step.
+
+        Never holds the write lock for long: a long log is folded a bounded prefix at a time.
+        """
+        ...
 
     async def compact_all(self, *, progress: Progress | None = None) -> CompactionReport: ...
 

@@ -67,6 +67,7 @@ class SQLiteStore:
         idempotency_ttl: seconds an idempotency key's answer is kept and recalled.
         busy_timeout_ms: how long to wait for another process's write lock before failing.
         max_batch: most updates in one group commit (1 gives one commit per append).
+        compaction_step: most log rows one compaction transaction folds (compaction.py).
         clock: unix seconds, for `at` and `updated_at` and idempotency expiry.
 
     Raises (on entering):
@@ -81,6 +82,7 @@ class SQLiteStore:
         idempotency_ttl: float = 86400.0,
         busy_timeout_ms: int = 5000,
         max_batch: int = 1000,
+        compaction_step: int = compaction.STEP_ROWS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if synchronous.upper() not in SYNCHRONOUS:
@@ -89,12 +91,15 @@ class SQLiteStore:
             )
         if max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
+        if compaction_step < 1:
+            raise ConfigError(f"compaction_step must be at least 1, got {compaction_step}")
         self.path = Path(path)
         self.schema_version = 0
         self._synchronous = synchronous.upper()
         self._idempotency_ttl = idempotency_ttl
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
+        self._compaction_step = compaction_step
         self._clock = clock
         self._listeners: list[CommitListener] = []
         self._stack: AsyncExitStack | None = None
@@ -359,21 +364,29 @@ class SQLiteStore:
 
     # Compaction: an operation of its own, never a side effect of append.
 
-    async def compact(self, doc_id: DocId) -> CompactionReport:
+    async def compact(self, doc_id: DocId, *, progress: Progress | None = None) -> CompactionReport:
         """Fold `doc_id`'s log into one garbage-collected snapshot; racing appends are kept.
 
-        Returns a report with documents=0 when there was nothing to fold (one row or none), or
-        when other compactions kept changing the rows under it (it is then left for next time).
+        The chain is read and folded on the reading connection, a prefix of STEP_ROWS rows at
+        a time (compaction.py, rule 2); each step takes the write lock only to check its rows
+        and swap them, queued between group commits like any write, so appends commit between
+        steps. `progress(rows_folded, rows)` after each step. Returns a report with
+        documents=0 when there was nothing to fold (one row or none), or when other
+        compactions kept changing the rows under it (it is then left for next time).
         """
         for attempt in range(1, COMPACTION_ATTEMPTS + 1):
-            fold = await self._read(compaction.read_and_fold, doc_id)
-            if isinstance(fold, CompactionReport):
-                return fold
-            is_compacted = await self._exclusive(
-                partial(compaction.replace_with_snapshot, fold=fold)
-            )
-            if is_compacted or attempt == COMPACTION_ATTEMPTS:
-                return fold.report(is_compacted=is_compacted)
+            folding = await self._read(compaction.read_chain, doc_id, self._compaction_step)
+            if isinstance(folding, CompactionReport):
+                return folding
+            while (fold := await self._read(compaction.next_fold, folding)) is not None:
+                if not await self._exclusive(partial(compaction.replace_with_snapshot, fold=fold)):
+                    folding.abandoned()
+                    break
+                folding.committed(fold)
+                if progress is not None:
+                    progress(folding.folded, len(folding.rows))
+            if folding.steps or attempt == COMPACTION_ATTEMPTS:
+                return folding.report()
         raise AssertionError("unreachable: the last attempt returns")
 
     async def compact_all(self, *, progress: Progress | None = None) -> CompactionReport:

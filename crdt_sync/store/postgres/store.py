@@ -384,12 +384,13 @@ class PostgresStore:
 
     # Compaction: an operation of its own, never a side effect of append.
 
-    async def compact(self, doc_id: DocId) -> CompactionReport:
+    async def compact(self, doc_id: DocId, *, progress: Progress | None = None) -> CompactionReport:
         """Fold `doc_id`'s log into one garbage-collected snapshot at its last seq S.
 
         One transaction, under a lock of this record's compaction only: appends never wait
-        for it (theirs have seqs > S and are not touched), a second compaction of the record
-        waits and then folds what the first left.
+        for it (theirs have seqs > S and are not touched; MVCC, no store-wide write lock), a
+        second compaction of the record waits and then folds what the first left. So one
+        step, `progress(rows, rows)` once it committed.
         """
         async with (
             connection_errors(self.name),
@@ -429,7 +430,9 @@ class PostgresStore:
                 "UPDATE records SET size = size - %s + %s WHERE doc_id = %s",
                 (size, len(snapshot), doc_id),
             )
-        return CompactionReport(1, len(rows), 1, size, len(snapshot))
+        if progress is not None:
+            progress(len(rows), len(rows))
+        return CompactionReport(1, len(rows), 1, size, len(snapshot), steps=1)
 
     async def compact_all(self, *, progress: Progress | None = None) -> CompactionReport:
         """Compact every document with more than one log row; `progress(done, total)` after each."""
