@@ -8,6 +8,10 @@
    the record (open the store, read its state, build its document) at points along the way.
 2. A real `crdt-sync serve` taking a steady 1,000 updates/s over `/ws` (keystrokes into 20
    records): ack latency p50/p99/max with the compactor on and off (`--no-compact`).
+3. The N-row log of 1. left uncompacted, then a compactor started on it while a steady 1,000
+   updates/s go to 20 other records through Engine.write: write latency while the backlog is
+   folded a bounded prefix per transaction (the store's default), beside the same with the
+   whole backlog in one transaction (what compaction did before it was stepped).
 
 Prints tables; asserts nothing (see README.md in this directory).
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,29 +43,44 @@ from crdt_sync.protocol import Acked, Hello, PeerSession, Role, SyncUpdate, Welc
 from crdt_sync.record import document_from_state
 from crdt_sync.schema import DEFAULT_SCHEMA
 from crdt_sync.store import SQLiteStore
+from crdt_sync.store.compaction import STEP_ROWS
 
 ORIGIN = Origin("bench")
 DOC = DocId("contacts/typed")
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
+WINDOW = 4000  # characters of notes, at most: the schema allows 10,000 (DEFAULT_MAX_LENGTH)
 
 
 def keystrokes(count: int) -> list[bytes]:
-    """A record created, then `count` one-character edits to its notes: mostly typing at the
-    end, every tenth a backspace, as someone writing."""
+    """A record created, then `count` one-character edits to its notes, as someone writing:
+    typing at the end, every tenth a backspace; once the notes are WINDOW long, revising
+    them: a character deleted here, one inserted there, so the text stays within the limit.
+
+    Each update is its transaction's, as an editor sends it (Yjs's `update` event). Not
+    `get_update(state_before)`: that carries the document's whole delete set every time, so
+    with every backspace each later keystroke grew (to ~1 KB after 10,000 of them).
+    """
     document: pycrdt.Doc[Any] = pycrdt.Doc()
     fields = document.get("record", type=pycrdt.Map)
-    updates = []
+    updates: list[bytes] = []
+    subscription = document.observe(lambda event: updates.append(event.update))
     with document.transaction():
         fields["name"] = "Typed"
         fields["notes"] = notes = pycrdt.Text()
-    updates.append(document.get_update())
     for n in range(count):
-        before = document.get_state()
-        if n % 10 == 9 and len(notes):
-            del notes[len(notes) - 1]
+        length = len(notes)
+        if length >= WINDOW:
+            at = (n * 7919) % length  # spread over the text: a prime stride
+            if n % 2:
+                del notes[at]
+            else:
+                notes.insert(at, ALPHABET[n % len(ALPHABET)])
+        elif n % 10 == 9 and length:
+            del notes[length - 1]
         else:
-            notes.insert(len(notes), ALPHABET[n % len(ALPHABET)])
-        updates.append(document.get_update(before))
+            notes.insert(length, ALPHABET[n % len(ALPHABET)])
+    document.unobserve(subscription)
+    assert len(updates) == count + 1, "one update per transaction"
     return updates
 
 
@@ -97,21 +118,90 @@ async def one_record(workdir: Path, count: int, compacting: bool) -> list[tuple[
                     await compactor.wait_idle()
                 loads.append((point, await cold_load_ms(path)))
             stats = await store.statistics()
-            if not compacting:  # what one compaction of the whole backlog costs, for contrast
-                start = time.perf_counter()
-                report = await store.compact(DOC)
-                print(
-                    f"  (then one `compact` of its {report.updates_before:,} rows:"
-                    f" {time.perf_counter() - start:.2f} s, one transaction)"
-                )
         await engine.settle()
     size = path.stat().st_size
     print(
-        f"  compactor {'on ' if compacting else 'off'}: file {size / 1e6:8.2f} MB,"
-        f" log rows {stats.log_entries:,}, "
+        f"  compactor {'on ' if compacting else 'off'}: file {size / 1e6:8.2f} MB"
+        f" ({_free_share(path):.0%} free pages), log rows {stats.log_entries:,}, "
         + ", ".join(f"cold load after {n:,}: {ms:.1f} ms" for n, ms in loads)
     )
     return loads
+
+
+def _free_share(path: Path) -> float:
+    """The file's share of pages on SQLite's freelist: space it reuses but does not give back."""
+    db = sqlite3.connect(path)
+    try:
+        (free,) = db.execute("PRAGMA freelist_count").fetchone()
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+    finally:
+        db.close()
+    return free / pages if pages else 0.0
+
+
+async def backlog_under_load(
+    workdir: Path, step: int | None, seconds: float, rate: int = 1000
+) -> None:
+    """Fold the uncompacted log of `one_record` while `rate` writes/s go to 20 other records.
+
+    `step`: rows per compaction transaction; None for the store's default. The latency of a
+    write is from `write_nowait` to its commit; `during` counts those started while the
+    backlog's record was being folded.
+    """
+    path = workdir / f"backlog-{step or 'stepped'}.db"
+    shutil.copy(workdir / "typed-off.db", path)
+    options = {} if step is None else {"compaction_step": step}
+    streams = [keystrokes(int(seconds * rate) // 20 + 1) for _ in range(20)]
+    latencies: list[tuple[float, bool]] = []  # (ms, started while the backlog was folded)
+    async with SQLiteStore(path, **options) as store:
+        engine = Engine(store, DEFAULT_SCHEMA)
+        folding: list[float] = []  # when writes first and last saw the backlog being folded
+        async with Compactor(store, CompactionPolicy()) as compactor:
+            start = time.perf_counter()
+            total = int(seconds * rate)
+            pending = []
+            for n in range(total):  # paced: write n starts at start + n / rate
+                delay = start + n / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                current = compactor.statistics().current
+                during = current is not None and current.doc_id == DOC
+                began = time.perf_counter()
+                if during:
+                    if not folding:
+                        folding.append(began)
+                    folding[1:] = [began]  # the last write so far that saw it
+                record, index = n % 20, n // 20
+                future = engine.write_nowait(
+                    DocId(f"contacts/r{record}"), streams[record][index], origin=ORIGIN
+                )
+                future.add_done_callback(
+                    lambda _, b=began, d=during: latencies.append(
+                        ((time.perf_counter() - b) * 1000, d)
+                    )
+                )
+                pending.append(future)
+            await asyncio.gather(*pending)
+            current = compactor.statistics().current
+            still_folding = current is not None and current.doc_id == DOC
+            await compactor.wait_idle()
+            stats = compactor.statistics()
+        await engine.settle()
+    backlog_steps = stats.steps - stats.compactions + 1  # the other records': one step each
+    during = sorted(ms for ms, d in latencies if d)
+    every = sorted(ms for ms, _ in latencies)
+    name = "one transaction" if step is not None else f"steps of {STEP_ROWS:,} rows"
+    fold = (
+        "longer than the run"
+        if still_folding or len(folding) < 2
+        else f"about {folding[1] - folding[0]:.2f} s"
+    )
+    print(
+        f"  {name:>22}: backlog folded in {fold} ({backlog_steps} transactions);"
+        f" writes while folding: {len(during):,}, p50 {_pct(during, 0.5):.1f} ms,"
+        f" p99 {_pct(during, 0.99):.1f} ms, max {_pct(during, 1.0):.1f} ms;"
+        f" all {len(every):,}: p50 {_pct(every, 0.5):.1f} ms, p99 {_pct(every, 0.99):.1f} ms"
+    )
 
 
 async def steady_load(workdir: Path, seconds: float, compacting: bool, rate: int = 1000) -> None:
@@ -179,6 +269,8 @@ async def steady_load(workdir: Path, seconds: float, compacting: bool, rate: int
 
 
 def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
@@ -201,6 +293,12 @@ async def main(quick: bool) -> None:
         print(f"\nA steady 1,000 updates/s over /ws for {seconds:g} s (20 records, keystrokes)")
         for compacting in (False, True):
             await steady_load(workdir, seconds, compacting)
+        print(
+            f"\nThe {count:,}-row log folded by a compactor while 1,000 updates/s go to other"
+            f" records ({seconds / 2:g} s)"
+        )
+        for step in (None, 10**9):
+            await backlog_under_load(workdir, step, seconds / 2)
 
 
 if __name__ == "__main__":
