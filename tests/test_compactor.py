@@ -107,7 +107,10 @@ async def test_compaction_racing_ws_yjs_and_rest_writes_loses_none_of_them(
         metrics = (await admin.get("/metrics")).text
     assert status["compactor"]["compactions"] >= len(RECORDS)
     assert status["compactor"]["rows_folded"] > 0 and status["compactor"]["failures"] == 0
+    assert status["compactor"]["steps"] >= status["compactor"]["compactions"]  # short logs: one
+    assert status["compactor"]["current"] is None  # idle
     assert "crdt_sync_compactions_total" in metrics
+    assert "crdt_sync_compaction_steps_total" in metrics
 
     last_phone = {doc_id: phone for _, doc_id, phone in sorted(ws_acks)}
     async with SQLiteStore(server.db_path) as store:

@@ -94,7 +94,8 @@ def compact(
 ) -> None:
     """Fold records' logs into one garbage-collected snapshot each; prints bytes before and after.
 
-    Safe while a server runs: each record is one short transaction, and writes racing it are kept.
+    Safe while a server runs: each record is short transactions (a long log is folded 1,000 rows
+    per transaction), and writes racing it are kept.
     """
     output = Output(as_json)
     if doc_id is None and not every:
@@ -108,7 +109,8 @@ def compact(
                 split_doc_id(doc_id)
                 if await store.get_record(DocId(doc_id)) is None:
                     raise RecordNotFound(doc_id, f"no such record in {db}")
-                return await store.compact(DocId(doc_id))
+                with output.progress("compacting (log rows)") as update:  # a long log: steps
+                    return await store.compact(DocId(doc_id), progress=update)
             with output.progress("compacting") as update:
                 return await store.compact_all(progress=update)
 
