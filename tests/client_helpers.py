@@ -52,8 +52,14 @@ async def stored(
 
     A deleted record keeps its view; `with_deleted` adds its `_deleted` flag to it.
     """
-    async with SQLiteStore(server.db_path) as store:
-        row = await store.get_record(DocId(doc_id))
+    if server.store_url is not None:  # a node of a PostgreSQL deployment (tests/doors.py)
+        from crdt_sync.store.postgres import PostgresStore
+
+        async with PostgresStore(server.store_url, readers=1) as node_store:
+            row = await node_store.get_record(DocId(doc_id))
+    else:
+        async with SQLiteStore(server.db_path) as store:
+            row = await store.get_record(DocId(doc_id))
     if row is None:
         return None
     return {**row.view, "_deleted": row.is_deleted} if with_deleted else dict(row.view)

@@ -50,7 +50,8 @@ class RunningServer:
     admin_token: str
     device_token: str
     app: object
-    server: uvicorn.Server
+    server: uvicorn.Server | None  # None: a node process (tests/doors.py)
+    store_url: str | None = None  # a node's PostgreSQL store, instead of db_path
 
     @property
     def http(self) -> str:
@@ -184,5 +185,7 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
             proc.process.wait(10)
 
 
-# The browser harness's fixtures (tests/browser.py), for the admin panel's tests.
+# The browser harness's fixtures (tests/browser.py), for the admin panel's tests, and one
+# server or three nodes for the interop tests (tests/doors.py).
 from .browser import admin_browser, admin_browser_factory, browser  # noqa: F401
+from .doors import doors  # noqa: F401

@@ -1,5 +1,8 @@
 """Interop with the stock JavaScript client: yjs + y-websocket's WebsocketProvider under Node.
 
+Every test runs twice (tests/doors.py): on one server, and with the Node client on node B of
+three nodes over PostgreSQL while the other peers' writes enter through nodes A and C.
+
 Each Node client is `tests/node/yclient.mjs`, a separate process driven by JSON lines on
 stdin and reporting JSON lines on stdout (see the script's header). The npm packages are
 pinned in `tests/package-lock.json`; the session fixture installs them with `npm ci` when
@@ -26,6 +29,7 @@ from crdt_sync.protocol.ysync import YjsAwareness, decode_yjs_message
 
 from .client_helpers import stored
 from .conftest import RunningServer, wait_for
+from .doors import Doors
 from .nodejs import node_with_packages
 from .peers import mux_peer, record_of, yjs_peer
 
@@ -159,13 +163,14 @@ async def node_client(
 
 async def test_node_pycrdt_and_mux_clients_editing_one_record_at_once_converge_with_the_store(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
+    """On three nodes the Node client, the pycrdt peer and the /ws client each use another."""
     doc_id = "contacts/42"
     async with (
-        node_client(node, server, doc_id) as js,
-        yjs_peer(server.ws(f"/yjs/{doc_id}")) as py,
-        mux_peer(server.ws("/ws")) as mux,
+        node_client(node, doors.b, doc_id) as js,
+        yjs_peer(doors.a.ws(f"/yjs/{doc_id}")) as py,
+        mux_peer(doors.c.ws("/ws")) as mux,
     ):
         await js.edit({"set": "name", "value": "Ann"}, {"set": "notes", "text": "met at the fair"})
         mux_doc = mux.document(doc_id)
@@ -210,15 +215,18 @@ async def test_node_pycrdt_and_mux_clients_editing_one_record_at_once_converge_w
             )
         )
         assert js.denied == [] and js.of("connection-close") == []
-    assert await stored(server, doc_id) == {"id": "42", **expected}
+    assert await stored(doors.a, doc_id) == {"id": "42", **expected}
 
 
 async def test_a_node_client_writing_a_bad_value_gets_the_reason_and_stays_connected(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
     doc_id = "deals/9"
-    async with node_client(node, server, doc_id) as js, yjs_peer(server.ws(f"/yjs/{doc_id}")) as py:
+    async with (
+        node_client(node, doors.b, doc_id) as js,
+        yjs_peer(doors.a.ws(f"/yjs/{doc_id}")) as py,
+    ):
         await js.edit({"set": "title", "value": "Big deal"}, {"set": "currency", "value": "EUR"})
         await wait_for(lambda: record_of(py) == {"title": "Big deal", "currency": "EUR"})
 
@@ -232,7 +240,7 @@ async def test_a_node_client_writing_a_bad_value_gets_the_reason_and_stays_conne
         assert "amount" not in record_of(py)
         assert js.of("connection-close") == [] and js.synced
         assert [e["status"] for e in js.of("status")] == ["connected"]
-    assert await stored(server, doc_id) == {
+    assert await stored(doors.a, doc_id) == {
         "id": "9",
         "title": "Big deal",
         "amount": None,
@@ -246,8 +254,11 @@ async def test_a_node_client_writing_a_bad_value_gets_the_reason_and_stays_conne
 
 async def test_a_node_clients_awareness_is_relayed_to_the_other_peers_and_to_itself(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
+    """Presence is relayed within a node (it is never committed, so it does not cross the
+    log between nodes): every peer here is on node B."""
+    server = doors.b
     doc_id = "contacts/8"
     async with (
         node_client(node, server, doc_id) as ann,
@@ -287,10 +298,13 @@ async def test_a_node_clients_awareness_is_relayed_to_the_other_peers_and_to_its
 
 async def test_a_node_clients_good_edits_after_a_refused_write_still_sync(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
     doc_id = "deals/10"
-    async with node_client(node, server, doc_id) as js, yjs_peer(server.ws(f"/yjs/{doc_id}")) as py:
+    async with (
+        node_client(node, doors.b, doc_id) as js,
+        yjs_peer(doors.a.ws(f"/yjs/{doc_id}")) as py,
+    ):
         await js.edit({"set": "title", "value": "Big deal"})
         await wait_for(lambda: record_of(py) == {"title": "Big deal"})
         await js.edit({"set": "amount", "value": "ten"})
@@ -300,13 +314,14 @@ async def test_a_node_clients_good_edits_after_a_refused_write_still_sync(
         await js.wait(lambda: record_of(py).get("amount") == 10 or len(js.denied) > 1)
         later_denials = js.denied[1:]
     assert later_denials == []
-    assert (await stored(server, doc_id) or {}).get("amount") == 10
+    assert (await stored(doors.a, doc_id) or {}).get("amount") == 10
 
 
 async def test_a_node_client_joining_late_sees_the_presence_already_in_the_room(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
+    server = doors.b  # presence stays on its node (see the relay test above)
     doc_id = "contacts/9"
     ann_state = {"user": {"name": "Ann"}}
     async with node_client(node, server, doc_id) as ann:

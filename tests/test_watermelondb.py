@@ -4,6 +4,9 @@ Each app is `tests/node/wmdb_app.mjs`, a separate Node process with its own in-m
 LokiJS database, driven by JSON lines on stdin (see the script's header). It syncs through
 `tests/node/crdt_sync_watermelon.mjs`, the function docs/REST.md shows, against the real
 server. Everything WatermelonDB logs is reported, so a test can assert that it logged nothing.
+
+Most tests run twice (tests/doors.py): on one server, and on three nodes over PostgreSQL, the
+apps syncing with nodes B and C while the admin's and live peers' writes enter at node A.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from crdt_sync.schema import DEFAULT_SCHEMA
 
 from .client_helpers import stored
 from .conftest import RunningServer, wait_for
+from .doors import Doors
 from .nodejs import TESTS, node_with_packages
 from .peers import record_of, yjs_peer
 from .rest_helpers import ids
@@ -251,9 +255,9 @@ async def assert_converged(
 
 async def test_first_and_every_later_sync_use_timestamps_watermelondb_accepts(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
-    async with watermelon_app(node, server, "phone-a") as app:
+    async with watermelon_app(node, doors.b, "phone-a") as app:
         assert await app.sync() is False  # synchronize() throws on a timestamp that is not > 0
         contact = await app.create("contacts", name="Ada")
         assert await app.sync() is False
@@ -278,7 +282,7 @@ async def test_first_and_every_later_sync_use_timestamps_watermelondb_accepts(
                 "notes": None,
             }
         }
-        await assert_converged(server, app)
+        await assert_converged(doors.a, app)
 
 
 async def test_a_timestamp_another_server_issued_is_refused_and_the_app_keeps_its_data(
@@ -307,13 +311,13 @@ async def test_a_timestamp_another_server_issued_is_refused_and_the_app_keeps_it
 
 async def test_large_pulls_come_in_pages_and_the_app_gets_every_change_once(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
     for index in range(10):
-        await seed(server, "contacts", id=f"c{index}", name=f"C{index}")
+        await seed(doors.a, "contacts", id=f"c{index}", name=f"C{index}")
     async with (
-        watermelon_app(node, server, "phone-a", pageSize=3) as a,
-        watermelon_app(node, server, "phone-b") as b,
+        watermelon_app(node, doors.b, "phone-a", pageSize=3) as a,
+        watermelon_app(node, doors.c, "phone-b") as b,
     ):
         assert await a.sync() is False
         assert [e["body"]["next"] is None for e in a.requests("/api/sync/initial")] == [
@@ -323,7 +327,7 @@ async def test_large_pulls_come_in_pages_and_the_app_gets_every_change_once(
             True,
         ]
         assert len(await a.records("contacts")) == 10
-        async with server.client() as admin:
+        async with doors.a.client() as admin:
             for index in range(5):
                 (
                     await admin.patch(f"/api/contacts/c{index}", json={"phone": str(index)})
@@ -351,7 +355,7 @@ async def test_large_pulls_come_in_pages_and_the_app_gets_every_change_once(
             (t, k) for t, k, _ in pulled
         }
         assert await a.sync() is False and await b.sync() is False
-        everything = await assert_converged(server, a, b)
+        everything = await assert_converged(doors.a, a, b)
         assert {k: r["phone"] for k, r in everything["contacts"].items()} == {
             **{f"c{i}": str(i) for i in range(5)},
             "c7": None,
@@ -374,17 +378,17 @@ async def seed(server: RunningServer, collection: str, **fields: Any) -> Row:
 @pytest.mark.parametrize("a_first", [False, True])
 async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_any_sync_order(
     node: str,
-    server: RunningServer,
+    doors: Doors,
     a_first: bool,
 ) -> None:
-    await seed(server, "contacts", id="ada", name="Ada", notes="met at the fair")
-    await seed(server, "contacts", id="old", name="Old")
-    await seed(server, "deals", id="d1", title="Big deal", amount=100, contact_id="ada")
-    await seed(server, "tasks", id="t1", title="Call Ada", contact_id="ada")
+    await seed(doors.a, "contacts", id="ada", name="Ada", notes="met at the fair")
+    await seed(doors.a, "contacts", id="old", name="Old")
+    await seed(doors.a, "deals", id="d1", title="Big deal", amount=100, contact_id="ada")
+    await seed(doors.a, "tasks", id="t1", title="Call Ada", contact_id="ada")
     async with (
-        watermelon_app(node, server, "phone-a") as a,
-        watermelon_app(node, server, "phone-b") as b,
-        yjs_peer(server.ws("/yjs/contacts/ada")) as peer,
+        watermelon_app(node, doors.b, "phone-a") as a,
+        watermelon_app(node, doors.c, "phone-b") as b,
+        yjs_peer(doors.a.ws("/yjs/contacts/ada")) as peer,
     ):
         assert await a.sync() is False and await b.sync() is False
         assert set(await b.records("contacts")) == {"ada", "old"}
@@ -414,7 +418,7 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
         await b.delete("tasks", "t1")
         await b.update("deals", "d1", amount=150)
 
-        async with server.client() as admin:
+        async with doors.a.client() as admin:
             (
                 await admin.patch("/api/contacts/ada", json={"email": "ada@example.com"})
             ).raise_for_status()
@@ -425,7 +429,7 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
         notes.insert(len(notes), " [peer]")
 
         async def peer_edit_stored() -> bool:
-            return ((await stored(server, "contacts/ada")) or {}).get(
+            return ((await stored(doors.a, "contacts/ada")) or {}).get(
                 "notes"
             ) == "met at the fair [peer]"
 
@@ -435,7 +439,7 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
         for app in (first, second, first, second):  # each pulls the other's, and its own back
             assert await app.sync() is False
 
-        everything = await assert_converged(server, a, b)
+        everything = await assert_converged(doors.a, a, b)
         assert everything["contacts"]["ada"] == {
             "id": "ada",
             "name": "Ada",
@@ -458,17 +462,17 @@ async def test_two_apps_the_admin_and_a_live_peer_editing_offline_converge_in_an
                 record_of(peer).get("phone") == "+33 1" and record_of(peer).get("company") == "Acme"
             )
         )
-        assert (await stored(server, "tasks/t1", with_deleted=True) or {}).get("_deleted") is True
+        assert (await stored(doors.a, "tasks/t1", with_deleted=True) or {}).get("_deleted") is True
 
 
 async def test_two_apps_changing_different_fields_of_one_record_both_keep_their_change(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
-    await seed(server, "contacts", id="ada", name="Ada")
+    await seed(doors.a, "contacts", id="ada", name="Ada")
     async with (
-        watermelon_app(node, server, "phone-a") as a,
-        watermelon_app(node, server, "phone-b") as b,
+        watermelon_app(node, doors.b, "phone-a") as a,
+        watermelon_app(node, doors.c, "phone-b") as b,
     ):
         await a.sync()
         await b.sync()
@@ -478,7 +482,7 @@ async def test_two_apps_changing_different_fields_of_one_record_both_keep_their_
         # B pulls (nothing new yet), then A and the admin change the record before B pushes.
         async with b.sync_held_before_push() as push:
             assert await a.sync() is False
-            async with server.client() as admin:
+            async with doors.a.client() as admin:
                 (
                     await admin.patch("/api/contacts/ada", json={"email": "ada@example.com"})
                 ).raise_for_status()
@@ -490,7 +494,7 @@ async def test_two_apps_changing_different_fields_of_one_record_both_keep_their_
         assert sorted(row["_changed"].split(",")) == ["company", "notes"]
 
         assert await a.sync() is False and await b.sync() is False
-        everything = await assert_converged(server, a, b)
+        everything = await assert_converged(doors.a, a, b)
         assert everything["contacts"]["ada"] == {
             "id": "ada",
             "name": "Ada",
@@ -503,13 +507,13 @@ async def test_two_apps_changing_different_fields_of_one_record_both_keep_their_
 
 async def test_a_delete_wins_over_a_concurrent_update_in_either_sync_order(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
-    await seed(server, "deals", id="d1", title="First", amount=1)
-    await seed(server, "deals", id="d2", title="Second", amount=2)
+    await seed(doors.a, "deals", id="d1", title="First", amount=1)
+    await seed(doors.a, "deals", id="d2", title="Second", amount=2)
     async with (
-        watermelon_app(node, server, "phone-a") as a,
-        watermelon_app(node, server, "phone-b") as b,
+        watermelon_app(node, doors.b, "phone-a") as a,
+        watermelon_app(node, doors.c, "phone-b") as b,
     ):
         await a.sync()
         await b.sync()
@@ -522,10 +526,10 @@ async def test_a_delete_wins_over_a_concurrent_update_in_either_sync_order(
         assert await a.sync() is False
         assert await b.sync() is False
         assert await a.sync() is False
-        everything = await assert_converged(server, a, b)
+        everything = await assert_converged(doors.a, a, b)
         assert everything["deals"] == {}
         for doc_id in ("deals/d1", "deals/d2"):
-            assert (await stored(server, doc_id, with_deleted=True) or {}).get("_deleted") is True
+            assert (await stored(doors.a, doc_id, with_deleted=True) or {}).get("_deleted") is True
         [b_push] = [e for e in b.requests("/api/sync/outgoing")]
         assert [(x["id"], x["action"]) for x in b_push["body"]["applied"]] == [("d2", "deleted")]
 
@@ -535,12 +539,12 @@ async def test_a_delete_wins_over_a_concurrent_update_in_either_sync_order(
 
 async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_rest_syncs(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
-    await seed(server, "deals", id="d1", title="Big deal", amount=100, stage="lead")
+    await seed(doors.a, "deals", id="d1", title="Big deal", amount=100, stage="lead")
     async with (
-        watermelon_app(node, server, "phone-a") as a,
-        watermelon_app(node, server, "phone-b") as b,
+        watermelon_app(node, doors.b, "phone-a") as a,
+        watermelon_app(node, doors.c, "phone-b") as b,
     ):
         await a.sync()
         good = await a.create("contacts", name="Ada")
@@ -573,7 +577,7 @@ async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_res
         assert deals[bad_amount]["_status"] == "created"
         assert (deals["d1"]["_status"], deals["d1"]["_changed"]) == ("updated", "stage,amount")
         # A refused row is refused whole: d1's good amount waits with its bad stage.
-        assert await stored(server, "deals/d1", with_deleted=True) == {
+        assert await stored(doors.a, "deals/d1", with_deleted=True) == {
             "id": "d1",
             "title": "Big deal",
             "amount": 100,
@@ -584,7 +588,7 @@ async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_res
             "notes": None,
             "_deleted": False,
         }
-        assert await stored(server, f"deals/{bad_amount}") is None
+        assert await stored(doors.a, f"deals/{bad_amount}") is None
 
         # The next sync sends them again (still refused), and nothing else is lost meanwhile.
         assert await a.sync() is True
@@ -602,7 +606,7 @@ async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_res
         assert await a.sync() is False
         assert await b.sync() is False
         assert await a.sync() is False
-        everything = await assert_converged(server, a, b)
+        everything = await assert_converged(doors.a, a, b)
         assert (
             everything["deals"]["d1"]["stage"] == "won"
             and everything["deals"]["d1"]["amount"] == 120
@@ -616,11 +620,11 @@ async def test_rows_the_schema_refuses_come_back_rejected_stay_dirty_and_the_res
 
 async def test_an_apps_own_records_come_back_updated_and_others_created_so_it_logs_nothing(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
     async with (
-        watermelon_app(node, server, "phone-a") as a,
-        watermelon_app(node, server, "phone-b") as b,
+        watermelon_app(node, doors.b, "phone-a") as a,
+        watermelon_app(node, doors.c, "phone-b") as b,
     ):
         await a.sync()
         await b.sync()
@@ -628,7 +632,7 @@ async def test_an_apps_own_records_come_back_updated_and_others_created_so_it_lo
             [await a.create("contacts", name="Ada"), await a.create("contacts", name="Bob")]
         )
         theirs = await b.create("contacts", name="Cy")
-        admins = (await seed(server, "contacts", name="Dee"))["id"]
+        admins = (await seed(doors.a, "contacts", name="Dee"))["id"]
         for app in (a, b, a, b):
             assert await app.sync() is False
 
@@ -646,13 +650,13 @@ async def test_an_apps_own_records_come_back_updated_and_others_created_so_it_lo
             (ids(p["body"], "contacts", "created"), ids(p["body"], "contacts", "updated"))
             for p in pulls_of_b
         ] == [(sorted([*mine, admins]), []), ([], [theirs])]
-        await assert_converged(server, a, b)  # includes: neither app logged a complaint
+        await assert_converged(doors.a, a, b)  # includes: neither app logged a complaint
 
 
 @pytest.mark.parametrize("created_as_updated", [True, False])
 async def test_apps_that_make_ids_from_data_pull_everything_as_updated_and_log_nothing(
     node: str,
-    server: RunningServer,
+    doors: Doors,
     created_as_updated: bool,
 ) -> None:
     """Two apps create one id offline (a settings row, an imported contact). Told `created`,
@@ -662,11 +666,11 @@ async def test_apps_that_make_ids_from_data_pull_everything_as_updated_and_log_n
     WatermelonDB resolves the pulled row against its own unpushed create, whose `_changed` is
     empty: the server's columns win, so the first app's values are what both keep."""
     for record_id in ("old1", "old2", "old3"):
-        await seed(server, "contacts", id=record_id, name="Old")
+        await seed(doors.a, "contacts", id=record_id, name="Old")
     options: dict[str, Any] = {"sendCreatedAsUpdated": created_as_updated}
     async with (
-        watermelon_app(node, server, "phone-a", pageSize=2, **options) as a,
-        watermelon_app(node, server, "phone-b", **options) as b,
+        watermelon_app(node, doors.b, "phone-a", pageSize=2, **options) as a,
+        watermelon_app(node, doors.c, "phone-b", **options) as b,
     ):
         await a.sync()
         await b.sync()
@@ -681,7 +685,7 @@ async def test_apps_that_make_ids_from_data_pull_everything_as_updated_and_log_n
                 in complaint
             )
             b.events = [e for e in b.events if e["event"] != "console"]
-        everything = await assert_converged(server, a, b)
+        everything = await assert_converged(doors.a, a, b)
         assert everything["contacts"]["ada"] == {
             "id": "ada",
             "name": "Ada",
@@ -717,14 +721,14 @@ def test_docs_show_the_sync_function_these_tests_run() -> None:
 
 async def test_a_record_created_again_under_a_deleted_id_goes_away_as_deletes_are_final(
     node: str,
-    server: RunningServer,
+    doors: Doors,
 ) -> None:
-    await seed(server, "contacts", id="ada", name="Ada")
-    async with server.client() as admin:
+    await seed(doors.a, "contacts", id="ada", name="Ada")
+    async with doors.a.client() as admin:
         (await admin.delete("/api/contacts/ada")).raise_for_status()
     async with (
-        watermelon_app(node, server, "phone-a") as a,
-        watermelon_app(node, server, "phone-b") as b,
+        watermelon_app(node, doors.b, "phone-a") as a,
+        watermelon_app(node, doors.c, "phone-b") as b,
     ):
         await a.sync()
         await b.sync()
@@ -737,6 +741,6 @@ async def test_a_record_created_again_under_a_deleted_id_goes_away_as_deletes_ar
             ("bob", "created"),
         ]
         assert await b.sync() is False
-        everything = await assert_converged(server, a, b)
+        everything = await assert_converged(doors.a, a, b)
         assert set(everything["contacts"]) == {"bob"}
-    assert (await stored(server, "contacts/ada", with_deleted=True) or {}).get("_deleted") is True
+    assert (await stored(doors.a, "contacts/ada", with_deleted=True) or {}).get("_deleted") is True
