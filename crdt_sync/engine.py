@@ -494,10 +494,13 @@ class Engine:
     def _follow_foreign(self, batch: Sequence[Committed]) -> None:
         """Updates another process committed: bring the live records that lack them up to date.
 
-        A record not in the cache loads them from the store when next used. One that is may
-        have had views computed without them (writes in flight, or in this very commit), so
-        its view is repaired by an empty update queued behind those writes. One that is being
-        loaded may have been read before them: it gets them once loaded.
+        A record not in the cache loads them from the store when next used. One that is held
+        (writes in flight, or in this very commit: a write holds its record until its commit
+        is settled) may have had views computed without them, so its view is repaired by an
+        empty update queued behind those writes. One that is idle needs none: the last view
+        stored is the other process's, and that one repairs its own views the same way (its
+        commit reads back everything committed before it). One that is being loaded may have
+        been read before them: it gets them once loaded.
         """
         stale: set[DocId] = set()
         late: dict[DocId, list[bytes]] = {}
@@ -518,8 +521,10 @@ class Engine:
                 stale.add(committed.doc_id)
                 continue
             # Only news makes views stale: not an update loaded with the record already, nor
-            # another process's view repair (empty), which would otherwise repair back forever.
-            if not checked.is_noop:
+            # another process's view repair (empty), which would otherwise repair back forever;
+            # and only views this process computed without it, by writes that hold the record.
+            # (With N nodes holding a record live, each write would otherwise cost N-1 more.)
+            if not checked.is_noop and self.live.idle(committed.doc_id) is None:
                 stale.add(committed.doc_id)
         for doc_id in stale | late.keys():
             task = self._loop().create_task(self._repair_view(doc_id, late.get(doc_id, [])))
