@@ -4,11 +4,14 @@ and what the server remembers about the devices it has seen."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
+import websockets
 
 from crdt_sync.errors import StoreError
+from crdt_sync.protocol.ysync import YjsSyncStep1, decode_yjs_message
 from crdt_sync.store.base import Store
 
 from .conftest import RunningServer
@@ -92,3 +95,35 @@ async def test_the_sync_status_keeps_only_the_most_recently_seen_rest_devices(
         status = (await device.get("/api/sync/status")).json()
     assert [d["client_id"] for d in status["rest_devices"]] == ["d5", "d4", "d1"]
     assert [d["pulls"] for d in status["rest_devices"]] == [1, 1, 2]
+
+
+async def test_a_websocket_whose_token_lookup_fails_is_answered_503_before_the_upgrade(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The websocket endpoints skip the middleware stack (server/app.py App): a store error
+    before the upgrade still gets the error answer the stack's handler gave it."""
+    store: Store = server.app.state.store  # type: ignore[attr-defined]
+
+    async def failing(*args: Any, **options: Any) -> Any:
+        raise StoreError("disk trouble")
+
+    monkeypatch.setattr(store, "find_token", failing)
+    for path in ("/yjs/contacts/c1", "/ws"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(server.ws(path)):
+                pass
+        assert refused.value.response.status_code == 503, path
+        assert json.loads(refused.value.response.body)["error"]["code"] == "store_error"
+    monkeypatch.undo()
+    async with websockets.connect(server.ws("/yjs/contacts/c1")) as ws:  # the server is up
+        assert isinstance(decode_yjs_message(await ws.recv()), YjsSyncStep1)
+
+
+@pytest.mark.parametrize("path", ["/yjs/contacts", "/yjs/contacts/c1/more", "/yjs", "/nowhere"])
+async def test_a_websocket_to_a_path_no_endpoint_serves_is_refused_at_the_upgrade(
+    server: RunningServer, path: str
+) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(server.ws(path)):
+            pass
+    assert refused.value.response.status_code == 403

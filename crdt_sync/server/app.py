@@ -10,9 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
+from starlette.routing import Match, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketState
 
 from ..compactor import CompactionPolicy, Compactor
 from ..engine import Engine, Limits
@@ -22,7 +26,7 @@ from ..protocol.close import CloseCode
 from ..schema import DEFAULT_SCHEMA, Schema
 from ..store import Store, store_at
 from .admission import Admission
-from .errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
+from .errors import AnswerUnexpected, error_response, handle_crdt_sync_error, handle_unexpected
 from .live import Hub
 from .nodes import ThisNode, commit_news, heartbeat
 from .yjs import Room, serve_yjs
@@ -134,7 +138,7 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
                 await engine.settle()  # view repairs still queued, before the store closes
 
     # /docs and /redoc are api_docs.py's, with local assets instead of FastAPI's CDN ones.
-    app = FastAPI(
+    app = App(
         title="crdt-sync", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.state.settings = settings
@@ -161,8 +165,8 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         state = websocket.app.state
         await serve_mux(websocket, state.hub, state.mux_rooms)
 
-    app.router.add_websocket_route("/yjs/{collection}/{record_id}", yjs)
-    app.router.add_websocket_route("/ws", ws)
+    app.add_direct_websocket_route("/yjs/{collection}/{record_id}", yjs)
+    app.add_direct_websocket_route("/ws", ws)
 
     app.include_router(router)
     install_rest(app, settings)
@@ -180,6 +184,53 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
         return {"status": "ready", "cursor": await request.app.state.store.cursor()}
 
     return app
+
+
+WebSocketEndpoint = Callable[[WebSocket], Awaitable[None]]
+
+
+class App(FastAPI):
+    """FastAPI, with the long-lived websocket endpoints called straight from the ASGI scope.
+
+    Through the middleware stack and the router, every open websocket holds a dozen
+    coroutine frames and closures for its whole life (~8 KiB, a quarter of what an open
+    connection costs: benchmarks/README.md, live_bench (c)), for middlewares that all pass
+    websocket scopes through untouched (error pages, CORS, counts, body limits are HTTP's).
+    So a scope that matches one of these routes skips them; the routes stay in the router
+    too (the same matching, and the docs list them), which serves any scope this misses.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.direct_websockets: list[tuple[WebSocketRoute, WebSocketEndpoint]] = []
+
+    def add_direct_websocket_route(self, path: str, endpoint: WebSocketEndpoint) -> None:
+        self.router.add_websocket_route(path, endpoint)
+        route = self.router.routes[-1]
+        assert isinstance(route, WebSocketRoute)
+        self.direct_websockets.append((route, endpoint))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and not self.root_path:
+            for route, endpoint in self.direct_websockets:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    scope["app"] = self
+                    await self._serve_websocket(endpoint, WebSocket(scope, receive, send))
+                    return
+        await super().__call__(scope, receive, send)
+
+    @staticmethod
+    async def _serve_websocket(endpoint: WebSocketEndpoint, websocket: WebSocket) -> None:
+        try:
+            await endpoint(websocket)
+        except CrdtSyncError as exc:
+            # What the stack's exception handler does: refused before the upgrade (the store
+            # failing while the token is looked up, say), the handshake gets the error answer.
+            if websocket.application_state is not WebSocketState.CONNECTING:
+                raise
+            await error_response(exc)(websocket.scope, websocket.receive, websocket.send)
 
 
 def compacting(
