@@ -782,6 +782,64 @@ async def churn(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def cold_load(p: dict[str, Any]) -> dict[str, Any]:
+    """EVENT ready; GO (the orchestrator has just started the server, on the same store as
+    its last run); wait for its port; open each of `count` stored records once, `concurrency`
+    at a time. Reports when the port first accepted and when the first record was synced
+    (wall clock, for the orchestrator to compare with the server's start), and records/s."""
+    ids = [f"{p['prefix']}{i}" for i in range(p["count"])]
+    host, _, port = p["base"].split("//", 1)[1].split("/", 1)[0].rpartition(":")
+    emit("EVENT", "ready")
+    await wait_go()
+    deadline = time.monotonic() + p["timeout"]
+    while True:  # polled every 10 ms: the moment it listens, not a retry's backoff later
+        try:
+            _, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+            continue
+        writer.close()
+        listening_at = time.time()
+        break
+    t0 = time.perf_counter()
+    gate = asyncio.Semaphore(p["concurrency"])
+    latencies: list[float] = []
+    failed: list[str] = []
+    first_synced_at: list[float] = []
+
+    async def one(record_id: str) -> None:
+        async with gate:
+            client = YClient(url_of(p, record_id))
+            started = time.perf_counter()
+            try:
+                await client.open(deadline)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if not first_synced_at:
+                    first_synced_at.append(time.time())
+            except OpenFailed as exc:
+                failed.append(str(exc))
+            finally:
+                await client.close()
+
+    await one(ids[0])  # alone: the first sync after the restart, then the rest at once
+    await asyncio.gather(*(one(i) for i in ids[1:]))
+    seconds = time.perf_counter() - t0
+    return {
+        "opened": len(latencies),
+        "requested": len(ids),
+        "seconds": seconds,
+        "per_s": len(latencies) / seconds if seconds else None,
+        "listening_at": listening_at,
+        "first_synced_at": first_synced_at[0] if first_synced_at else None,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "failed": len(failed),
+        "errors": failed[:3],
+    }
+
+
 async def durability_write(p: dict[str, Any]) -> dict[str, Any]:
     """Writers on separate records: a creating edit each, then a pipelined burst; the orchestrator
     SIGKILLs the server on EVENT sent. Reports per writer what was sent and what was echoed."""
@@ -859,6 +917,7 @@ WORKLOADS = {
     "fanout": fanout,
     "open_records": open_records,
     "churn": churn,
+    "cold_load": cold_load,
     "durability_write": durability_write,
     "durability_check": durability_check,
 }

@@ -1,7 +1,7 @@
 """Live sync side by side: crdt-sync's `/yjs` endpoint against the servers users would pick
 otherwise: Hocuspocus, y-websocket's own server, and pycrdt-websocket.
 
-    python benchmarks/live_bench.py [--quick] [--only a,r,b,c,d] [--sides ours,hocuspocus,...]
+    python benchmarks/live_bench.py [--quick] [--only a,r,b,c,l,d] [--sides ours,hocuspocus,...]
                                     [--peer-python PATH]
 
 Every server speaks y-websocket (Hocuspocus in its envelope: the same messages, each prefixed
@@ -36,6 +36,10 @@ Workloads:
     connection per record, (RSS open - RSS before) / count, fresh server each), and RSS after
     each of many stored records was opened once and closed (100k, at most 600 s a side; 5k
     with --quick).
+(l) cold load: N stored records (5k with --quick, 20k), the server stopped after serving that
+    store once and started again; each record opened once, 64 at a time: records/s, and the
+    time from the server process's start to its first record synced (a client polls the port
+    every 10 ms, then opens one record alone).
 (d) durability: writers send a pipelined burst of 2,000 edits, the server gets SIGKILL 0 ms,
     100 ms, ... after the last one was sent, restarts on the same file, and a fresh client
     counts what is missing: of the edits acknowledged (ours: echoed after commit) and of the
@@ -291,6 +295,7 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.token = "none"
+        self._log_name = ""
 
     @property
     def base(self) -> str:
@@ -368,7 +373,13 @@ class Server:
         return time.perf_counter() - t0
 
     def start(self) -> None:
-        self.port = free_port()
+        self.launch()
+        self.wait_listening()
+
+    def launch(self, *, same_port: bool = False) -> None:
+        """Start the server process without waiting for it to listen."""
+        if not (same_port and self.port):
+            self.port = free_port()
         if self.side == "ours":
             command = [
                 self.python,
@@ -415,11 +426,16 @@ class Server:
             preexec_fn=_raise_nofile,
         )
         RUNNING.add(self.process)
+        self._log_name = log.name
+
+    def wait_listening(self) -> None:
+        assert self.process is not None
+        log = self._log_name
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"{self.side} server exited with {self.process.returncode}; see {log.name}"
+                    f"{self.side} server exited with {self.process.returncode}; see {log}"
                 )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
@@ -536,6 +552,7 @@ def run_load(
 WAITING_EVENTS = {
     "open_records": ("warm", "open", "closed"),
     "churn": ("warm", "done"),
+    "cold_load": ("ready",),
     "durability_write": ("ready",),
 }
 
@@ -827,6 +844,60 @@ class Bench:
         result.update(rss)
         return result
 
+    # (l)
+    def cold_load(self) -> None:
+        a = self.args
+        print(
+            f"(l) cold load: {a.cold} stored records, the server restarted, each opened once "
+            f"({a.cold_concurrency} at a time)",
+            flush=True,
+        )
+        out: dict[str, Any] = {}
+        for side in self.sides:
+            server = self.server(side, "l")
+            seconds = self.guarded(f"seed {side}", lambda: server.seed("k", a.cold))
+            if isinstance(seconds, dict):
+                out[side] = seconds
+                continue
+            r = out[side] = self.guarded(f"{side} cold load", lambda: self._cold_load(server))
+            print(
+                f"  {side:10} seeded in {seconds:.1f} s; start to listening "
+                f"{_f(r.get('listen_ms'), 0)} ms, to the first sync {_f(r.get('first_sync_ms'), 0)} ms; "
+                f"opened {r.get('opened')} of {r.get('requested')} in {_f(r.get('seconds'))} s "
+                f"({_f(r.get('per_s'), 0)}/s, p50 {_f(r.get('p50_ms'))} ms, p99 {_f(r.get('p99_ms'))} ms)"
+                f"{' error=' + r['error'] if 'error' in r else ''}",
+                flush=True,
+            )
+        self.results["l"] = out
+
+    def _cold_load(self, server: Server) -> dict[str, Any]:
+        a = self.args
+        server.start()  # it has served this store once: what is measured is a restart
+        server.stop()
+        started: dict[str, float] = {}
+
+        def on_event(name: str, payload: dict[str, Any]) -> None:
+            if name == "ready":
+                started["at"] = time.time()
+                server.launch(same_port=True)
+
+        try:
+            params = self.params(
+                server,
+                "cold_load",
+                prefix="k",
+                count=a.cold,
+                concurrency=a.cold_concurrency,
+                timeout=a.load_timeout,
+            )
+            result = run_load(self.python["ours"], params, a.load_timeout + 60, on_event)
+        finally:
+            server.stop()
+        result["listen_ms"] = (result["listening_at"] - started["at"]) * 1000
+        if result.get("first_synced_at") is not None:
+            result["first_sync_ms"] = (result["first_synced_at"] - started["at"]) * 1000
+        return result
+
     # (d)
     def durability(self) -> None:
         a = self.args
@@ -967,6 +1038,19 @@ class Bench:
                             for side in self.sides
                         },
                         False,
+                    )
+                )
+        if "l" in r:
+            cold = r["l"]
+            for key, what, higher in (
+                ("per_s", "each opened once: records/s", True),
+                ("first_sync_ms", "the server's start to its first record synced: ms", False),
+            ):
+                rows.append(
+                    (
+                        f"(l) cold load, {a.cold} stored records after a restart, {what}",
+                        {side: (cold.get(side) or {}).get(key) for side in self.sides},
+                        higher,
                     )
                 )
         if "d" in r:
@@ -1174,7 +1258,7 @@ def _brief(result: dict[str, Any], key: str, unit: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (about 4 minutes)")
-    parser.add_argument("--only", default="a,r,b,c,d", help="workloads to run, e.g. a,c")
+    parser.add_argument("--only", default="a,r,b,c,l,d", help="workloads to run, e.g. a,c")
     parser.add_argument(
         "--sides",
         default=",".join(SIDES),
@@ -1194,6 +1278,9 @@ def main() -> None:
         "--keep", action="store_true", help="keep the temporary directory (logs, DBs)"
     )
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--cold", type=int, default=0, help="(l): stored records (default 5,000; 20,000 full)"
+    )
     args = parser.parse_args()
     quick = args.quick
     args.writers, args.edits = 10, (300 if quick else 500)
@@ -1207,6 +1294,8 @@ def main() -> None:
     args.churn = 5_000 if quick else 100_000
     args.churn_time = 60.0 if quick else 600.0
     args.churn_concurrency = 64
+    args.cold = args.cold or (5_000 if quick else 20_000)
+    args.cold_concurrency = 64
     args.dur_writers, args.dur_edits = 4, 500
     args.kill_delays = [0, 150, 600] if quick else [0, 100, 300, 1000, 3000]
     args.load_timeout = 120.0
@@ -1225,6 +1314,7 @@ def main() -> None:
             ("r", bench.roundtrip),
             ("b", bench.fanout),
             ("c", bench.memory),
+            ("l", bench.cold_load),
             ("d", bench.durability),
         ):
             if key in only:
