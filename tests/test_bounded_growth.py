@@ -6,10 +6,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import httpx
 from pycrdt import Map, Text
 
 from .clis import run, run_async
-from .conftest import make_tokens, spawn_server
+from .conftest import make_tokens, spawn_server, wait_for
 from .peers import MuxPeer, mux_peer
 
 RECORDS = 20
@@ -23,7 +24,7 @@ async def test_steady_edits_keep_the_file_within_a_small_multiple_of_its_compact
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "steady.db"
-    _, device = await make_tokens(db)
+    admin, device = await make_tokens(db)
     process = spawn_server(db, options=("--compact-rows", "20"))
     appended = 0  # bytes of every update sent: what the file would hold without compaction
     sizes: list[int] = []
@@ -40,6 +41,10 @@ async def test_steady_edits_keep_the_file_within_a_small_multiple_of_its_compact
                         pending.append(await peer.write(f"contacts/c{n}", update))
                 for cseq in pending:  # pipelined: acks are awaited per round, not per edit
                     await peer.wait_ack(cseq, timeout=60)
+                # Measured once the compactor caught up with the round: on a loaded machine
+                # it may still be folding, and a sample would count rows it folds a moment
+                # later.
+                await wait_for(lambda: _compactor_idle(process.port, admin), 60)
                 sizes.append(_store_bytes(db))
             expected = {f"contacts/c{n}": _notes(peer, f"contacts/c{n}") for n in range(RECORDS)}
     finally:
@@ -80,6 +85,13 @@ def _keystroke(peer: MuxPeer, doc_id: str) -> bytes:
         notes.insert(len(notes), "abcdefghijklmnopqrstuvwxyz"[len(str(notes)) % 26])
         del notes[0]
     return document.get_update(before)
+
+
+async def _compactor_idle(port: int, admin: str) -> bool:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {admin}"}) as client:
+        status = (await client.get(f"http://127.0.0.1:{port}/api/sync/status")).json()
+    compactor = status["compactor"]
+    return compactor["due"] == 0 and compactor["current"] is None and not compactor["scanning"]
 
 
 def _notes(peer: MuxPeer, doc_id: str) -> str:

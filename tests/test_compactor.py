@@ -249,17 +249,16 @@ async def test_a_long_backlog_is_folded_in_steps_while_acks_keep_landing(
             between_steps.extend(c.seq for c in committed if c.doc_id == long)
 
     compactor.store.add_commit_listener(watch)
-    acks: list[tuple[int, str]] = []  # (seq, phone)
+    sent: list[tuple[int, str]] = []  # (cseq, phone)
     async with mux_peer(server.ws("/ws"), client="phone") as peer:
-        n = 0
-        while n < 3000 and (compactor.statistics().steps < 5 or n < 200):
-            window = []  # a few in flight: the writer always has one queued behind a step
-            for _ in range(5):
-                phone = f"+44 {n}"
-                window.append((await peer.edit(long, phone=phone), phone))
-                n += 1
-            for cseq, phone in window:
-                acks.append((await peer.wait_ack(cseq, timeout=60), phone))
+        while len(sent) < 5000 and (compactor.statistics().steps < 5 or len(sent) < 200):
+            # Always 20 in flight, never a pause to wait for acks: whenever a step commits,
+            # writes are queued behind it, and they commit before the next step is submitted.
+            while len(sent) - len(peer.acks) >= 20:
+                await asyncio.sleep(0.001)
+            phone = f"+44 {len(sent)}"
+            sent.append((await peer.edit(long, phone=phone), phone))
+        acks = [(await peer.wait_ack(cseq, timeout=60), phone) for cseq, phone in sent]
     await asyncio.wait_for(compactor.wait_idle(), 30)
     statistics = compactor.statistics()
     assert statistics.compactions == 1 and statistics.steps >= 5, statistics
