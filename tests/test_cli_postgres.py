@@ -55,7 +55,23 @@ async def test_a_deployment_moves_from_sqlite_to_postgresql_by_export_and_import
         assert answer.status_code == 200, answer.text
         assert answer.json()["amount"] == 5000.0
         contacts = (await http.get("/api/contacts")).json()
+        for amount in (6000.0, 7000.0):  # two more rows of d1: debt a compaction would fold
+            patched = await http.patch("/api/deals/d1", json={"amount": amount})
+            assert patched.status_code == 200, patched.text
     assert sorted(row["name"] for row in contacts["items"]) == [f"Contact {n}" for n in range(5)]
+    status = (await invoke_async("--store", url, "status", "--json")).json()
+    assert (status["compaction_debt"], status["records_with_debt"], status["snapshots"]) == (
+        2,
+        1,
+        0,
+    )
+    assert (await run_async("--store", url, "compact", "--all")).exit_code == 0
+    status = (await invoke_async("--store", url, "status", "--json")).json()
+    assert (status["compaction_debt"], status["records_with_debt"], status["snapshots"]) == (
+        0,
+        0,
+        1,
+    )
 
 
 def test_inspecting_and_operating_a_postgresql_store(url: str) -> None:

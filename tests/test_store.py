@@ -497,9 +497,9 @@ async def test_compaction_keeps_rows_another_writer_appended_after_its_read(
     read_chain = compaction.read_chain
 
     def read_then_other_process_writes(
-        db: sqlite3.Connection, doc_id: DocId, step_rows: int
+        db: sqlite3.Connection, doc_id: DocId, *steps: int
     ) -> object:
-        fold = read_chain(db, doc_id, step_rows)
+        fold = read_chain(db, doc_id, *steps)
         with raw(path) as other:
             other.execute(  # as a store appends: the row chained to the head, the head moved
                 "INSERT INTO updates (seq, doc_id, collection, data, origin, at, is_snapshot,"

@@ -53,7 +53,10 @@ def status(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     indebted = summary["records_with_debt"]
     facts.add_row("compaction debt", f"{debt} updates in {indebted} records{hint}")
     facts.add_row("compacted", f"{summary['snapshots']} records start at a snapshot")
-    facts.add_row("file", f"{decimal(statistics.file_bytes)} (with its write-ahead log)")
+    if statistics.extra.get("backend") == "postgresql":
+        facts.add_row("tables", f"{decimal(statistics.file_bytes)} (with their indexes)")
+    else:
+        facts.add_row("file", f"{decimal(statistics.file_bytes)} (with its write-ahead log)")
     facts.add_row("schema version", str(summary["schema_version"]))
     output.out.print(facts)
 

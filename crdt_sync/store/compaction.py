@@ -136,7 +136,10 @@ def add(total: CompactionReport, part: CompactionReport) -> CompactionReport:
 
 
 def read_chain(
-    db: sqlite3.Connection, doc_id: DocId, step_rows: int = STEP_ROWS
+    db: sqlite3.Connection,
+    doc_id: DocId,
+    step_rows: int = STEP_ROWS,
+    step_bytes: int = STEP_BYTES,
 ) -> Folding | CompactionReport:
     """`doc_id`'s chain to fold, or a 'skipped' report when there is nothing to fold."""
     rows = [
@@ -147,7 +150,7 @@ def read_chain(
     ]
     if len(rows) <= 1:
         return skipped(len(rows), sum(len(data) for _, _, data, _ in rows))
-    return Folding(doc_id, rows, step_rows=step_rows)
+    return Folding(doc_id, rows, step_rows=step_rows, step_bytes=step_bytes)
 
 
 def next_fold(db: sqlite3.Connection, folding: Folding) -> Fold | None:

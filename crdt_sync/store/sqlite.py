@@ -68,6 +68,7 @@ class SQLiteStore:
         busy_timeout_ms: how long to wait for another process's write lock before failing.
         max_batch: most updates in one group commit (1 gives one commit per append).
         compaction_step: most log rows one compaction transaction folds (compaction.py).
+        compaction_step_bytes: ... or fewer, once those rows hold this many bytes.
         clock: unix seconds, for `at` and `updated_at` and idempotency expiry.
 
     Raises (on entering):
@@ -83,6 +84,7 @@ class SQLiteStore:
         busy_timeout_ms: int = 5000,
         max_batch: int = 1000,
         compaction_step: int = compaction.STEP_ROWS,
+        compaction_step_bytes: int = compaction.STEP_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if synchronous.upper() not in SYNCHRONOUS:
@@ -91,15 +93,18 @@ class SQLiteStore:
             )
         if max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
-        if compaction_step < 1:
-            raise ConfigError(f"compaction_step must be at least 1, got {compaction_step}")
+        if compaction_step < 1 or compaction_step_bytes < 1:
+            raise ConfigError(
+                "compaction_step and compaction_step_bytes must be at least 1,"
+                f" got {compaction_step} and {compaction_step_bytes}"
+            )
         self.path = Path(path)
         self.schema_version = 0
         self._synchronous = synchronous.upper()
         self._idempotency_ttl = idempotency_ttl
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
-        self._compaction_step = compaction_step
+        self._compaction_step = (compaction_step, compaction_step_bytes)
         self._clock = clock
         self._listeners: list[CommitListener] = []
         self._stack: AsyncExitStack | None = None
@@ -375,7 +380,7 @@ class SQLiteStore:
         compactions kept changing the rows under it (it is then left for next time).
         """
         for attempt in range(1, COMPACTION_ATTEMPTS + 1):
-            folding = await self._read(compaction.read_chain, doc_id, self._compaction_step)
+            folding = await self._read(compaction.read_chain, doc_id, *self._compaction_step)
             if isinstance(folding, CompactionReport):
                 return folding
             while (fold := await self._read(compaction.next_fold, folding)) is not None:

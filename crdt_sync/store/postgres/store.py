@@ -356,7 +356,15 @@ class PostgresStore:
             )
             for collection, is_deleted, count in counts:
                 (deleted if is_deleted else live)[collection] = count
-            (entries,) = await reads.fetch_one(db, "SELECT COUNT(*) FROM updates") or (0,)
+            (entries, snapshots) = await reads.fetch_one(
+                db, "SELECT COUNT(*), COUNT(*) FILTER (WHERE is_snapshot) FROM updates"
+            ) or (0, 0)
+            # A record with a row before its last one: one probe of updates_by_doc per record.
+            (indebted,) = await reads.fetch_one(
+                db,
+                "SELECT COUNT(*) FROM records WHERE EXISTS (SELECT 1 FROM updates"
+                " WHERE updates.doc_id = records.doc_id AND updates.seq < records.last_seq)",
+            ) or (0,)
             (cursor,) = await reads.fetch_one(db, "SELECT seq FROM seq_head") or (0,)
             (size,) = await reads.fetch_one(
                 db,
@@ -379,6 +387,8 @@ class PostgresStore:
                 "foreign": writer.foreign,
                 "schema_version": self.schema_version,
                 "backend": "postgresql",
+                "snapshots": snapshots,
+                "records_with_debt": indebted,
             },
         )
 
