@@ -157,7 +157,13 @@ def serve(
 
     from .commands.common import chosen_store
     from .compactor import CompactionPolicy
-    from .server.app import WEBSOCKET_IMPLEMENTATION, Server, Settings, create_app
+    from .server.app import (
+        WEBSOCKET_COMPRESSION,
+        WEBSOCKET_IMPLEMENTATION,
+        Server,
+        Settings,
+        create_app,
+    )
     from .server.bootstrap import prepare_store
     from .server.cors import checked_origins
     from .server.listen import bind, url_of
@@ -203,6 +209,7 @@ def serve(
             create_app(settings),
             log_level=log_level,
             ws=WEBSOCKET_IMPLEMENTATION,
+            ws_per_message_deflate=WEBSOCKET_COMPRESSION,
             ws_max_size=2 << 20,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,

@@ -17,7 +17,12 @@ import httpx
 import pytest
 import uvicorn
 
-from crdt_sync.server.app import WEBSOCKET_IMPLEMENTATION, Settings, create_app
+from crdt_sync.server.app import (
+    WEBSOCKET_COMPRESSION,
+    WEBSOCKET_IMPLEMENTATION,
+    Settings,
+    create_app,
+)
 from crdt_sync.server.auth import create_token
 from crdt_sync.store import SQLiteStore
 
@@ -94,6 +99,7 @@ async def server_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitabl
             app,
             log_level="warning",
             ws=WEBSOCKET_IMPLEMENTATION,  # what `crdt-sync serve` runs
+            ws_per_message_deflate=WEBSOCKET_COMPRESSION,
             ws_max_size=1 << 20,
             lifespan="on",
         )

@@ -29,15 +29,21 @@ from .admission import Admission
 from .errors import AnswerUnexpected, error_response, handle_crdt_sync_error, handle_unexpected
 from .live import Hub
 from .nodes import ThisNode, commit_news, heartbeat
-from .wsprotocol import LeanWebSocketProtocol
+from .wire import WEBSOCKET_PROTOCOL
 from .yjs import Room, serve_yjs
 
 LOG = logging.getLogger(__name__)
 # uvicorn's websocket implementation over websockets' sans-I/O protocol: per connection
 # ~7 KiB less memory than its default (legacy websockets) and no keepalive task of its own,
 # with the same flow control, size limit and pings (benchmarks/README.md, live_bench (c));
-# subclassed to keep ~5 KiB less per open connection still (wsprotocol.py).
-WEBSOCKET_IMPLEMENTATION = LeanWebSocketProtocol
+# subclassed to keep ~5 KiB less per open connection still (wsprotocol.py), and to cut its
+# per-message costs (wire.py: frames written directly, fewer read pauses).
+WEBSOCKET_IMPLEMENTATION: type[asyncio.Protocol] = WEBSOCKET_PROTOCOL
+# No permessage-deflate (uvicorn offers it by default; browsers and Node's ws ask for it):
+# a compressed frame is made per connection, so a commit fanned out to 200 peers would be
+# compressed 200 times instead of framed once, and each connection would hold ~40 KiB of
+# zlib state. The Node servers (ws) do not compress either.
+WEBSOCKET_COMPRESSION = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from .admission import Admission
 from .auth import Principal, authenticate, bearer_token
 from .errors import close_code, close_reason
 from .refusals import RefusalBudget
+from .wire import ClosedWire, Wire, wire_of
 
 log = logging.getLogger("crdt_sync.server")
 CLOSE_TIMEOUT = 10.0
@@ -67,8 +68,10 @@ class Connection:
     _close: asyncio.Future[tuple[int, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    _wire: Wire | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        self._wire = wire_of(self.websocket)
         # A stuck peer blocks its writer inside send(): the overflow is acted on from outside.
         self.subscriber.overflowed.on_set = lambda: self.request_close(
             CloseCode.SLOW_CONSUMER,
@@ -101,14 +104,28 @@ class Connection:
         and `run` cancels this task even while it is blocked inside send().
         """
         outbox = self.subscriber.queue
-        send = self.websocket.send_bytes
         while True:
+            frames: list[bytes] = []
             for item in await outbox.get_batch():
                 if isinstance(item, CloseAfterSending):
+                    await self.send_frames(frames)
                     self.request_close(item.code, item.reason)
                     return
-                for frame in encode(item):
-                    await send(frame)
+                frames.extend(encode(item))
+            await self.send_frames(frames)
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        """Send each as one binary message, in order: in one write where the server allows."""
+        if not frames:
+            return
+        if self._wire is None:
+            for frame in frames:
+                await self.websocket.send_bytes(frame)
+            return
+        try:
+            await self._wire.send_binary(frames)
+        except ClosedWire:
+            raise Disconnected() from None
 
     def put_nowait(self, item: object) -> None:
         """Queue a frame or message for the writer; a peer that does not read overflows."""

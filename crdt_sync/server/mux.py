@@ -237,8 +237,7 @@ class MuxPeer:
         return self.session.frames_to_send()
 
     async def _send_frames(self) -> None:
-        for frame in self.session.frames_to_send():
-            await self.connection.websocket.send_bytes(frame)
+        await self.connection.send_frames(self.session.frames_to_send())
 
 
 async def serve_mux(websocket: WebSocket, hub: Hub, rooms: AwarenessRooms) -> None:
