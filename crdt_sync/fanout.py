@@ -93,6 +93,11 @@ class Outbox:
     def qsize(self) -> int:
         return len(self._items)
 
+    def is_idle(self) -> bool:
+        """Nothing queued and the writer parked for more: an item may be sent at once."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._items
+
     @property
     def nbytes(self) -> int:
         return self._bytes
@@ -189,6 +194,9 @@ class Subscriber:
         self.echo_own = echo_own
         self.queue = Outbox(max_queue, max_queue_bytes)
         self.overflowed = Flag()
+        # Set by a transport that can send an item at once, without its writer task: called
+        # only while the outbox is idle (so nothing queued is overtaken); False if it did not.
+        self.send_now: Callable[[object], bool] | None = None
 
     def wants(self, collection: str) -> bool:
         """For a multiplexed peer: whether it subscribed to `collection`'s updates."""
@@ -198,11 +206,17 @@ class Subscriber:
         self.offer_frame(committed, len(committed.update))
 
     def offer_published(self, published: Published) -> None:
-        if not self.overflowed.is_set() and not self.queue.put_published_nowait(published):
+        if self.overflowed.is_set():
+            return
+        if self.send_now is not None and self.queue.is_idle() and self.send_now(published):
+            return
+        if not self.queue.put_published_nowait(published):
             self.overflowed.set()
 
     def offer_frame(self, item: object, nbytes: int | None = None) -> None:
         if self.overflowed.is_set():
+            return
+        if self.send_now is not None and self.queue.is_idle() and self.send_now(item):
             return
         if nbytes is None:
             nbytes = len(item) if isinstance(item, bytes) else MESSAGE_BYTES

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import websockets
-from pycrdt import Doc, Map, Text
+from pycrdt import Doc, Map, Text, get_update
 
 from crdt_sync.protocol.ysync import (
     YjsSyncStep1,
@@ -95,3 +95,41 @@ async def test_a_client_that_offers_compression_gets_plain_frames(server: Runnin
     async with websockets.connect(server.ws("/yjs/contacts/plain"), compression="deflate") as ws:
         assert isinstance(decode_yjs_message(await ws.recv()), YjsSyncStep1)
         assert ws.protocol.extensions == []
+
+
+async def test_peers_get_a_burst_in_commit_order_whether_sent_at_once_or_queued(
+    server: RunningServer,
+) -> None:
+    url = server.ws("/yjs/contacts/order")
+    doc: Doc = Doc()  # type: ignore[type-arg]
+    record = doc.get("record", type=Map)
+    with doc.transaction():
+        record["name"] = "Order"
+        record["notes"] = notes = Text()
+    updates = [doc.get_update()]
+    for i in range(300):
+        before = doc.get_state()
+        notes += f"{i},"
+        updates.append(doc.get_update(before))
+    expected = "".join(f"{i}," for i in range(300))
+    readers = [await websockets.connect(url) for _ in range(3)]
+    try:
+        for reader in readers:
+            await _until(reader, YjsSyncStep1)
+        async with websockets.connect(url) as writer:
+            await _until(writer, YjsSyncStep1)
+            for update in updates:
+                await writer.send(encode_sync_update(update))
+            for reader in readers:
+                mirror: Doc = Doc()  # type: ignore[type-arg]
+                seen = ""
+                while seen != expected:
+                    echo = await _until(reader, YjsUpdate)
+                    assert isinstance(echo, YjsUpdate)
+                    mirror.apply_update(echo.update)
+                    # Each frame applies at once: it never depends on one still to come.
+                    assert get_update(echo.update, mirror.get_state())[:1] == b"\x00"
+                    seen = str(mirror.get("record", type=Map).get("notes", ""))
+    finally:
+        for reader in readers:
+            await reader.close()

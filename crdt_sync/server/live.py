@@ -114,6 +114,10 @@ class Connection:
                 frames.extend(encode(item))
             await self.send_frames(frames)
 
+    def send_now(self, frames: list[bytes]) -> bool:
+        """Write `frames` at once if the wire can take them now (see `Subscriber.send_now`)."""
+        return self._wire is not None and self._wire.send_now(frames)
+
     async def send_frames(self, frames: list[bytes]) -> None:
         """Send each as one binary message, in order: in one write where the server allows."""
         if not frames:
@@ -260,6 +264,7 @@ class Hub:
 
     def disconnect(self, connection: Connection) -> None:
         connection.subscriber.overflowed.on_set = None  # no cycle left for the collector
+        connection.subscriber.send_now = None
         if connection in self.connections:
             self.connections.discard(connection)
             self.engine.unsubscribe(connection.subscriber)

@@ -55,6 +55,21 @@ class Wire:
     def __init__(self, protocol: WireProtocol) -> None:
         self._protocol = protocol
 
+    def send_now(self, payloads: Sequence[bytes]) -> bool:
+        """Write the payloads as binary messages now if the short path is open and the
+        transport is not paused for writing; False (nothing written) otherwise."""
+        protocol = self._protocol
+        if (
+            not protocol.writable.is_set()
+            or protocol.disconnected
+            or protocol.close_sent
+            or protocol.conn.state is not State.OPEN
+            or protocol.conn.extensions
+        ):
+            return False
+        protocol.transport.write(_framed(payloads))
+        return True
+
     async def send_binary(self, payloads: Sequence[bytes]) -> None:
         """Send each payload as one binary message, in order, with one write when it can.
 
@@ -70,11 +85,17 @@ class Wire:
             for payload in payloads:
                 await protocol.send({"type": "websocket.send", "bytes": payload})
             return
-        chunks: list[bytes] = []
-        for payload in payloads:
-            chunks.append(binary_frame_header(len(payload)))
-            chunks.append(payload)
-        protocol.transport.write(b"".join(chunks))
+        protocol.transport.write(_framed(payloads))
+
+
+def _framed(payloads: Sequence[bytes]) -> bytes:
+    if len(payloads) == 1:
+        return binary_frame_header(len(payloads[0])) + payloads[0]
+    chunks: list[bytes] = []
+    for payload in payloads:
+        chunks.append(binary_frame_header(len(payload)))
+        chunks.append(payload)
+    return b"".join(chunks)
 
 
 class WireProtocol(LeanWebSocketProtocol):
