@@ -210,8 +210,21 @@ class WritesInFlight:
         write.add_done_callback(lambda done: self._done(done, answer))
 
     async def wait_all(self) -> None:
-        if self.pending:
-            await asyncio.gather(*self.pending, return_exceptions=True)
+        """Until every write started so far is done (its outcome is `answer`'s, not raised).
+
+        Each is awaited in turn rather than gathered: a gather wakes its waiter one loop
+        step after the last write is done, and a round trip's reply waits on this.
+        """
+        while self.pending:
+            write = next(iter(self.pending))
+            try:
+                await write
+            except asyncio.CancelledError:
+                if not write.cancelled():
+                    raise  # this task was cancelled, not the write
+            except Exception:  # noqa: BLE001, S110  (answered by the write's callback)
+                pass
+            self.pending.discard(write)  # if its callback has not run yet
 
     def _done(
         self, write: asyncio.Future[Any], answer: Callable[[asyncio.Future[Any]], None]

@@ -65,6 +65,7 @@ class Wire:
             or protocol.close_sent
             or protocol.conn.state is not State.OPEN
             or protocol.conn.extensions
+            or protocol.transport.is_closing()
         ):
             return False
         protocol.transport.write(_framed(payloads))
