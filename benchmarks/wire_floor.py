@@ -11,8 +11,8 @@ subscribers, 200 messages at 100/s, latency from send to each receive). Sides:
               what one `websocket.send` costs in the stack `crdt-sync serve` ran before wire.py;
 - wire:       the same with crdt_sync.server.wire (frames written directly, fewer read pauses);
 - websockets: a plain `websockets.serve` (websockets' asyncio implementation, no ASGI);
-- node:       Node's `ws` (what Hocuspocus and @y/websocket-server run on), from live_bench's
-              installed Node packages, if present.
+- node:       Node's `ws` (what Hocuspocus and @y/websocket-server run on), as live_bench
+              installed it for them (6.2.7 today), if present.
 
 The clients are one Python process (websockets); the server's CPU is read from /proc.
 """
@@ -34,12 +34,14 @@ from typing import Any
 ECHO, BROADCAST = 0x01, 0x02
 PAYLOAD = bytes(38)
 NODE_SERVER = r"""
-const { WebSocketServer } = require('ws');
-const wss = new WebSocketServer({ port: Number(process.argv[2]), host: '127.0.0.1' });
-wss.on('connection', (ws) => {
-  ws.on('message', (data) => {
-    if (data[0] === 1) { ws.send(data); return; }
-    for (const peer of wss.clients) if (peer !== ws) peer.send(data);
+const ws = require('ws');
+const WebSocketServer = ws.WebSocketServer || ws.Server;  // ws 8 and ws 7
+const port = Number(process.argv[process.argv.length - 1]);
+const wss = new WebSocketServer({ port, host: '127.0.0.1' });
+wss.on('connection', (conn) => {
+  conn.on('message', (data) => {
+    if (data[0] === 1) { conn.send(data); return; }
+    for (const peer of wss.clients) if (peer !== conn) peer.send(data);
   });
 });
 """
