@@ -7,7 +7,9 @@ only once messages pile up: what a stock client sees must not change.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import uvicorn
 import websockets
 from pycrdt import Doc, Map, Text, get_update
 
@@ -19,10 +21,11 @@ from crdt_sync.protocol.ysync import (
     encode_sync_step1,
     encode_sync_update,
 )
+from crdt_sync.server.app import WEBSOCKET_IMPLEMENTATION, Settings, create_app
 from crdt_sync.server.wire import BACKLOG, binary_frame_header
 
 from .client_helpers import stored
-from .conftest import RunningServer
+from .conftest import RunningServer, free_socket, make_tokens, wait_for
 from .peers import record_of, yjs_peer
 
 
@@ -133,3 +136,38 @@ async def test_peers_get_a_burst_in_commit_order_whether_sent_at_once_or_queued(
     finally:
         for reader in readers:
             await reader.close()
+
+
+async def test_with_compression_negotiated_frames_take_the_asgi_send_and_still_arrive(
+    tmp_path: Path,
+) -> None:
+    # An app embedded under uvicorn's defaults (permessage-deflate on) with this protocol.
+    db_path = tmp_path / "deflate.db"
+    _, device = await make_tokens(db_path)
+    sock = free_socket()
+    config = uvicorn.Config(
+        create_app(Settings(db_path=db_path)),
+        log_level="warning",
+        ws=WEBSOCKET_IMPLEMENTATION,
+        ws_per_message_deflate=True,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_for(lambda: server.started or task.done())
+        url = f"ws://127.0.0.1:{sock.getsockname()[1]}/yjs/contacts/deflate?token={device}"
+        async with websockets.connect(url, compression="deflate") as writer:
+            assert [e.name for e in writer.protocol.extensions] == ["permessage-deflate"]
+            await _until(writer, YjsSyncStep1)
+            async with yjs_peer(url) as reader:
+                doc: Doc = Doc()  # type: ignore[type-arg]
+                doc.get("record", type=Map)["name"] = "Deflated"
+                update = doc.get_update()
+                await writer.send(encode_sync_update(update))
+                echo = await _until(writer, YjsUpdate)
+                assert isinstance(echo, YjsUpdate)
+                await wait_for(lambda: record_of(reader).get("name") == "Deflated")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
