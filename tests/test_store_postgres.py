@@ -247,11 +247,12 @@ async def test_the_seq_lock_makes_a_later_seq_wait_for_the_slow_commit_before_it
 
 def seq_lock_waiters(url: str) -> list[tuple[object, ...]]:
     """Sessions of this schema's store waiting for a row lock (the seq lock: nothing else
-    in the store locks rows) behind another session."""
+    in the store locks rows) behind another session; not the gated one, which waits for an
+    advisory lock."""
     return postgres(
         url,
         "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND query LIKE 'SELECT seq FROM seq_head FOR UPDATE%%'"
+        " AND wait_event IN ('transactionid', 'tuple') AND query LIKE '%%seq_head%%'"
         " AND datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0"
         " AND pid IN (SELECT pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
         "   JOIN pg_namespace n ON n.oid = c.relnamespace"

@@ -9,6 +9,15 @@ visible: whatever any reader sees of the log is a prefix of it.
 Everything that may wait on another transaction (idempotency keys, which block on a
 concurrent insert of the same key) happens before the seq lock; the holder waits on nobody.
 
+A batch without idempotency keys (every /ws and /yjs write) is one statement in autocommit
+(ONE_STATEMENT): it takes the lock (UPDATE seq_head), writes the rows and records with seqs
+counted from the head it read, and commits, so the lock is held only while the server runs
+it and flushes the commit, never across a round trip to this node. Other nodes' rows below
+the batch are read after it: they were visible once the lock was granted, and stay so. A
+batch with keys needs its seqs in Python (a push's answer holds them) before its rows are
+written, so it runs as a transaction: key inserts, `SELECT ... FOR UPDATE`, the answers,
+the rows, COMMIT, holding the lock for a few round trips.
+
 A holder that stops (a node frozen, its host paused) is ended by PostgreSQL once its
 transaction idles `idle_in_transaction_session_timeout`, which releases the lock; the other
 nodes' commits wait for it up to `lock_timeout`, set longer (store.py). The stopped node's
@@ -52,7 +61,43 @@ UPSERT_RECORDS = """
         updated_at = excluded.updated_at,
         size = records.size + excluded.size
 """
-FOREIGN = "SELECT seq, doc_id, data, origin FROM updates WHERE seq > %s ORDER BY seq LIMIT %s"
+# The lock, the rows and the records in one statement (see above): seqs are the head plus
+# each row's ordinal; one row per record, with the ordinals of its first and last rows.
+ONE_STATEMENT = """
+    WITH head AS (
+        UPDATE seq_head SET seq = seq + %(count)s RETURNING seq - %(count)s AS base
+    ), logged AS (
+        INSERT INTO updates (seq, doc_id, collection, data, origin, door, token, at)
+        SELECT head.base + t.ord, t.doc_id, t.collection, t.data, t.origin, t.door, t.token,
+               %(at)s
+        FROM head, unnest(%(doc_ids)s::text[], %(collections)s::text[], %(data)s::bytea[],
+                          %(origins)s::text[], %(doors)s::text[], %(tokens)s::text[])
+            WITH ORDINALITY AS t (doc_id, collection, data, origin, door, token, ord)
+    ), recorded AS (
+        INSERT INTO records (doc_id, collection, record_id, view, is_deleted,
+                             first_seq, last_seq, created_by, updated_at, size)
+        SELECT r.doc_id, r.collection, r.record_id, r.view::json, r.is_deleted,
+               head.base + r.first_ord, head.base + r.last_ord, r.created_by, %(at)s, r.size
+        FROM head, unnest(%(r_doc_ids)s::text[], %(r_collections)s::text[],
+                          %(r_record_ids)s::text[], %(r_views)s::text[],
+                          %(r_deleted)s::boolean[], %(r_first)s::bigint[],
+                          %(r_last)s::bigint[], %(r_created_by)s::text[], %(r_sizes)s::bigint[])
+            AS r (doc_id, collection, record_id, view, is_deleted, first_ord, last_ord,
+                  created_by, size)
+        ON CONFLICT (doc_id) DO UPDATE SET
+            view = excluded.view,
+            is_deleted = excluded.is_deleted,
+            last_seq = excluded.last_seq,
+            updated_at = excluded.updated_at,
+            size = records.size + excluded.size
+    )
+    SELECT base FROM head
+"""
+FOREIGN = (
+    "SELECT seq, doc_id, data, origin FROM updates WHERE seq > %s AND seq <= %s"
+    " ORDER BY seq LIMIT %s"
+)
+EVERY_SEQ = 2**63 - 1  # no upper bound (bigint's largest): everything visible
 FOREIGN_PAGE = 5000
 
 
@@ -97,8 +142,56 @@ class PostgresCommits:
         """The batch in one transaction; a used idempotency key or a failing `answer` fails
         its job alone. Also the foreign updates committed after `known`, below the batch."""
         db = await self._connection()
-        async with connection_errors(self._name), db.transaction():
-            return await _commit(db, batch, now, expired_before, known)
+        async with connection_errors(self._name):
+            if not any(job.idempotency_key for job in batch):
+                return await _commit_in_one_statement(db, batch, now, known)
+            async with db.transaction():
+                return await _commit(db, batch, now, expired_before, known)
+
+
+async def _commit_in_one_statement(
+    db: DB, batch: list[AppendJob], now: float, known: Seq
+) -> tuple[list[Outcome], list[Committed]]:
+    rows = [row for job in batch for row in job.rows]
+    records: dict[DocId, list[object]] = {}
+    for ordinal, row in enumerate(rows, start=1):
+        record = records.get(row.doc_id)
+        if record is None:
+            records[row.doc_id] = [
+                row.doc_id, row.collection, row.record_id, row.view, bool(row.is_deleted),
+                ordinal, ordinal, row.origin, len(row.update),
+            ]  # fmt: skip
+        else:  # a later row of the same record wins its view
+            record[3], record[4], record[6] = row.view, bool(row.is_deleted), ordinal
+            record[8] = cast(int, record[8]) + len(row.update)
+    columns = [list(column) for column in zip(*records.values())]
+    names = ("r_doc_ids", "r_collections", "r_record_ids", "r_views", "r_deleted",
+             "r_first", "r_last", "r_created_by", "r_sizes")  # fmt: skip
+    cursor = await db.execute(
+        ONE_STATEMENT,
+        {
+            "count": len(rows),
+            "at": now,
+            "doc_ids": [row.doc_id for row in rows],
+            "collections": [row.collection for row in rows],
+            "data": [row.update for row in rows],
+            "origins": [row.origin for row in rows],
+            "doors": [row.origin.door for row in rows],
+            "tokens": [row.origin.token for row in rows],
+            **dict(zip(names, columns)),
+        },
+    )
+    head = await cursor.fetchone()
+    base = Seq(head[0] if head is not None else 0)
+    outcomes: list[Outcome] = []
+    next_seq = base + 1
+    for job in batch:
+        outcomes.append(cast(list[Seq], list(range(next_seq, next_seq + len(job.rows)))))
+        next_seq += len(job.rows)
+    # Committed: if this read fails, the batch is reported failed (its outcome unknown to its
+    # callers) and the writer, not having moved on, reads its rows back later as foreign.
+    foreign = await _read_foreign(db, known, upto=base) if base > known else []
+    return outcomes, foreign
 
 
 async def _commit(
@@ -184,10 +277,10 @@ async def _insert(db: DB, entries: Sequence[tuple[Seq, Row]], now: float) -> Non
     await db.execute(UPSERT_RECORDS, (now, *(list(column) for column in columns)))
 
 
-async def _read_foreign(db: DB, known: Seq) -> list[Committed]:
+async def _read_foreign(db: DB, known: Seq, *, upto: int = EVERY_SEQ) -> list[Committed]:
     foreign: list[Committed] = []
     while True:
-        cursor = await db.execute(FOREIGN, (known, FOREIGN_PAGE))
+        cursor = await db.execute(FOREIGN, (known, upto, FOREIGN_PAGE))
         rows = await cursor.fetchall()
         foreign += (
             Committed(Seq(seq), DocId(doc_id), bytes(data), Origin(origin), foreign=True)
