@@ -83,6 +83,9 @@ def test_inspecting_and_operating_a_postgresql_store(url: str) -> None:
     assert postgres(url, "SELECT revoked_at IS NOT NULL FROM tokens") == [(True,)]
     checked = invoke("--store", url, "check", "--json")
     assert checked.exit_code == 0, checked.stderr
+    assert checked.json()["ok"] is True and checked.json()["db"].startswith("postgresql://")
+    said = invoke("--store", url, "check")
+    assert said.exit_code == 0 and "chain" in said.stdout and "SQLite" not in said.stdout
     compacted = invoke("--store", url, "compact", "--all", "--json")
     assert compacted.exit_code == 0, compacted.stderr
     missing = invoke("--store", url, "docs", "show", "contacts/nobody")
