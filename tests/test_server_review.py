@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from crdt_sync.errors import StoreError
+from crdt_sync.protocol import CloseCode
 from crdt_sync.protocol.ysync import YjsSyncStep1, decode_yjs_message
 from crdt_sync.store.base import Store
 
@@ -127,3 +128,25 @@ async def test_a_websocket_to_a_path_no_endpoint_serves_is_refused_at_the_upgrad
         async with websockets.connect(server.ws(path)):
             pass
     assert refused.value.response.status_code == 403
+
+
+async def test_a_websocket_token_comes_from_the_query_or_a_bearer_authorization_header(
+    server: RunningServer,
+) -> None:
+    bare = server.ws("/yjs/contacts/c1", token="")
+    for headers in (
+        {"Authorization": f"Bearer {server.device_token}"},
+        {"Authorization": f"bearer  {server.device_token} "},
+    ):
+        async with websockets.connect(bare, additional_headers=headers) as ws:
+            assert isinstance(decode_yjs_message(await ws.recv()), YjsSyncStep1)
+    # Given twice in the query, the last one counts (as Starlette's QueryParams.get reads it).
+    twice = f"{bare}?token=nope&token={server.device_token}"
+    async with websockets.connect(twice) as ws:
+        assert isinstance(decode_yjs_message(await ws.recv()), YjsSyncStep1)
+    for headers in ({"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}, {}):
+        async with websockets.connect(bare, additional_headers=headers) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CloseCode.UNAUTHORIZED, headers

@@ -156,11 +156,13 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
 
     # Plain Starlette routes: FastAPI's websocket routes hold two AsyncExitStacks and more
     # for dependency injection, ~3 KiB per open connection, for nothing these handlers use.
-    async def yjs(websocket: WebSocket) -> None:
+    # The endpoints return their handler's coroutine instead of awaiting it: one coroutine
+    # frame less held for each open connection's whole life.
+    def yjs(websocket: WebSocket) -> Awaitable[None]:
         hub: Hub = websocket.app.state.hub
         rooms: dict[DocId, Room] = websocket.app.state.rooms
         params = websocket.path_params
-        await serve_yjs(websocket, hub, rooms, f"{params['collection']}/{params['record_id']}")
+        return serve_yjs(websocket, hub, rooms, f"{params['collection']}/{params['record_id']}")
 
     from .admin import install as install_admin
     from .api_docs import install as install_api_docs
@@ -169,9 +171,9 @@ def create_app(settings: Settings = Settings()) -> FastAPI:
     from .rest import install as install_rest
     from .rest import router
 
-    async def ws(websocket: WebSocket) -> None:
+    def ws(websocket: WebSocket) -> Awaitable[None]:
         state = websocket.app.state
-        await serve_mux(websocket, state.hub, state.mux_rooms)
+        return serve_mux(websocket, state.hub, state.mux_rooms)
 
     app.add_direct_websocket_route("/yjs/{collection}/{record_id}", yjs)
     app.add_direct_websocket_route("/ws", ws)
@@ -222,23 +224,22 @@ class App(FastAPI):
         if scope["type"] == "websocket" and not self.root_path:
             for route, endpoint in self.direct_websockets:
                 match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child_scope)
-                    scope["app"] = self
-                    await self._serve_websocket(endpoint, WebSocket(scope, receive, send))
-                    return
+                if match is not Match.FULL:
+                    continue
+                scope.update(child_scope)
+                scope["app"] = self
+                websocket = WebSocket(scope, receive, send)
+                try:
+                    await endpoint(websocket)
+                except CrdtSyncError as exc:
+                    # What the stack's exception handler does: refused before the upgrade
+                    # (the store failing while the token is looked up, say), the handshake
+                    # gets the error answer.
+                    if websocket.application_state is not WebSocketState.CONNECTING:
+                        raise
+                    await error_response(exc)(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
-
-    @staticmethod
-    async def _serve_websocket(endpoint: WebSocketEndpoint, websocket: WebSocket) -> None:
-        try:
-            await endpoint(websocket)
-        except CrdtSyncError as exc:
-            # What the stack's exception handler does: refused before the upgrade (the store
-            # failing while the token is looked up, say), the handshake gets the error answer.
-            if websocket.application_state is not WebSocketState.CONNECTING:
-                raise
-            await error_response(exc)(websocket.scope, websocket.receive, websocket.send)
 
 
 def compacting(

@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import WebSocket
+from starlette.types import Scope
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..engine import Engine
@@ -112,6 +114,7 @@ class Connection:
                     self.request_close(item.code, item.reason)
                     return
                 frames.extend(encode(item))
+            item = None  # not held while the peer idles: a step 2 is a whole document
             await self.send_frames(frames)
 
     def send_now(self, frames: list[bytes]) -> bool:
@@ -235,6 +238,24 @@ class WritesInFlight:
         answer(write)
 
 
+def _token_of(scope: Scope) -> str | None:
+    """`?token=` (the last one, as Starlette's QueryParams.get) or a bearer Authorization.
+
+    Read from the scope, not through the WebSocket's `query_params` and `headers`, which it
+    would build and keep for the connection's life; the headers are dropped from the scope
+    after this, the last read of them (a /yjs connection lasts as long as the peer is open).
+    """
+    query: bytes = scope["query_string"]
+    token = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("token")
+    if token:
+        return token
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == b"authorization":
+            return bearer_token(value.decode("latin-1"))
+    return None
+
+
 class Hub:
     """The server's live state: engine, connections, admission control, revocation sweep."""
 
@@ -250,9 +271,7 @@ class Hub:
         self, websocket: WebSocket, endpoint: str, subscriber: Callable[[Principal], Subscriber]
     ) -> Connection | None:
         """Authenticate and admit; None when refused (the websocket is closed with a reason)."""
-        token = websocket.query_params.get("token") or bearer_token(
-            websocket.headers.get("authorization")
-        )
+        token = _token_of(websocket.scope)
         try:
             principal = await authenticate(self.store, token)
             self.admission.admit()
@@ -261,6 +280,7 @@ class Hub:
             await websocket.close(close_code(exc), close_reason(exc.message))
             return None
         await websocket.accept()
+        websocket.scope["headers"] = []  # read already (_token_of)
         limits = self.engine.limits
         connection = Connection(
             websocket,

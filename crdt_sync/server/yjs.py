@@ -100,10 +100,11 @@ async def serve_yjs(
         # the others to renew their presence (stock clients never send query-awareness).
         for frame in room.present_frames():
             connection.put_nowait(frame)
-        await connection.run(
-            _read(connection, hub, room, doc_id, joined),
-            connection.send_outgoing(_encode_update),
-        )
+        reader = _read(connection, hub, room, doc_id, joined)
+        # The reader drops the state after the peer's first message; this frame, which
+        # lasts as long as the connection, must not keep it (a copy of the record each).
+        del joined
+        await connection.run(reader, connection.send_outgoing(_encode_update))
     finally:
         removals = room.awareness.leave(connection)
         if removals:
@@ -147,6 +148,8 @@ async def _read(
 
     try:
         while True:
+            # Nothing of the last message (a whole document, maybe) held while the peer idles.
+            message = diff = None
             message = decode_yjs_message(await connection.receive_bytes())
             known, joined = joined, None  # what it was shown on joining, for its first message
             if isinstance(message, YjsSyncStep1):
