@@ -16,7 +16,7 @@ from ..errors import LimitExceeded
 @dataclass(slots=True)
 class Admission:
     max_connections: int = 10_000
-    rate: float = 500.0  # new connections admitted per second, sustained
+    rate: float = 2000.0  # new connections admitted per second, sustained (see app.Settings)
     burst: float = 1000.0
     open: int = 0
     refused: int = 0

@@ -61,7 +61,11 @@ class Settings:
     limits: Limits = Limits()
     cache_size: int = 2048
     max_connections: int = 10_000
-    admission_rate: float = 500.0
+    # New websocket connections admitted per second, sustained (server/admission.py): above
+    # what the server can join (~1,200/s on one core, a join ~1 ms of CPU), so the bucket
+    # refuses storms, not a load it could serve (at 500/s it refused 2,220 of 5,000 joins
+    # that it had the time for: benchmarks/README.md, live_bench (c)).
+    admission_rate: float = 2000.0
     admission_burst: float = 1000.0
     revocation_interval: float = 1.0
     follow_interval: float = 0.5  # how often to look for updates other processes committed
