@@ -13,9 +13,9 @@ a small frame's cost around it rather than on it:
   bounds what a peer that outpaces the server can queue.
 
 Only plain binary frames on an open connection take the short path: with an extension
-negotiated (permessage-deflate), after a close, or on a uvicorn whose protocol lacks what is
-used here, everything goes through the ASGI `send` as before. Flow control is uvicorn's: a
-write waits while the transport is paused for writing.
+negotiated (permessage-deflate: an app embedded under uvicorn's defaults) or once a close is
+under way, everything goes through the ASGI `send` as before. Flow control is uvicorn's: a
+write waits while the transport is paused for writing, and `send_now` declines.
 """
 
 from __future__ import annotations
