@@ -18,7 +18,10 @@ cost, in one run on the same machine.
   24 writers (each its own record, one write in flight, round-robin over the nodes) for a
   few seconds, and the fan-out latency from a write's send to its arrival at a watcher on
   every node (p50, p99; with 3 nodes also the p99 of watchers on another node than the
-  writer's): one SQLite node, one PostgreSQL node, three PostgreSQL nodes with a Redis bus.
+  writer's): one SQLite node, one PostgreSQL node, three PostgreSQL nodes with a Redis bus;
+- light load across nodes: on three PostgreSQL nodes, a /ws writer on node A edits one record
+  20 times a second while a y-websocket client on node C applies what arrives: p50 and p99
+  from a send until C holds the edit.
 
 Each PostgreSQL run uses a fresh schema of the database at --postgres (default
 CRDT_SYNC_TEST_POSTGRES or postgresql://postgres@127.0.0.1:5432/test), dropped afterwards.
@@ -58,6 +61,14 @@ from crdt_sync.protocol import (
     RemoteUpdate,
     Role,
     SyncUpdate,
+)
+from crdt_sync.protocol.ysync import (
+    YjsSyncStep1,
+    YjsSyncStep2,
+    YjsUpdate,
+    decode_yjs_message,
+    encode_sync_step1,
+    encode_sync_step2,
 )
 from crdt_sync.server.auth import create_token
 from crdt_sync.store import SQLiteStore, store_at
@@ -332,6 +343,57 @@ async def live_load(store: str, count: int, bus: str | None, seconds: float) -> 
     }
 
 
+async def light_convergence(store: str, bus: str, seconds: float) -> dict[str, float]:
+    """Light load on 3 nodes: a /ws writer on node A edits one record 20 times a second while
+    a y-websocket client of that record on node C (the bytes any stock Yjs client sends and
+    reads) applies what arrives; ms from each send to the moment C's copy holds that edit."""
+    token = await device_token(store)
+    doc_id = "contacts/light"
+    with tempfile.TemporaryDirectory() as logs, nodes(store, 3, bus, Path(logs)) as ports:
+        url = f"ws://127.0.0.1:{ports[2]}/yjs/{doc_id}?token={token}"
+        async with client(ports[0], token, "light-writer") as writer:
+            updates = edits(0)
+            await writer.write(doc_id, next(updates))  # the record exists before C joins
+            async with websockets.connect(url) as reader:
+                copy: Doc[Any] = Doc()
+                fields = copy.get("record", type=Map)
+                seen: dict[int, float] = {}  # edit number -> perf_counter when C held it
+
+                async def read() -> None:
+                    with contextlib.suppress(websockets.ConnectionClosed):
+                        async for frame in reader:
+                            message = decode_yjs_message(frame)
+                            if isinstance(message, YjsSyncStep1):
+                                await reader.send(encode_sync_step2(b"\x00\x00"))
+                            elif isinstance(message, YjsSyncStep2 | YjsUpdate):
+                                copy.apply_update(message.update)
+                                name = str(fields.get("name", ""))
+                                seen.setdefault(int(name.rsplit(" ", 1)[1]), time.perf_counter())
+
+                await reader.send(encode_sync_step1(copy.get_state()))
+                reading = asyncio.create_task(read())
+                sent: dict[int, float] = {}
+                for n in range(1, int(seconds * 20) + 1):
+                    sent[n] = time.perf_counter()
+                    await writer.write(doc_id, next(updates))
+                    await asyncio.sleep(max(0.0, sent[n] + 0.05 - time.perf_counter()))
+                settle = time.perf_counter() + 10
+                while len(sent) not in seen and time.perf_counter() < settle:
+                    await asyncio.sleep(0.01)
+                reading.cancel()
+    # An edit counts as arrived when C's copy holds it or a later one (a merged frame).
+    latencies, arrived = [], float("inf")
+    for n in sorted(sent, reverse=True):
+        arrived = min(arrived, seen.get(n, float("inf")))
+        latencies.append((arrived - sent[n]) * 1000)
+    return {
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "edits": len(sent),
+        "missing": sum(1 for latency in latencies if latency == float("inf")),
+    }
+
+
 async def node_catch_up(url: str, bus: str | None, updates: int) -> tuple[float, float]:
     """(s until a restarted node answers, s until its /ws client caught up `updates`)."""
     with schema(url) as where:
@@ -393,6 +455,14 @@ async def main() -> None:
             )
             + (f"; {figures['missing']:.0f} MISSING" if figures["missing"] else "")
         )
+    with schema(args.postgres) as where:
+        light = await light_convergence(where, args.redis, seconds * 2)
+    print(
+        f"light load, 3 nodes: /ws writer on A at 20 edits/s, y-websocket client on C:"
+        f" {light['edits']:.0f} edits, send to C holding it p50 {light['p50']:.1f} ms,"
+        f" p99 {light['p99']:.1f} ms"
+        + (f"; {light['missing']:.0f} MISSING" if light["missing"] else "")
+    )
     total = 5_000 if args.quick else 30_000
     rows = [
         ("appends/s, 100 writers, SQLite (1 node)", f"{await sqlite_rate(total):,.0f}"),
