@@ -693,6 +693,9 @@ async def fanout(p: dict[str, Any]) -> dict[str, Any]:
         }
     )
     await close_many([writer, *subscribers])
+    if p.get("dump"):  # the timeline: per edit its send, its echo and each subscriber's receive
+        with open(p["dump"], "w") as out:
+            json.dump({"sent_ns": sent_ns, "own_ns": own_ns, "received_ns": received}, out)
     return {
         "subscribers": subs,
         "edits": edits,

@@ -730,6 +730,8 @@ class Bench:
                             rate=a.fan_rate,
                             timeout=a.load_timeout,
                         )
+                        if a.fanout_dump:
+                            params["dump"] = str(Path(a.fanout_dump) / f"{side}-{subs}-{run}.json")
                         result = self.measured(server, f"{side} fan-out {subs}", params)
                         out.setdefault(subs, {}).setdefault(side, []).append(result)
                         print(
@@ -1278,6 +1280,12 @@ def main() -> None:
         "--keep", action="store_true", help="keep the temporary directory (logs, DBs)"
     )
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--fanout-dump",
+        default="",
+        help="(b): write each run's timeline (every edit's send, echo and receive per "
+        "subscriber, perf_counter ns) to DIR/<side>-<subs>-<run>.json",
+    )
     parser.add_argument(
         "--cold", type=int, default=0, help="(l): stored records (default 5,000; 20,000 full)"
     )
