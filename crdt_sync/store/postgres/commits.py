@@ -26,7 +26,7 @@ batch fails unacknowledged, and its writer opens a new connection for the next o
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import cast
 
 from ...errors import KeyAlreadyUsed
@@ -153,18 +153,7 @@ async def _commit_in_one_statement(
     db: DB, batch: list[AppendJob], now: float, known: Seq
 ) -> tuple[list[Outcome], list[Committed]]:
     rows = [row for job in batch for row in job.rows]
-    records: dict[DocId, list[object]] = {}
-    for ordinal, row in enumerate(rows, start=1):
-        record = records.get(row.doc_id)
-        if record is None:
-            records[row.doc_id] = [
-                row.doc_id, row.collection, row.record_id, row.view, bool(row.is_deleted),
-                ordinal, ordinal, row.origin, len(row.update),
-            ]  # fmt: skip
-        else:  # a later row of the same record wins its view
-            record[3], record[4], record[6] = row.view, bool(row.is_deleted), ordinal
-            record[8] = cast(int, record[8]) + len(row.update)
-    columns = [list(column) for column in zip(*records.values())]
+    columns = _record_columns(enumerate(rows, start=1))
     names = ("r_doc_ids", "r_collections", "r_record_ids", "r_views", "r_deleted",
              "r_first", "r_last", "r_created_by", "r_sizes")  # fmt: skip
     cursor = await db.execute(
@@ -262,19 +251,24 @@ async def _insert(db: DB, entries: Sequence[tuple[Seq, Row]], now: float) -> Non
             [row.origin.token for _, row in entries],
         ),
     )
+    await db.execute(UPSERT_RECORDS, (now, *_record_columns(entries)))
+
+
+def _record_columns(rows: Iterable[tuple[int, Row]]) -> list[list[object]]:
+    """The records upsert's columns, one row per record (ON CONFLICT may touch a row once per
+    statement): its first and last positions (seqs, or ordinals), last view, bytes added."""
     records: dict[DocId, list[object]] = {}
-    for seq, row in entries:
+    for position, row in rows:
         record = records.get(row.doc_id)
         if record is None:
             records[row.doc_id] = [
                 row.doc_id, row.collection, row.record_id, row.view, bool(row.is_deleted),
-                seq, seq, row.origin, len(row.update),
+                position, position, row.origin, len(row.update),
             ]  # fmt: skip
         else:  # a later row of the same record wins its view
-            record[3], record[4], record[6] = row.view, bool(row.is_deleted), seq
+            record[3], record[4], record[6] = row.view, bool(row.is_deleted), position
             record[8] = cast(int, record[8]) + len(row.update)
-    columns = list(zip(*records.values()))
-    await db.execute(UPSERT_RECORDS, (now, *(list(column) for column in columns)))
+    return [list(column) for column in zip(*records.values())]
 
 
 async def _read_foreign(db: DB, known: Seq, *, upto: int = EVERY_SEQ) -> list[Committed]:
