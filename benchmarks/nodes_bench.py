@@ -154,22 +154,27 @@ async def commit_costs(url: str, commits: int) -> tuple[float, float]:
     return store_ms, plain_ms
 
 
+async def fill(writer: PostgresStore, updates: int) -> None:
+    """`updates` appends over 1,000 records, a thousand at a time."""
+    for start in range(0, updates, 1000):
+        await asyncio.gather(
+            *(
+                writer.append(
+                    DocId(f"contacts/{n % 1000}"),
+                    UPDATE,
+                    view={"name": "Ann"},
+                    is_deleted=False,
+                    origin=Origin("bench"),
+                )
+                for n in range(start, min(updates, start + 1000))
+            )
+        )
+
+
 async def catch_up_seconds(url: str, updates: int) -> float:
     with schema(url) as where:
         async with PostgresStore(where, readers=1) as writer:
-            for start in range(0, updates, 1000):
-                await asyncio.gather(
-                    *(
-                        writer.append(
-                            DocId(f"contacts/{n % 1000}"),
-                            UPDATE,
-                            view={"name": "Ann"},
-                            is_deleted=False,
-                            origin=Origin("bench"),
-                        )
-                        for n in range(start, min(updates, start + 1000))
-                    )
-                )
+            await fill(writer, updates)
         async with PostgresStore(where, readers=1) as node:  # the node back up
             started = time.perf_counter()
             cursor, seen = Seq(0), 0
@@ -399,19 +404,7 @@ async def node_catch_up(url: str, bus: str | None, updates: int) -> tuple[float,
     with schema(url) as where:
         token = await device_token(where)
         async with PostgresStore(where, readers=1) as writer:  # the node is down meanwhile
-            for start in range(0, updates, 1000):
-                await asyncio.gather(
-                    *(
-                        writer.append(
-                            DocId(f"contacts/{n % 1000}"),
-                            UPDATE,
-                            view={"name": "Ann"},
-                            is_deleted=False,
-                            origin=Origin("bench"),
-                        )
-                        for n in range(start, min(updates, start + 1000))
-                    )
-                )
+            await fill(writer, updates)
         with tempfile.TemporaryDirectory() as logs:
             started = time.perf_counter()
             with nodes(where, 1, bus, Path(logs)) as (port,):
