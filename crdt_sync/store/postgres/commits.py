@@ -32,7 +32,7 @@ from typing import cast
 from ...errors import KeyAlreadyUsed
 from ...ids import DocId, Origin, Seq
 from ..base import Committed
-from ..transactions import AppendJob, ExclusiveJob, Outcome, Row
+from ..transactions import ON_CONFLICT, AppendJob, ExclusiveJob, Outcome, Row
 from .connection import connection_errors
 from .schema import DB
 
@@ -45,7 +45,8 @@ INSERT_UPDATES = """
 """
 # One row per record of the batch (ON CONFLICT may touch a row once per statement): its first
 # seq, last seq, last view and the bytes its rows add.
-UPSERT_RECORDS = """
+UPSERT_RECORDS = (
+    """
     INSERT INTO records (doc_id, collection, record_id, view, is_deleted,
                          first_seq, last_seq, created_by, updated_at, size)
     SELECT doc_id, collection, record_id, view::json, is_deleted,
@@ -54,16 +55,12 @@ UPSERT_RECORDS = """
                 %s::bigint[], %s::bigint[], %s::text[], %s::bigint[])
         AS t (doc_id, collection, record_id, view, is_deleted,
               first_seq, last_seq, created_by, size)
-    ON CONFLICT (doc_id) DO UPDATE SET
-        view = excluded.view,
-        is_deleted = excluded.is_deleted,
-        last_seq = excluded.last_seq,
-        updated_at = excluded.updated_at,
-        size = records.size + excluded.size
 """
+    + ON_CONFLICT
+)  # the same upsert as SQLite's (store/transactions.py)
 # The lock, the rows and the records in one statement (see above): seqs are the head plus
 # each row's ordinal; one row per record, with the ordinals of its first and last rows.
-ONE_STATEMENT = """
+ONE_STATEMENT = f"""
     WITH head AS (
         UPDATE seq_head SET seq = seq + %(count)s RETURNING seq - %(count)s AS base
     ), logged AS (
@@ -84,12 +81,7 @@ ONE_STATEMENT = """
                           %(r_last)s::bigint[], %(r_created_by)s::text[], %(r_sizes)s::bigint[])
             AS r (doc_id, collection, record_id, view, is_deleted, first_ord, last_ord,
                   created_by, size)
-        ON CONFLICT (doc_id) DO UPDATE SET
-            view = excluded.view,
-            is_deleted = excluded.is_deleted,
-            last_seq = excluded.last_seq,
-            updated_at = excluded.updated_at,
-            size = records.size + excluded.size
+        {ON_CONFLICT}
     )
     SELECT base FROM head
 """
