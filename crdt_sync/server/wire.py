@@ -62,14 +62,17 @@ class Wire:
         if (
             not protocol.writable.is_set()
             or protocol.disconnected
-            or protocol.close_sent
-            or protocol.conn.state is not State.OPEN
-            or protocol.conn.extensions
+            or not self._is_short_path_open()
             or protocol.transport.is_closing()
         ):
             return False
         protocol.transport.write(_framed(payloads))
         return True
+
+    def _is_short_path_open(self) -> bool:
+        """Plain frames may be written past the ASGI send: open, no close, no extension."""
+        conn = self._protocol.conn
+        return not self._protocol.close_sent and conn.state is State.OPEN and not conn.extensions
 
     async def send_binary(self, payloads: Sequence[bytes]) -> None:
         """Send each payload as one binary message, in order, with one write when it can.
@@ -82,7 +85,7 @@ class Wire:
             await protocol.writable.wait()
         if protocol.disconnected:
             raise ClosedWire()
-        if protocol.close_sent or protocol.conn.state is not State.OPEN or protocol.conn.extensions:
+        if not self._is_short_path_open():
             for payload in payloads:
                 await protocol.send({"type": "websocket.send", "bytes": payload})
             return

@@ -3,8 +3,9 @@
 The same protocol (flow control, size limit, pings, closing handshake are uvicorn's and
 websockets'), with what it keeps per connection for its whole life made smaller:
 
-- the ASGI receive queue: an asyncio.Queue is four deques (~3 KiB) for what holds one event
-  at a time (uvicorn stops reading the socket while an event waits); a list does;
+- the ASGI receive queue: an asyncio.Queue is four deques (~3 KiB) for what holds a few
+  events at a time (uvicorn stops reading the socket while one waits; wire.py, past
+  `BACKLOG`); a list does;
 - the `writable` flag: an asyncio.Event's deque of waiters (~0.8 KiB) for one writer;
 - the upgrade request's and response's headers, kept (by uvicorn, and by the request
   parser's suspended frame) long after the handshake used them; the ASGI scope holds the
