@@ -613,36 +613,128 @@ async def wait_stored(db: str, prefix: str, rows: int, deadline: float) -> tuple
         connection.close()
 
 
-async def fanout(p: dict[str, Any]) -> dict[str, Any]:
-    """1 writer, S subscribers on one record; paced edits; latency from send to each receive.
+def delivery_counter(
+    row: list[int], edits: int, remaining: list[int], all_in: asyncio.Event
+) -> Callable[[bytes, int], None]:
+    """Marks in `row` (one subscriber's receive time per edit) the edits a frame delivers.
 
     Every edit sets the same field, so edit i has reached a subscriber once any edit >= i has
     (frames arrive in order): a server that merges a burst into one frame may drop what the
     later edits overwrote (crdt-sync re-encodes a merge, garbage-collected), and those edits
-    count as delivered with the frame that superseded them, not as missing."""
+    count as delivered with the frame that superseded them, not as missing (f9369b8)."""
+
+    def on_update(message: bytes, t: int) -> None:
+        for found in MARKER.finditer(message):
+            for i in range(min(int(found.group(2)), edits - 1), -1, -1):
+                if row[i]:
+                    break
+                row[i] = t
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    all_in.set()
+
+    return on_update
+
+
+async def fanout_subscribers(p: dict[str, Any]) -> dict[str, Any]:
+    """One of `fanout`'s subscriber processes: open `subscribers` clients on the record; EVENT
+    ready (with this process's perf_counter_ns); GO (the edits start); return each client's
+    receive time per edit once all are in, or `wait_s` after GO."""
+    subs, edits = p["subscribers"], p["edits"]
+    deadline = time.monotonic() + p["timeout"]
+    received = [[0] * edits for _ in range(subs)]
+    remaining = [subs * edits]
+    all_in = asyncio.Event()
+    counters = iter([delivery_counter(row, edits, remaining, all_in) for row in received])
+    subscribers, errors = await open_many(
+        [url_of(p, p["record"])] * subs,
+        concurrency=min(50, subs),
+        deadline=deadline,
+        factory=lambda u: YClient(u, on_update=next(counters)),
+    )
+    if errors:
+        raise RuntimeError(f"{len(errors)} subscribers failed to open: {errors[:3]}")
+    emit("EVENT", "ready", {"clock_ns": time.perf_counter_ns()})
+    await wait_go()
+    cpu0 = time.process_time()
+    try:
+        await asyncio.wait_for(all_in.wait(), p["wait_s"])
+    except TimeoutError:
+        pass
+    cpu_s = time.process_time() - cpu0
+    closes = sorted({f"{c.close_code} {c.close_reason}" for c in subscribers if c.close_code})
+    await close_many(subscribers)
+    return {"received_ns": received, "cpu_s": cpu_s, "errors": closes}
+
+
+class SubscriberProcess:
+    """A `fanout_subscribers` run in a child process, spoken to as `live_bench` speaks to us."""
+
+    def __init__(self, process: asyncio.subprocess.Process, started_ns: int) -> None:
+        self.process = process
+        self.started_ns = started_ns
+
+    @classmethod
+    async def start(cls, params: dict[str, Any]) -> SubscriberProcess:
+        started_ns = time.perf_counter_ns()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            json.dumps(params),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=64 << 20,  # the result is one line: every receive time of its subscribers
+        )
+        return cls(process, started_ns)
+
+    async def line(self, timeout: float) -> tuple[str, dict[str, Any]]:
+        """The next EVENT (its name) or RESULT (""), with its payload; raises on an error."""
+        assert self.process.stdout is not None
+        raw = await asyncio.wait_for(self.process.stdout.readline(), max(0.1, timeout))
+        if not raw:
+            raise RuntimeError(f"a subscriber process exited with {await self.process.wait()}")
+        kind, _, rest = raw.decode().rstrip("\n").partition(" ")
+        name, _, payload = rest.partition(" ") if kind == "EVENT" else ("", "", rest)
+        result = json.loads(payload or "{}")
+        if "error" in result:
+            raise RuntimeError(f"a subscriber process: {result['error']}")
+        return name, result
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Its subscribers are synced. Checks that its clock is ours: perf_counter is
+        CLOCK_MONOTONIC on Linux, one clock for the whole system, so the child's reading
+        must fall between its start and our reading of its line."""
+        name, payload = await self.line(timeout)
+        now = time.perf_counter_ns()
+        if name != "ready" or not self.started_ns < payload["clock_ns"] < now:
+            raise RuntimeError(f"a subscriber process: {name} {payload}, not a ready on our clock")
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"GO\n")
+
+    async def result(self, timeout: float) -> dict[str, Any]:
+        _, result = await self.line(timeout)
+        await asyncio.wait_for(self.process.wait(), 5)
+        return result
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+async def fanout(p: dict[str, Any]) -> dict[str, Any]:
+    """1 writer, S subscribers on one record; paced edits; latency from send to each receive.
+
+    The subscribers are spread over processes of at most `per_process` each (the writer stays
+    in this one), so reading 200 deliveries an edit is not one process's work: one Python
+    process takes ~20,000 frames/s, the whole load of 200 subscribers at 100 edits/s. Every
+    process stamps with perf_counter_ns, the one system-wide monotonic clock (checked)."""
     subs, edits, rate = p["subscribers"], p["edits"], p["rate"]
     deadline = time.monotonic() + p["timeout"]
     record = f"{p['run']}-fan"
     sent_ns = [0] * edits
     own_ns = [0] * edits
-    received = [[0] * edits for _ in range(subs)]
-    remaining = [subs * edits]
-    all_in = asyncio.Event()
-
-    def sub_update(k: int) -> Callable[[bytes, int], None]:
-        row = received[k]
-
-        def on_update(message: bytes, t: int) -> None:
-            for found in MARKER.finditer(message):
-                for i in range(min(int(found.group(2)), edits - 1), -1, -1):
-                    if row[i]:
-                        break
-                    row[i] = t
-                    remaining[0] -= 1
-                    if remaining[0] == 0:
-                        all_in.set()
-
-        return on_update
 
     def own_update(message: bytes, t: int) -> None:
         for found in MARKER.finditer(message):
@@ -658,46 +750,54 @@ async def fanout(p: dict[str, Any]) -> dict[str, Any]:
     await writer.send(sync_message(UPDATE, edit_updates(writer.doc, [{"name": "Fan-out"}])[0]))
     await asyncio.wait_for(created.wait(), 10)
     writer.on_update = own_update
-    subscribers, errors = await open_many(
-        [url_of(p, record)] * subs,
-        concurrency=50,
-        deadline=deadline,
-        factory=lambda u, _n=iter(range(subs)): YClient(u, on_update=sub_update(next(_n))),
-    )
-    if errors:
-        raise RuntimeError(f"{len(errors)} subscribers failed to open: {errors[:3]}")
-    await asyncio.sleep(0.5)
-    frames = [
-        sync_message(UPDATE, u)
-        for u in edit_updates(writer.doc, [{"company": marker(0, i)} for i in range(edits)])
-    ]
-    start = time.perf_counter()
-    for i, frame in enumerate(frames):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        sent_ns[i] = time.perf_counter_ns()
-        await writer.send(frame)
+    count = -(-subs // p.get("per_process", subs))
+    sizes = [subs // count + (k < subs % count) for k in range(count)]
+    wait_s = 0.5 + edits / rate + 10.0  # from GO: the pause below, the edits, then 10 s
+    children: list[SubscriberProcess] = []
     try:
-        await asyncio.wait_for(all_in.wait(), min(10.0, max(1.0, deadline - time.monotonic())))
-    except TimeoutError:
-        pass
-    await asyncio.sleep(0.2)
+        for size in sizes:
+            child_params = {
+                **p,
+                "workload": "fanout_subscribers",
+                "subscribers": size,
+                "record": record,
+                "wait_s": wait_s,
+                "timeout": max(1.0, deadline - time.monotonic()),
+            }
+            child_params.pop("dump", None)
+            children.append(await SubscriberProcess.start(child_params))
+        for child in children:
+            await child.wait_ready(deadline - time.monotonic())
+        for child in children:
+            child.go()
+        await asyncio.sleep(0.5)
+        frames = [
+            sync_message(UPDATE, u)
+            for u in edit_updates(writer.doc, [{"company": marker(0, i)} for i in range(edits)])
+        ]
+        start = time.perf_counter()
+        for i, frame in enumerate(frames):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent_ns[i] = time.perf_counter_ns()
+            await writer.send(frame)
+        results = [await child.result(wait_s + 30) for child in children]
+    finally:
+        for child in children:
+            child.kill()
+    received = [row for result in results for row in result["received_ns"]]
     latencies = [(row[i] - sent_ns[i]) / 1e6 for row in received for i in range(edits) if row[i]]
     own = [(own_ns[i] - sent_ns[i]) / 1e6 for i in range(edits) if own_ns[i]]
-    closes = sorted(
-        {
-            f"{c.close_code} {c.close_reason}"
-            for c in [writer, *subscribers]
-            if c.close_code is not None
-        }
-    )
-    await close_many([writer, *subscribers])
+    closes = {f"{writer.close_code} {writer.close_reason}"} if writer.close_code else set()
+    closes.update(error for result in results for error in result["errors"])
+    await writer.close()
     if p.get("dump"):  # the timeline: per edit its send, its echo and each subscriber's receive
         with open(p["dump"], "w") as out:
             json.dump({"sent_ns": sent_ns, "own_ns": own_ns, "received_ns": received}, out)
     return {
         "subscribers": subs,
+        "processes": len(children),
         "edits": edits,
         "deliveries": len(latencies),
         "missing": subs * edits - len(latencies),
@@ -707,7 +807,8 @@ async def fanout(p: dict[str, Any]) -> dict[str, Any]:
         "echo_p50_ms": percentile(own, 50),
         "echo_p99_ms": percentile(own, 99),
         "echoes": len(own),
-        "errors": closes,
+        "subscriber_cpu_s_max": max(result["cpu_s"] for result in results),
+        "errors": sorted(closes),
     }
 
 
@@ -925,6 +1026,7 @@ WORKLOADS = {
     "throughput": throughput,
     "roundtrip": roundtrip,
     "fanout": fanout,
+    "fanout_subscribers": fanout_subscribers,
     "open_records": open_records,
     "churn": churn,
     "cold_load": cold_load,
