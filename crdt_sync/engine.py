@@ -43,7 +43,7 @@ from .record import (
 from .refusals import RefusalLog
 from .schema import Schema
 from .store.base import Append, Committed, Store
-from .yupdate import MalformedUpdate, read_state_vector, read_update
+from .yupdate import MalformedUpdate, check_update, read_state_vector
 
 LOG = logging.getLogger(__name__)
 VIEW_REPAIR = Origin("view-repair")  # the origin of the empty updates that rewrite a view
@@ -768,7 +768,7 @@ def check_update_decodes(doc_id: DocId, update: bytes) -> None:
     such an update would fork the record between the server and JavaScript replicas.
     """
     try:
-        read_update(update)
+        check_update(update)
     except MalformedUpdate as exc:
         raise InvalidUpdate(doc_id, f"not a Yjs update every peer can decode: {exc}") from None
 
@@ -777,7 +777,7 @@ def _all_decode(updates: Sequence[bytes]) -> bool:
     """Merging (yrs) would hide a bad client id: such updates are written one by one."""
     try:
         for update in updates:
-            read_update(update)
+            check_update(update)
     except MalformedUpdate:
         return False
     return True

@@ -36,6 +36,7 @@ __all__ = [
     "DecodedUpdate",
     "Lib0Reader",
     "MalformedUpdate",
+    "check_update",
     "read_state_vector",
     "read_update",
 ]
@@ -188,6 +189,162 @@ def read_update(update: bytes) -> DecodedUpdate:
             deletes.append(ClockRange(client, clock, length))
     reader.expect_end("update")
     return DecodedUpdate(tuple(structs), tuple(deletes))
+
+
+def check_update(update: bytes) -> None:
+    """Raise what `read_update` raises for `update`, and nothing if it reads; the write path's
+    check (every update a peer sends), which needs no result.
+
+    The common update (map keys set to plain values, text inserts, deletes) is walked by
+    `_reads_plainly`, in one function with no per-number names or objects (a fifth of what
+    `read_update` costs); anything else, and anything that walk doubts, is read in full.
+    """
+    if not _reads_plainly(update):
+        read_update(update)
+
+
+class _Doubt(Exception):
+    """`_reads_plainly` cannot vouch for the bytes: `read_update` decides."""
+
+
+def _uint(data: bytes, position: int) -> tuple[int, int]:
+    """A lib0 varUint at `position` and the position after it; _Doubt past 2**53 - 1.
+
+    IndexError if truncated."""
+    byte = data[position]
+    if byte < 0x80:
+        return byte, position + 1
+    number, shift = byte & 0x7F, 7
+    while True:
+        position += 1
+        byte = data[position]
+        number |= (byte & 0x7F) << shift
+        shift += 7
+        if number > MAX_SAFE_INTEGER:
+            raise _Doubt
+        if byte < 0x80:
+            return number, position + 1
+
+
+def _string_end(data: bytes, position: int) -> tuple[str, int]:
+    """A varString at `position` (strict UTF-8, as lib0) and the position after it."""
+    length, position = _uint(data, position)
+    end = position + length
+    if end > len(data):
+        raise _Doubt
+    return data[position:end].decode("utf-8"), end  # UnicodeDecodeError: a doubt
+
+
+def _reads_plainly(update: bytes) -> bool:
+    """True only if `read_update` accepts `update`: the same walk and every check it makes,
+    for the content kinds peers send all the time (a string, a deleted run, a type, plain
+    lib0 values); False for the rest (JSON, embeds, formats, nested values) and on any
+    problem, for `read_update` to decide and name. A bound of `check_update`'s fast path."""
+    data = bytes(update)
+    size = len(data)
+    try:
+        clients, position = _uint(data, 0)
+        if clients * 3 > size - position:
+            return False
+        for _ in range(clients):
+            count, position = _uint(data, position)
+            if count * 2 > size - position:
+                return False
+            _, position = _uint(data, position)  # the client id: below 2**53, as every number
+            clock, position = _uint(data, position)
+            for _ in range(count):
+                info = data[position]
+                position += 1
+                ref = info & 0x1F
+                if ref == _GC or ref == _SKIP:
+                    length, position = _uint(data, position)
+                    clock += length
+                    if clock > MAX_SAFE_INTEGER:
+                        return False
+                    continue
+                if info & 0x80:  # origin
+                    _, position = _uint(data, position)
+                    _, position = _uint(data, position)
+                if info & 0x40:  # right origin
+                    _, position = _uint(data, position)
+                    _, position = _uint(data, position)
+                if not info & 0xC0:
+                    parent, position = _uint(data, position)
+                    if parent == 1:
+                        _, position = _string_end(data, position)
+                    else:
+                        _, position = _uint(data, position)
+                        _, position = _uint(data, position)
+                    if info & 0x20:
+                        _, position = _string_end(data, position)
+                if ref == _ANY:
+                    values, position = _uint(data, position)
+                    if values > size - position:
+                        return False
+                    for _ in range(values):
+                        position = _plain_value_end(data, position)
+                    clock += values
+                elif ref == _STRING:
+                    text, position = _string_end(data, position)
+                    clock += len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+                elif ref == _DELETED:
+                    length, position = _uint(data, position)
+                    clock += length
+                elif ref == _TYPE:
+                    type_ref, position = _uint(data, position)
+                    if type_ref > _LAST_TYPE_REF:
+                        return False
+                    if type_ref in _TYPE_REFS_WITH_NAME:
+                        _, position = _string_end(data, position)
+                    clock += 1
+                else:
+                    return False
+                if clock > MAX_SAFE_INTEGER:
+                    return False
+        clients, position = _uint(data, position)
+        if clients * 2 > size - position:
+            return False
+        for _ in range(clients):
+            _, position = _uint(data, position)
+            deletes, position = _uint(data, position)
+            if deletes * 2 > size - position:
+                return False
+            for _ in range(deletes):
+                clock, position = _uint(data, position)
+                length, position = _uint(data, position)
+                if clock + length > MAX_SAFE_INTEGER:
+                    return False
+        return position == size
+    except (_Doubt, IndexError, UnicodeDecodeError):
+        return False
+
+
+def _plain_value_end(data: bytes, position: int) -> int:
+    """Past one lib0 value that is not an object or array (_Doubt for those: nested)."""
+    kind = data[position]
+    position += 1
+    if kind in (127, 126, 121, 120):  # undefined, null, false, true
+        return position
+    if kind == 119:  # string
+        return _string_end(data, position)[1]
+    if kind == 125:  # varInt: 6 bits in the first byte, then 7 a byte
+        byte = data[position]
+        if not byte & 0x80:
+            return position + 1
+        number, shift = byte & 0x3F, 6
+        while True:
+            position += 1
+            byte = data[position]
+            number |= (byte & 0x7F) << shift
+            shift += 7
+            if number > MAX_SAFE_INTEGER:
+                raise _Doubt
+            if byte < 0x80:
+                return position + 1
+    size = {124: 4, 123: 8, 122: 8}.get(kind)
+    if size is not None and position + size <= len(data):
+        return position + size
+    raise _Doubt
 
 
 def read_state_vector(state_vector: bytes) -> dict[int, int]:

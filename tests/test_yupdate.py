@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,8 @@ from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 from crdt_sync.yupdate import (
     ClockRange,
     MalformedUpdate,
+    _reads_plainly,
+    check_update,
     read_state_vector,
     read_update,
 )
@@ -162,6 +165,58 @@ def test_mutated_real_updates_read_or_are_refused_with_nothing_else_raised(
         read_update(bytes(update))
     except MalformedUpdate:
         pass
+
+
+def plain_edits() -> list[bytes]:
+    """What peers send all the time: keys set to plain values, text typed and deleted."""
+    doc: Doc = Doc(client_id=2**32 - 1)
+    record = doc.get("record", type=Map)
+    updates = []
+    for i in range(6):
+        before = doc.get_state()
+        with doc.transaction():
+            record["company"] = f"Co {i} é😀"
+            record["n"] = [i, -(2**40), 1.5, True, None, "x"][i]
+            if i == 0:
+                record["notes"] = Text("héllo")
+            else:
+                notes = record["notes"]
+                assert isinstance(notes, Text)
+                notes.insert(0, "ab")
+                del notes[2:3]
+        updates.append(doc.get_update(before))
+    return updates
+
+
+def test_the_check_walks_plain_updates_itself_and_defers_the_rest() -> None:
+    assert all(_reads_plainly(update) for update in plain_edits())
+    assert not _reads_plainly(RICH_UPDATE)  # JSON, embeds, formats, nested values
+    check_update(RICH_UPDATE)
+
+
+@pytest.mark.parametrize("client", [TOP, TOP + 1, 2**64])
+def test_the_check_refuses_what_the_reader_refuses(client: int) -> None:
+    with pytest.raises(MalformedUpdate, match=r"^client id is larger than 2\*\*53 - 1"):
+        check_update(map_set(client, 0, "k", "v"))
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(st.data())
+def test_mutated_plain_updates_pass_the_check_only_if_the_reader_reads_them(
+    data: st.DataObject,
+) -> None:
+    update = bytearray(data.draw(st.sampled_from(plain_edits())))
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(update) - 1))
+        update[position] = data.draw(st.integers(0, 255))
+    try:
+        read_update(bytes(update))
+    except MalformedUpdate as exc:
+        assert not _reads_plainly(bytes(update))
+        with pytest.raises(MalformedUpdate, match=f"^{re.escape(str(exc))}$"):
+            check_update(bytes(update))
+    else:
+        check_update(bytes(update))
 
 
 def test_the_reader_imports_no_io_library() -> None:
