@@ -1300,11 +1300,17 @@ def main() -> None:
     parser.add_argument(
         "--cold", type=int, default=0, help="(l): stored records (default 5,000; 20,000 full)"
     )
+    parser.add_argument(
+        "--rt-edits",
+        type=int,
+        default=100,
+        help="(r): edits per writer (default 100; 1,000 shows the warm, CPU-bound rate)",
+    )
     args = parser.parse_args()
     quick = args.quick
     args.writers, args.edits = 10, (300 if quick else 500)
     args.repeats = 3
-    args.rt_writers, args.rt_edits = 10, 100
+    args.rt_writers, args.rt_edits = 10, args.rt_edits
     args.subscribers = [50, 200]
     args.fan_edits, args.fan_rate = 200, 100.0
     args.repeats_b = 1 if quick else 3
