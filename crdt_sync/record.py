@@ -296,6 +296,14 @@ def _check_stored_value(spec: Field, value: Any, doc_id: str) -> Any:
             doc_id,
             f"{spec.name} must be a plain {spec.kind.value} value, got a {type(value).__name__}",
         )
+    return _check_plain_value(spec, value, doc_id)
+
+
+def _check_plain_value(spec: Field, value: Any, doc_id: str) -> Any:
+    """`_check_stored_value` of a value yrs' events carried as stored (a `_PLAIN` one): no
+    shared type to rule out first (four isinstance checks against pycrdt's classes)."""
+    if spec.is_text:
+        raise SchemaViolation(doc_id, f"{spec.name} is a text field and must be a Y.Text")
     stored = spec.coerce(value, doc_id)
     # A datetime is stored normalised; a different spelling would read differently elsewhere.
     if spec.kind is FieldKind.DATETIME and stored != value:
@@ -698,8 +706,8 @@ class LiveRecord:
                 if spec.required and after[name] is not None:
                     raise SchemaViolation(doc_id, f"{name} is required and cannot be removed")
                 after[name] = None
-            else:
-                after[name] = _check_stored_value(spec, value, doc_id)
+            else:  # plain: see `_Changes.on_fields`
+                after[name] = _check_plain_value(spec, value, doc_id)
         if changes.read_back:
             fields = self._fields
             with self.document.transaction():

@@ -131,6 +131,7 @@ async def _read(
     # written as one once the reader has to wait for more: see Engine.write_merged_nowait.
     pending: list[bytes] = []
     flush_soon: asyncio.Handle | None = None
+    loop = asyncio.get_running_loop()  # asked once: it costs a getpid() call
 
     def flush() -> None:
         nonlocal flush_soon
@@ -176,7 +177,7 @@ async def _read(
                         flush_soon.cancel()
                     flush()
                 elif flush_soon is None:
-                    flush_soon = asyncio.get_running_loop().call_soon(flush)
+                    flush_soon = loop.call_soon(flush)
             elif isinstance(message, YjsAwareness):
                 # Decoded first (ProtocolError: 4400): garbage relayed makes stock clients exit.
                 states = decode_awareness_update(message.payload)
