@@ -278,6 +278,33 @@ async def test_commit_listeners_get_committed_updates_in_seq_order(store: Store)
     assert all(seen_before_return)
 
 
+async def test_writers_that_wait_for_each_commit_are_committed_batch_after_batch_in_order(
+    backend: Backend,
+) -> None:
+    """Round-trip writers: each append submitted once the last resolved, so new batches queue
+    while one commits, with other writes (tokens: exclusive jobs) between them."""
+    async with backend.open(max_batch=3) as store:
+        heard: list[Committed] = []
+        store.add_commit_listener(heard.extend)
+        contacts = [Contact() for _ in range(8)]
+
+        async def writer(j: int) -> None:
+            for n in range(15):
+                seq = await put(store, f"contacts/{j}", contacts[j], n=n)
+                assert any(c.seq == seq for c in heard)  # heard before its caller returned
+
+        async def tokens() -> None:
+            for n in range(5):
+                await store.add_token(f"t{n}", "device", f"hash-{n}")
+
+        await asyncio.gather(*(writer(j) for j in range(8)), tokens())
+        assert [c.seq for c in heard] == list(range(1, 121))
+        assert [c.update for c in heard if c.doc_id == "contacts/3"] == contacts[3].updates
+        assert (await store.statistics()).extra["commits"] >= 40
+        assert len(await store.list_tokens()) == 5
+        assert await store.cursor() == 120
+
+
 async def test_a_failing_commit_listener_is_logged_and_the_append_stands(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
