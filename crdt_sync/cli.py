@@ -157,17 +157,13 @@ def serve(
 
     from .commands.common import chosen_store
     from .compactor import CompactionPolicy
-    from .server.app import (
-        WEBSOCKET_COMPRESSION,
-        WEBSOCKET_IMPLEMENTATION,
-        Server,
-        Settings,
-        create_app,
-    )
+    # Not server.app: the record doors serve before FastAPI is imported (server/front.py).
     from .server.bootstrap import prepare_store
+    from .server.front import WEBSOCKET_COMPRESSION, WEBSOCKET_IMPLEMENTATION, Front, Server
     from .server.cors import checked_origins
     from .server.listen import bind, url_of
     from .server.logs import redact_tokens_in_server_logs
+    from .server.runtime import Settings
     from .store.opening import redacted
 
     parsed = None if schema is None else schema_from(schema)
@@ -206,7 +202,7 @@ def serve(
             compaction=policy,
         )
         config = uvicorn.Config(
-            create_app(settings),
+            Front(settings),
             log_level=log_level,
             ws=WEBSOCKET_IMPLEMENTATION,
             ws_per_message_deflate=WEBSOCKET_COMPRESSION,

@@ -8,12 +8,13 @@ Credentialed requests (the admin panel's session cookie) stay same-origin only.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
-
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # `serve` checks the origins before FastAPI is imported (server/front.py)
+    from fastapi import FastAPI
 
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Client-Id"]
 ALLOWED_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -46,6 +47,8 @@ def checked_origins(origins: Iterable[str]) -> tuple[str, ...]:
 
 def allow_cross_origin(app: FastAPI, origins: Iterable[str]) -> None:
     """Answer CORS preflights and mark answers readable by pages on `origins`."""
+    from starlette.middleware.cors import CORSMiddleware
+
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(checked_origins(origins)),

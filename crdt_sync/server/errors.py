@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import (

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import WebSocket
 from starlette.types import Scope
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..engine import Engine
 from ..errors import AuthError, CrdtSyncError, LimitExceeded, ProtocolError

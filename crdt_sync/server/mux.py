@@ -11,7 +11,7 @@ import asyncio
 import functools
 import time
 
-from fastapi import WebSocket
+from starlette.websockets import WebSocket
 
 from ..engine import WriteResult
 from ..errors import (

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from fastapi import WebSocket
 from pycrdt import get_state
+from starlette.websockets import WebSocket
 
 from ..engine import WriteResult
 from ..errors import CrdtSyncError, DocumentError, LimitExceeded, SchemaViolation, StoreError

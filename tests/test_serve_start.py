@@ -1,0 +1,121 @@
+"""`crdt-sync serve` starting: the record doors serve first, HTTP waits for its app, never refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+
+from crdt_sync.server.front import WEBSOCKET_IMPLEMENTATION, Front
+from crdt_sync.server.runtime import Settings
+
+from .conftest import free_socket, make_tokens, wait_for
+from .peers import mux_peer, record_of, yjs_peer
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _spawn_serve(db_path: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "crdt_sync", "serve", "--db", str(db_path), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+async def _started_serve(db_path: Path, port: int) -> subprocess.Popen[bytes]:
+    process = _spawn_serve(db_path, port)
+    deadline = time.monotonic() + 20
+    while not _listening(port):  # the first moment the port accepts: the app may not be built
+        assert process.poll() is None and time.monotonic() < deadline, "serve did not listen"
+        await asyncio.sleep(0.005)
+    return process
+
+
+@pytest.mark.parametrize("first", ["/health", "/ready", "/api/contacts", "/no/such/route"])
+async def test_http_requests_from_the_first_moment_get_the_apps_answer(
+    tmp_path: Path, first: str
+) -> None:
+    """What comes while the HTTP app is built waits for it: no 503, no 404 for a real route."""
+    db_path = tmp_path / "server.db"
+    admin, _ = await make_tokens(db_path)
+    with free_socket() as sock:
+        port = sock.getsockname()[1]
+    process = await _started_serve(db_path, port)
+    try:
+        headers = {"Authorization": f"Bearer {admin}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
+            answer = await http.get(first, headers=headers)
+            assert answer.status_code == (404 if first == "/no/such/route" else 200)
+            if first == "/no/such/route":
+                assert answer.json()["error"]["code"] == "not_found"
+            assert (await http.get("/health")).json() == {"status": "ok"}
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+async def test_a_record_syncs_over_both_doors_from_the_first_moment(tmp_path: Path) -> None:
+    db_path = tmp_path / "server.db"
+    _, device = await make_tokens(db_path)
+    with free_socket() as sock:
+        port = sock.getsockname()[1]
+    process = await _started_serve(db_path, port)
+    try:
+        base = f"ws://127.0.0.1:{port}"
+        async with mux_peer(f"{base}/ws?token={device}", client="phone") as peer:
+            await peer.wait_ack(await peer.edit("contacts/ada", name="Ada"))
+        async with yjs_peer(f"{base}/yjs/contacts/ada?token={device}") as doc:
+            assert record_of(doc)["name"] == "Ada"
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+async def test_the_front_serves_doors_and_http_from_one_runtime(tmp_path: Path) -> None:
+    """In process: the HTTP app serves from the store, engine and hub the doors use."""
+    db_path = tmp_path / "server.db"
+    admin, device = await make_tokens(db_path)
+    front = Front(Settings(db_path=db_path))
+    sock = free_socket()
+    config = uvicorn.Config(front, log_level="warning", ws=WEBSOCKET_IMPLEMENTATION)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_for(lambda: server.started)
+        port = sock.getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/yjs/contacts/ada?token={device}"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
+            headers = {"Authorization": f"Bearer {admin}"}
+            created = await http.post(
+                "/api/contacts", json={"id": "ada", "name": "Ada"}, headers=headers
+            )
+            assert created.status_code == 201, created.text
+            async with yjs_peer(url) as doc:
+                assert record_of(doc)["name"] == "Ada"
+                assert front.http_app is not None and front.runtime is not None
+                state = front.http_app.state
+                assert state.hub is front.runtime.hub and state.store is front.runtime.store
+                assert len(front.runtime.hub.connections) == 1
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+    with pytest.raises((OSError, websockets.InvalidHandshake)):
+        async with websockets.connect(url, open_timeout=2):
+            pass
