@@ -153,10 +153,17 @@ def serve(
     One server per SQLite store: a second `serve` on the same file is refused (exit 9). The
     port is bound before anything is printed, so a taken one is an error line (exit 8).
     """
+    import gc
+
+    # What starts now lives as long as the server: the collector would scan it again and
+    # again while the modules import. Off until the HTTP app is built, when
+    # runtime.tune_garbage_collector freezes it all and turns the collector back on.
+    gc.disable()
     import uvicorn
 
     from .commands.common import chosen_store
     from .compactor import CompactionPolicy
+
     # Not server.app: the record doors serve before FastAPI is imported (server/front.py).
     from .server.bootstrap import prepare_store
     from .server.front import WEBSOCKET_COMPRESSION, WEBSOCKET_IMPLEMENTATION, Front, Server

@@ -121,11 +121,11 @@ class Front:
             raise
         finally:
             sys.setswitchinterval(interval)
+            if self.settings.tune_gc:  # what lives as long as the server exists by now
+                tune_garbage_collector()
         await stack.enter_async_context(app.router.lifespan_context(app))
         self.http_app = app
         built.set_result(app)
-        if self.settings.tune_gc:
-            tune_garbage_collector()
 
 
 def _build_http_app(settings: Settings, runtime: Runtime) -> App:

@@ -159,8 +159,10 @@ def tune_garbage_collector() -> None:
     Each update allocates a few dozen short-lived objects (frames, futures waiting on a
     commit); with the default thresholds the collector ran ~450 times per 3,000 updates and
     took ~20% of the event loop's time, mostly rescanning objects made at startup. Those are
-    frozen (never scanned again) and young collections run every 10,000 allocations.
+    frozen (never scanned again) and young collections run every 10,000 allocations; the
+    collector is on again if startup turned it off.
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+    gc.enable()
