@@ -7,8 +7,11 @@ live_bench's (b) counts a server's CPU over the whole load: the subscribers' han
 closes as well as the edits. Here each server gets the same (b) load twice per round, with 200
 edits and with 20 (same subscribers, same joins), so (cpu_200 - cpu_20) / 180 is what one edit
 costs it with S subscribers; with two subscriber counts, cost(S) = per_edit + S * per_delivery
-is solved for both. `--ours-b-python` adds a second crdt-sync (another tree's python, or a
-wrapper script that sets PYTHONPATH) as side "ours_b", measured in the same rounds: an A/B.
+is solved for both; what the 20 edits leave of their load's CPU is the rest (joins, closes,
+the creating edit). `--ours-b-python` adds a second crdt-sync as side "ours_b", measured in the
+same rounds: an A/B. It is run as `PATH -m crdt_sync serve` from this tree, so PATH is a wrapper
+that changes to the other tree's directory first (`-m` imports from the working directory
+before PYTHONPATH): `cd /other/tree && exec /venv/bin/python "$@"`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ def main() -> None:
     cpu: dict[str, dict[int, list[float]]] = {
         side: {s: [] for s in subscribers} for side in servers
     }
+    rest: dict[str, dict[int, list[float]]] = {
+        side: {s: [] for s in subscribers} for side in servers
+    }
     try:
         for server in servers.values():
             server.start()
@@ -64,6 +70,7 @@ def main() -> None:
                     few, many = (run(bench, servers[side], subs, n, args) for n in (FEW, MANY))
                     per_edit_ms = (many["server_cpu_s"] - few["server_cpu_s"]) / (MANY - FEW) * 1e3
                     cpu[side][subs].append(per_edit_ms)
+                    rest[side][subs].append(few["server_cpu_s"] - FEW * per_edit_ms / 1e3)
                     print(
                         f"  round {r + 1} {side:10} {subs:4} subs: {per_edit_ms:.3f} ms of server "
                         f"CPU an edit; p50 {many['p50_ms']:.2f} p99 {many['p99_ms']:.2f} ms",
@@ -72,7 +79,7 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
-    report(cpu, subscribers)
+    report(cpu, rest, subscribers)
 
 
 def run(bench: lb.Bench, server: lb.Server, subs: int, edits: int, args: Any) -> dict[str, Any]:
@@ -91,7 +98,15 @@ def run(bench: lb.Bench, server: lb.Server, subs: int, edits: int, args: Any) ->
     return result
 
 
-def report(cpu: dict[str, dict[int, list[float]]], subscribers: list[int]) -> None:
+def report(
+    cpu: dict[str, dict[int, list[float]]],
+    rest: dict[str, dict[int, list[float]]],
+    subscribers: list[int],
+) -> None:
+    print("\nthe rest of a load (joins, closes, the creating edit): server CPU s, median")
+    for side, by in rest.items():
+        cells = [f"{s} subs {statistics.median(v):.3f}" for s, v in by.items()]
+        print(f"  {side:10} " + " | ".join(cells))
     print("\nserver CPU an edit, ms (median of rounds; all rounds)")
     for side, by in cpu.items():
         cells = [
