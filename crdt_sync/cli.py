@@ -25,8 +25,9 @@ from .commands.common import (
     choose_store,
     open_store,
 )
-from .commands.entry import run_cli
+from .commands.entry import run_cli, run_quick
 from .commands.plain import fail, run, run_checked, schema_from
+from .commands.quick_serve import parse_serve
 
 if TYPE_CHECKING:
     from .ids import DocId
@@ -166,8 +167,8 @@ def serve(
 
     # Not server.app: the record doors serve before FastAPI is imported (server/front.py).
     from .server.bootstrap import prepare_store
-    from .server.front import WEBSOCKET_COMPRESSION, WEBSOCKET_IMPLEMENTATION, Front, Server
     from .server.cors import checked_origins
+    from .server.front import WEBSOCKET_COMPRESSION, WEBSOCKET_IMPLEMENTATION, Front, Server
     from .server.listen import bind, url_of
     from .server.logs import redact_tokens_in_server_logs
     from .server.runtime import Settings
@@ -355,7 +356,13 @@ app.add_typer(client_app, name="client")
 
 
 def main() -> int:
-    """The console entry point: usage mistakes too are one line on stderr (commands/entry.py)."""
+    """The console entry point: usage mistakes too are one line on stderr (commands/entry.py).
+
+    `serve` with plain options skips typer's parsing (commands/quick_serve.py).
+    """
+    quick = parse_serve(sys.argv[1:], serve)
+    if quick is not None:
+        return run_quick(lambda: serve(**quick))
     return run_cli(app)
 
 

@@ -6,6 +6,12 @@ import re
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+import typer.core
+import typer.main
+
+from crdt_sync.cli import app, serve
+from crdt_sync.commands import quick_serve
 from crdt_sync.engine import Engine
 from crdt_sync.ids import DocId, Origin
 from crdt_sync.store import SQLiteStore
@@ -81,3 +87,71 @@ async def test_a_post_without_an_id_that_breaks_the_schema_names_no_invented_id(
         # With an id of its own, the error names it.
         named = await http.post("/api/contacts", json={"id": "ann", "email": "a@example.com"})
         assert named.json()["error"]["message"].startswith("contacts/ann: ")
+
+
+def _typer_parses_serve(args: list[str]) -> dict[str, object]:
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    context = group.make_context("crdt-sync", list(args))
+    name, command, rest = group.resolve_command(context, [*context._protected_args, *context.args])
+    assert name == "serve" and command is not None
+    return dict(command.make_context("serve", rest, parent=context).params)
+
+
+def test_the_quick_serve_table_names_every_option_typer_gives_serve() -> None:
+    command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    assert options == {*quick_serve.VALUES, *quick_serve.FLAGS, *quick_serve.REPEATABLE}
+    environment = {p.envvar for p in command.params if p.envvar}
+    assert environment == set(quick_serve.ENVIRONMENT)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve"],
+        ["serve", "--db", "crm.db", "--port", "0", "--demo", "--log-level", "warning"],
+        ["serve", "--port=65535", "--host", "0.0.0.0", "--no-compact", "--migrate-schema"],
+        ["serve", "--compact", "--compact-rows", "2", "--compact-bytes=1", "--schema", "s.toml"],
+        ["serve", "--cors-origin", "https://app.example.com", "--cors-origin=*"],
+        ["serve", "--store", "postgresql://u@h/db", "--bus", "redis://h:6379/0"],
+        ["serve", "--lock-timeout", "20", "--idle-timeout=2.5"],
+    ],
+)
+def test_serve_with_plain_options_is_parsed_as_typer_parses_it(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in quick_serve.ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert quick_serve.parse_serve(args, serve) == _typer_parses_serve(args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--store", "postgresql://u@h/db", "serve"],  # a global option: typer's
+        ["serve", "--help"],
+        ["serve", "--port", "65536"],
+        ["serve", "--port", "-1"],
+        ["serve", "--port", "8_765"],
+        ["serve", "--port"],
+        ["serve", "--port", "1", "--port", "2"],
+        ["serve", "--compact-rows", "1"],
+        ["serve", "--lock-timeout", "0"],
+        ["serve", "--lock-timeout", "1e3"],
+        ["serve", "--demo=yes"],
+        ["serve", "--db", ""],
+        ["serve", "--what"],
+        ["serve", "extra"],
+        ["token", "list"],
+    ],
+)
+def test_anything_else_is_left_to_typer(args: list[str]) -> None:
+    assert quick_serve.parse_serve(args, serve) is None
+
+
+def test_an_environment_variable_of_serve_leaves_the_parse_to_typer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CRDT_SYNC_LOCK_TIMEOUT", "30")
+    assert quick_serve.parse_serve(["serve"], serve) is None

@@ -8,6 +8,7 @@ click's exit code 2 (the README's "bad arguments"), and the hint to `--help` in 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -16,8 +17,30 @@ from .common import ExitCode
 
 def run_cli(app: typer.Typer, args: list[str] | None = None) -> int:
     """Run `app` on `args` (default: sys.argv); return the process's exit code."""
+    return _exit_code(lambda: app(args=args, prog_name="crdt-sync", standalone_mode=False))
+
+
+def run_quick(command: Callable[[], object]) -> int:
+    """Run a command typer did not parse (quick_serve.py) as `run_cli` runs one: what typer's
+    `main` makes of its exits and interrupts (Ctrl-C: 130), then the same one-line errors."""
+
+    def invoked() -> object:
+        try:
+            return command()
+        except typer.Exit as exc:
+            return exc.exit_code
+        except KeyboardInterrupt:
+            return 130
+        except EOFError as exc:
+            typer.echo(err=True)
+            raise typer.Abort() from exc
+
+    return _exit_code(invoked)
+
+
+def _exit_code(invoke: Callable[[], object]) -> int:
     try:
-        result = app(args=args, prog_name="crdt-sync", standalone_mode=False)
+        result = invoke()
     except typer.Abort:
         typer.secho("error: interrupted", fg=typer.colors.RED, err=True)
         return int(ExitCode.FAILURE)
