@@ -1,6 +1,6 @@
 """The floor under live_bench (l)'s "server start to its first record synced", and ours beside it.
 
-    python benchmarks/start_floor.py [--repeats 5] [--sides ours,floor,hocuspocus,ywss] [--count 5000]
+    python benchmarks/start_floor.py [--repeats 5] [--sides ours,floor,hocuspocus,ywss] [--source]
 
 Measured as live_bench (l) measures it: a store of `--count` records that the server has
 served once; the server process started again; a client polls its port every 10 ms, then
@@ -15,6 +15,7 @@ server's, its answer as the step 2 that syncs it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import live_bench
-from live_bench import Server, install_node_peers, run_load
+from live_bench import Server, compile_checkout, install_node_peers, run_load
 
 
 def floor_server(db: str, port: int) -> None:
@@ -122,9 +123,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sides", default="ours,floor")
     parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument(
+        "--source",
+        action="store_true",
+        help="remove the checkout's crdt_sync bytecode first (PYTHONDONTWRITEBYTECODE keeps it"
+        " from coming back): every start compiles crdt_sync, as live_bench (l) did before",
+    )
     args = parser.parse_args()
     sides = args.sides.split(",")
     node_dir = install_node_peers() if {"hocuspocus", "ywss"} & set(sides) else None
+    if args.source:  # what the checkout's servers compile at every start without bytecode
+        for cache in (HERE.parent / "crdt_sync").rglob("__pycache__"):
+            shutil.rmtree(cache)
+    else:
+        compile_checkout(sys.executable)  # as live_bench (l) does
     times: dict[str, list[float]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory(prefix="start-floor-") as tmp:
         logs = Path(tmp) / "logs"
