@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.filesize import decimal
-from rich.markup import escape
 
 from .common import (
     DEFAULT_DB,
@@ -44,6 +42,9 @@ def export(
     Safe while a server runs: the store is read a page at a time, never locked. The file
     appears whole or not at all.
     """
+    from rich.filesize import decimal
+    from rich.markup import escape
+
     from ..store.archive import export_archive
 
     output = Output(as_json)
@@ -90,6 +91,8 @@ def import_(
     running on the same store picks the imported updates up within a second and sends them to
     its peers (see "Other processes" in docs/ARCHITECTURE.md).
     """
+    from rich.markup import escape
+
     from ..engine import Engine, Limits
     from ..importing import import_archive
     from ..store.archive import verify_archive

@@ -8,6 +8,7 @@ everything else on stderr: progress bars, notes, and errors, which are one line 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 
 from ..errors import (
     AddressUnavailable,
@@ -39,6 +39,8 @@ from ..errors import (
 from ..schema import DEFAULT_SCHEMA, Schema, load_schema
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..store import SQLiteStore
     from ..store.postgres import PostgresStore
 
@@ -121,12 +123,24 @@ class Output:
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.out = Console(highlight=False)
-        if not self.out.is_terminal:
+
+    # Made when first used: `serve` starts without importing rich (server/front.py).
+    @functools.cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
+        out = Console(highlight=False)
+        if not out.is_terminal:
             # Piped or redirected: no screen to fit, so a table takes its natural width rather
             # than rich's default 80 columns, which cut ids and titles short ("Ada Lov...").
-            self.out = Console(highlight=False, width=PIPED_WIDTH)
-        self.err = Console(stderr=True, highlight=False)
+            out = Console(highlight=False, width=PIPED_WIDTH)
+        return out
+
+    @functools.cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False)
 
     def json(self, value: object) -> None:
         sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")

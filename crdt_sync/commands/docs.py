@@ -10,9 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.filesize import decimal
-from rich.markup import escape
-from rich.table import Table
 
 from ..errors import RecordNotFound, UnknownCollection
 from ..ids import COLLECTION_NAME, DocId, Origin, split_doc_id
@@ -68,6 +65,10 @@ def list_records(
     as_json: JsonOption = False,
 ) -> None:
     """Records with their title, last sequence number and stored size, by id."""
+    from rich.filesize import decimal
+    from rich.markup import escape
+    from rich.table import Table
+
     output = Output(as_json)
     given = None if schema is None else load_schema_option(schema, output)
     if collection is not None and not COLLECTION_NAME.fullmatch(collection):
@@ -216,6 +217,10 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """Each stored update of a record: seq, time, who (origin, door, token), size, and fields."""
+    from rich.filesize import decimal
+    from rich.markup import escape
+    from rich.table import Table
+
     from ..history import replay, step_at
     from ..record import Records
 
@@ -301,6 +306,8 @@ def _row_facts(row: RecordRow) -> dict[str, Any]:
 def _print_view(
     output: Output, doc_id: str, view: View, is_deleted: bool, facts: dict[str, Any]
 ) -> None:
+    from rich.markup import escape
+
     if output.as_json:
         output.json({"doc_id": doc_id, "deleted": is_deleted, **facts, "view": view})
         return

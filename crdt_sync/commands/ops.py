@@ -7,9 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.filesize import decimal
-from rich.markup import escape
-from rich.table import Table
 
 from ..errors import RecordNotFound
 from ..ids import DocId, split_doc_id
@@ -27,6 +24,9 @@ def status(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     A server compacts in the background (`serve --no-compact` turns it off): debt stays low and
     snapshots grow; its own counters are in /api/sync/status and /metrics.
     """
+    from rich.filesize import decimal
+    from rich.table import Table
+
     output = Output(as_json)
 
     async def work() -> StoreStatistics:
@@ -100,6 +100,8 @@ def compact(
     Safe while a server runs: each record is short transactions (a long log is folded 1,000 rows
     per transaction), and writes racing it are kept.
     """
+    from rich.filesize import decimal
+
     output = Output(as_json)
     if doc_id is None and not every:
         output.fail("say what to compact: one record (COLLECTION/ID) or --all", ExitCode.USAGE)
@@ -213,6 +215,9 @@ def backup(
     `crdt-sync check` (exit code 7 if it did not). To restore: stop the server, put DEST in
     place of the store (README, "Back up and restore").
     """
+    from rich.filesize import decimal
+    from rich.markup import escape
+
     from ..errors import StoreError
     from ..store.backup import BackupDamaged, check_destination
 
