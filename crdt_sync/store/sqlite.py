@@ -54,6 +54,9 @@ T = TypeVar("T")
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 COMPACTION_ATTEMPTS = 3
+# Seconds the writer waits before a commit when the last one held several jobs, for more to
+# come (writer.CommitWriter._wait_for_company); a lone writer never waits.
+COMMIT_WINDOW = 0.0005
 READ_CACHE_KIB = 64 * 1024  # page cache of the reading connection
 SCAN_CACHE_KIB = 4 * 1024  # page cache of the connection that streams whole-store scans
 
@@ -125,6 +128,7 @@ class SQLiteStore:
                 max_batch=self._max_batch,
                 idempotency_ttl=self._idempotency_ttl,
                 clock=self._clock,
+                commit_window=COMMIT_WINDOW,
             )
             writer.listeners = self._listeners
             self._writer = await stack.enter_async_context(writer)

@@ -119,9 +119,12 @@ class CommitWriter:
         max_batch: int,
         idempotency_ttl: float,
         clock: Callable[[], float],
+        commit_window: float = 0.0,
     ) -> None:
         self._backend = backend
         self._max_batch = max_batch
+        self._window = commit_window
+        self._last_batch_jobs = 0
         self._idempotency_ttl = idempotency_ttl
         self._clock = clock
         self._pending: deque[Job] = deque()
@@ -164,6 +167,8 @@ class CommitWriter:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._pending:
+                    if self._last_batch_jobs > 1 and self._window:
+                        await self._wait_for_company()
                     await self._commit_next()
                 if self._is_closing:
                     return
@@ -177,6 +182,22 @@ class CommitWriter:
                 _fail(job.future, StoreError(f"{path}: closed before commit; nothing stored"))
             self._pending.clear()
 
+    async def _wait_for_company(self) -> None:
+        """Group commit under concurrency: wait the commit window before a batch of appends
+        when the last batch held more than one job.
+
+        Writers that wait for their commit (an editor's round trip after every edit) answer
+        it one after another, each a little later: without the wait, the first of their next
+        updates starts a commit of its own and the rest queue behind it, at two to five
+        updates a commit where ten writers could share one. The window lets them come: half
+        the commits, so a third less CPU an update (a commit's fixed cost, its fsync's most
+        of all, shared by more) and a shorter wait for all of them. A lone writer's batches
+        hold one job: it never waits. Only when a write is committed changes, not what is
+        promised: its outcome still comes after its COMMIT.
+        """
+        if isinstance(self._pending[0], AppendJob) and not self._is_closing:
+            await asyncio.sleep(self._window)
+
     async def _commit_next(self) -> None:
         job = self._pending[0]
         if isinstance(job, ExclusiveJob):
@@ -189,6 +210,7 @@ class CommitWriter:
             await self._follow(job)
         else:
             self._in_flight = batch = self._take_batch()
+            self._last_batch_jobs = len(batch)
             await self._commit_appends(batch)
         self._in_flight = []
 
