@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -119,3 +121,50 @@ async def test_the_front_serves_doors_and_http_from_one_runtime(tmp_path: Path) 
     with pytest.raises((OSError, websockets.InvalidHandshake)):
         async with websockets.connect(url, open_timeout=2):
             pass
+
+
+@pytest.mark.parametrize("fails", ["build", "lifespan"])
+async def test_an_http_app_that_fails_to_start_answers_500_and_the_doors_still_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """A bug in building the HTTP app, or in starting its share of the lifespan, must not
+    leave requests waiting forever for an app that will never come."""
+    import crdt_sync.server.front as front_module
+
+    db_path = tmp_path / "server.db"
+    _, device = await make_tokens(db_path)
+    built = front_module._build_http_app
+
+    def failing_build(settings: Settings, runtime: object) -> object:
+        if fails == "build":
+            raise RuntimeError("injected: the HTTP app could not be built")
+        app = built(settings, runtime)  # type: ignore[arg-type]
+
+        @contextlib.asynccontextmanager
+        async def broken(app: object) -> AsyncIterator[None]:
+            raise RuntimeError("injected: the HTTP side could not start")
+            yield
+
+        app.router.lifespan_context = broken
+        return app
+
+    monkeypatch.setattr(front_module, "_build_http_app", failing_build)
+    front = Front(Settings(db_path=db_path))
+    sock = free_socket()
+    config = uvicorn.Config(front, log_level="critical", ws=WEBSOCKET_IMPLEMENTATION)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_for(lambda: server.started)
+        port = sock.getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
+            answer = await asyncio.wait_for(http.get("/health"), 10)
+            assert answer.status_code == 500
+        base = f"ws://127.0.0.1:{port}"
+        async with mux_peer(f"{base}/ws?token={device}", client="phone") as peer:
+            await peer.wait_ack(await peer.edit("contacts/ada", name="Ada"))
+        async with yjs_peer(f"{base}/yjs/contacts/ada?token={device}") as doc:
+            assert record_of(doc)["name"] == "Ada"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)

@@ -116,14 +116,20 @@ class Front:
         try:
             app = await asyncio.to_thread(_build_http_app, self.settings, runtime)
         except Exception as exc:  # a bug: the HTTP requests waiting for the app get a 500
-            LOG.exception("the HTTP app could not be built")
+            LOG.exception("the HTTP app could not be built; HTTP requests are answered 500")
             built.set_exception(exc)
-            raise
+            return
         finally:
             sys.setswitchinterval(interval)
             if self.settings.tune_gc:  # what lives as long as the server exists by now
                 tune_garbage_collector()
-        await stack.enter_async_context(app.router.lifespan_context(app))
+        try:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        except Exception as exc:  # its share of the lifespan (the admin's jobs) failed to start
+            # Resolved either way: a request waiting for the app must not wait forever.
+            LOG.exception("the HTTP app could not start; HTTP requests are answered 500")
+            built.set_exception(exc)
+            return
         self.http_app = app
         built.set_result(app)
 
