@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from .commands.quick_serve import main  # cli.py (typer) only when not a plain `serve`
 
 sys.exit(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -14,23 +13,12 @@ from .commands import archive as _archive
 from .commands import docs as _docs
 from .commands import ops as _ops
 from .commands import schemas as _schemas
+from .commands.basics import DEFAULT_DB, BadArgument, ExitCode, choose_store
 from .commands.client import client_app
-from .commands.common import (
-    DEFAULT_DB,
-    BadArgument,
-    DbOption,
-    ExitCode,
-    StoreOption,
-    StoreUnavailable,
-    choose_store,
-    open_store,
-)
-from .commands.entry import run_cli, run_quick
-from .commands.plain import fail, run, run_checked, schema_from
-from .commands.quick_serve import parse_serve
+from .commands.common import DbOption, StoreOption, open_store
+from .commands.plain import fail, run
 
 if TYPE_CHECKING:
-    from .ids import DocId
     from .store import TokenRow
 
 T = TypeVar("T")
@@ -154,108 +142,25 @@ def serve(
     One server per SQLite store: a second `serve` on the same file is refused (exit 9). The
     port is bound before anything is printed, so a taken one is an error line (exit 8).
     """
-    import gc
+    from .commands.serving import serve as serving
 
-    # What starts now lives as long as the server: the collector would scan it again and
-    # again while the modules import. Off until the HTTP app is built, when
-    # runtime.tune_garbage_collector freezes it all and turns the collector back on.
-    gc.disable()
-    import uvicorn
-
-    from .commands.common import chosen_store
-    from .compactor import CompactionPolicy
-
-    # Not server.app: the record doors serve before FastAPI is imported (server/front.py).
-    from .server.bootstrap import prepare_store
-    from .server.cors import checked_origins
-    from .server.front import WEBSOCKET_COMPRESSION, WEBSOCKET_IMPLEMENTATION, Front, Server
-    from .server.listen import bind, url_of
-    from .server.logs import redact_tokens_in_server_logs
-    from .server.runtime import Settings
-    from .store.opening import redacted
-
-    parsed = None if schema is None else schema_from(schema)
-    origins = run_checked(lambda: checked_origins(cors_origin or ()))
-    policy = CompactionPolicy(rows=compact_rows, bytes=compact_bytes) if compact else None
-    url = run_checked(lambda: chosen_store(db, store))
-    if lock_timeout <= idle_timeout:  # checked here too: the store opens after the port
-        run_checked(lambda: _refuse_timeouts(lock_timeout, idle_timeout))
-    with ExitStack() as held:
-        # Bound first: a taken port must not leave a new, empty store file behind.
-        sock = held.enter_context(run_checked(lambda: bind(host, port)))
-        if url is None:  # nodes on PostgreSQL are many by design
-            run_checked(lambda: _claim(db, held))
-        prepared = run(
-            lambda: prepare_store(
-                url if url is not None else db, parsed, demo=demo, migrate_schema=migrate_schema
-            )
-        )
-        if prepared.admin_token is not None:
-            typer.echo("Created the first admin token (shown once; keep it safe):", err=True)
-            typer.echo(prepared.admin_token)
-        if demo:
-            _say_seeded(prepared.seeded)
-        where = db if url is None else redacted(url)
-        typer.echo(f"crdt-sync serving {where} on {url_of(sock)}", err=True)
-        settings = Settings(
-            db_path=db,
-            store_url=url,
-            bus_url=bus,
-            lock_timeout=lock_timeout,
-            idle_timeout=idle_timeout,
-            address=url_of(sock),
-            schema=prepared.schema,
-            tune_gc=True,
-            cors_origins=origins,
-            compaction=policy,
-        )
-        config = uvicorn.Config(
-            Front(settings),
-            log_level=log_level,
-            ws=WEBSOCKET_IMPLEMENTATION,
-            ws_per_message_deflate=WEBSOCKET_COMPRESSION,
-            ws_max_size=2 << 20,
-            ws_ping_interval=20.0,
-            ws_ping_timeout=20.0,
-            timeout_graceful_shutdown=10,  # a stuck request must not keep the server up
-        )
-        redact_tokens_in_server_logs()  # uvicorn.Config configured its loggers just now
-        Server(config).run(sockets=[sock])  # ends the admin change feeds first
-
-
-def _refuse_timeouts(lock_timeout: float, idle_timeout: float) -> None:
-    raise BadArgument(
-        f"--lock-timeout ({lock_timeout:g} s) must be longer than --idle-timeout"
-        f" ({idle_timeout:g} s): a stopped node's seq lock is freed only after the idle timeout"
+    serving(
+        db=db,
+        host=host,
+        port=port,
+        demo=demo,
+        schema=schema,
+        log_level=log_level,
+        compact=compact,
+        compact_rows=compact_rows,
+        compact_bytes=compact_bytes,
+        store=store,
+        bus=bus,
+        lock_timeout=lock_timeout,
+        idle_timeout=idle_timeout,
+        migrate_schema=migrate_schema,
+        cors_origin=cors_origin,
     )
-
-
-def _say_seeded(seeded: list[DocId]) -> None:
-    """What --demo put in the store, so the walkthrough's ids are ones that exist."""
-    if not seeded:
-        typer.echo("Demo records: already there from an earlier --demo.", err=True)
-        return
-    typer.echo(f"Seeded {len(seeded)} demo records:", err=True)
-    by_collection: dict[str, list[str]] = {}
-    for doc_id in seeded:
-        by_collection.setdefault(doc_id.partition("/")[0], []).append(doc_id)
-    for collection, doc_ids in by_collection.items():
-        typer.echo(f"  {collection:<9} {', '.join(doc_ids)}", err=True)
-
-
-def _claim(db: Path, held: ExitStack) -> None:
-    """Refuse a file that is not a store, untouched; then keep other servers off it."""
-    from .errors import StoreError, StoreInUse
-    from .store.files import hold_for_serving, require_store
-
-    try:
-        if db.is_file() and db.stat().st_size:
-            require_store(db)
-        held.enter_context(hold_for_serving(db))
-    except StoreInUse:
-        raise
-    except StoreError as exc:
-        raise StoreUnavailable(exc.message) from None
 
 
 class TokenRole(StrEnum):
@@ -356,14 +261,10 @@ app.add_typer(client_app, name="client")
 
 
 def main() -> int:
-    """The console entry point: usage mistakes too are one line on stderr (commands/entry.py).
+    """The console entry point (commands/quick_serve.py: `serve` with plain options skips typer)."""
+    from .commands.quick_serve import main as quick_main
 
-    `serve` with plain options skips typer's parsing (commands/quick_serve.py).
-    """
-    quick = parse_serve(sys.argv[1:], serve)
-    if quick is not None:
-        return run_quick(lambda: serve(**quick))
-    return run_cli(app)
+    return quick_main()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -155,3 +156,12 @@ def test_an_environment_variable_of_serve_leaves_the_parse_to_typer(
 ) -> None:
     monkeypatch.setenv("CRDT_SYNC_LOCK_TIMEOUT", "30")
     assert quick_serve.parse_serve(["serve"], serve) is None
+
+
+def test_the_typer_free_serve_has_the_typer_commands_options_and_defaults() -> None:
+    from crdt_sync.commands import serving
+
+    def defaults(function: object) -> dict[str, object]:
+        return {n: p.default for n, p in inspect.signature(function).parameters.items()}  # type: ignore[arg-type]
+
+    assert defaults(serving.serve) == defaults(serve)

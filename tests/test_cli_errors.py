@@ -31,7 +31,7 @@ def exit_code_table() -> dict[int, str]:
 
 
 def test_the_readme_table_lists_every_exit_code_the_cli_uses() -> None:
-    from crdt_sync.commands.common import ExitCode
+    from crdt_sync.commands.basics import ExitCode
 
     assert sorted(exit_code_table()) == sorted(int(code) for code in ExitCode)
 

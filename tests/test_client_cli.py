@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from crdt_sync.commands.common import ExitCode
+from crdt_sync.commands.basics import ExitCode
 
 from .client_helpers import admin_patch, server_view
 from .clis import Ran, invoke, run_async

@@ -8,16 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import (
-    DEFAULT_DB,
-    DbOption,
-    ExitCode,
-    JsonOption,
-    Output,
-    SchemaOption,
-    load_schema_option,
-    open_store,
-)
+from .basics import DEFAULT_DB, ExitCode
+from .common import DbOption, JsonOption, Output, SchemaOption, load_schema_option, open_store
 
 if TYPE_CHECKING:
     from ..importing import ImportReport

@@ -19,7 +19,7 @@ import typer
 
 from ..errors import CrdtSyncError
 from ..schema import FieldKind, Schema
-from .common import StoreUnavailable, exit_code
+from .basics import StoreUnavailable, exit_code
 from .plain import fail, run, schema_from
 
 if TYPE_CHECKING:

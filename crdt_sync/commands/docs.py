@@ -15,10 +15,9 @@ from ..errors import RecordNotFound, UnknownCollection
 from ..ids import COLLECTION_NAME, DocId, Origin, split_doc_id
 from ..schema import Schema
 from ..served_schema import schema_in_use
+from .basics import DEFAULT_DB, ExitCode
 from .common import (
-    DEFAULT_DB,
     DbOption,
-    ExitCode,
     JsonOption,
     Output,
     SchemaOption,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import typer
 
-from .common import ExitCode
+from .basics import ExitCode
 
 
 def run_cli(app: typer.Typer, args: list[str] | None = None) -> int:

@@ -10,7 +10,8 @@ import typer
 
 from ..errors import RecordNotFound
 from ..ids import DocId, split_doc_id
-from .common import DEFAULT_DB, DbOption, ExitCode, JsonOption, Output, open_store
+from .basics import DEFAULT_DB, ExitCode
+from .common import DbOption, JsonOption, Output, open_store
 
 if TYPE_CHECKING:  # the store is imported when a command opens it (common.open_store)
     from ..store import CompactionReport, StoreStatistics

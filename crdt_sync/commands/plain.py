@@ -13,7 +13,8 @@ from typing import NoReturn, TypeVar
 
 from ..errors import CrdtSyncError
 from ..schema import Schema
-from .common import ExitCode, Output, exit_code, load_schema_option
+from .basics import ExitCode, exit_code
+from .common import Output, load_schema_option
 
 T = TypeVar("T")
 

@@ -5,22 +5,27 @@ This typer (0.29) coerces every option's value through a pydantic `TypeAdapter`:
 (~17 ms) before the server starts, plus the whole command tree built (~17 ms), a fifth of the
 time from a restart to the first record synced (benchmarks/README.md, live_bench (l)).
 
-So `main` reads `serve`'s argument list here first, and only when every word in it is a
+So `main` (the console entry point, and `python -m crdt_sync`) reads `serve`'s argument list
+here first, before the CLI (cli.py, typer) is imported, and only when every word in it is a
 plain option this table knows with a plain value (digits for numbers, in range; no `--help`,
 no repeated option, no global option before `serve`, none of the options' environment
 variables set): anything else goes to typer as before, which answers it (usage errors, help,
-the environment). The defaults are the `serve` function's own; `tests/test_cli_edges.py`
-checks that this table names every option typer gives `serve` and that both parse alike.
+the environment). The defaults are those of `serving.serve`, which then runs without typer imported at all
+(an error imports it to print its line, as every command's does); `tests/test_cli_edges.py`
+checks that this table names every option typer gives `serve`, that both parse alike, and
+that `cli.serve` and `serving.serve` have the same defaults.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # The environment variables `serve`'s options read (typer's envvar=...): set, typer parses.
 ENVIRONMENT = (
@@ -121,3 +126,29 @@ def parse_serve(args: Sequence[str], serve: Callable[..., object]) -> dict[str, 
     }
     repeated = {name: () for name in REPEATABLE.values() if name not in given}  # as typer
     return {**defaults, **repeated, **given}
+
+
+def main() -> int:
+    """The console entry point: `serve` with plain options runs here, anything else in the
+    CLI (cli.py, typer), as before."""
+    from .serving import serve
+
+    quick = parse_serve(sys.argv[1:], serve)
+    if quick is None:
+        from ..cli import app
+        from .entry import run_cli
+
+        return run_cli(app)
+    try:
+        serve(**quick)
+    except BaseException as exc:  # noqa: BLE001 - what typer's main makes of it, below
+        failed = exc
+    else:
+        return 0
+    from .entry import run_quick  # typer: its exits, interrupts and one-line errors
+
+    return run_quick(functools.partial(_raise, failed))
+
+
+def _raise(exc: BaseException) -> NoReturn:
+    raise exc

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import DEFAULT_DB, DbOption, ExitCode, JsonOption, Output, open_store
+from .basics import DEFAULT_DB, ExitCode
+from .common import DbOption, JsonOption, Output, open_store
 
 if TYPE_CHECKING:
     from ..schema import Schema
