@@ -12,149 +12,64 @@ web framework (a test checks ``sys.modules``). docs/PROTOCOL.md is the prose ver
     awareness.py awareness updates, decoded as y-protocols does, and who owns which client id
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .close import CloseCode, close_reason
-    from .envelope import decode_frame, encode_frame
-    from .events import (
-        Acked,
-        AwarenessReceived,
-        ByeReceived,
-        CaughtUpReceived,
-        DocumentRefused,
-        ErrorReceived,
-        Event,
-        HelloReceived,
-        PingReceived,
-        PongReceived,
-        RemoteUpdate,
-        SyncStep1Received,
-        SyncStep2Received,
-        UpdateReceived,
-        Welcomed,
-    )
-    from .messages import (
-        PROTOCOL_VERSION,
-        Ack,
-        AwarenessUpdate,
-        Bye,
-        CaughtUp,
-        Error,
-        Hello,
-        Message,
-        Ping,
-        Pong,
-        SyncStep1,
-        SyncStep2,
-        SyncUpdate,
-        Welcome,
-    )
-    from .session import ClientWrite, PeerSession, Role, SessionState, SessionStatistics
-    from .ysync import (
-        YjsAwareness,
-        YjsMessage,
-        YjsMessageType,
-        YjsPermissionDenied,
-        YjsQueryAwareness,
-        YjsSyncMessage,
-        YjsSyncMessageType,
-        YjsSyncStep1,
-        YjsSyncStep2,
-        YjsUpdate,
-        decode_sync_message,
-        decode_yjs_message,
-        encode_awareness,
-        encode_permission_denied,
-        encode_query_awareness,
-        encode_sync_message,
-        encode_sync_step1,
-        encode_sync_step2,
-        encode_sync_update,
-        encode_yjs_message,
-    )
-
-# Each name's module, imported when the name is first asked for (PEP 562): the /yjs door
-# needs ysync, awareness and close, not the /ws frames, events and PeerSession, and making
-# those frozen dataclasses takes ~10 ms of `serve`'s start (benchmarks/README.md, live_bench
-# (l)). `from crdt_sync.protocol import PeerSession` works as before.
-_WHERE: dict[str, str] = {
-    "CloseCode": "close",
-    "close_reason": "close",
-    "decode_frame": "envelope",
-    "encode_frame": "envelope",
-    "Acked": "events",
-    "AwarenessReceived": "events",
-    "ByeReceived": "events",
-    "CaughtUpReceived": "events",
-    "DocumentRefused": "events",
-    "ErrorReceived": "events",
-    "Event": "events",
-    "HelloReceived": "events",
-    "PingReceived": "events",
-    "PongReceived": "events",
-    "RemoteUpdate": "events",
-    "SyncStep1Received": "events",
-    "SyncStep2Received": "events",
-    "UpdateReceived": "events",
-    "Welcomed": "events",
-    "PROTOCOL_VERSION": "messages",
-    "Ack": "messages",
-    "AwarenessUpdate": "messages",
-    "Bye": "messages",
-    "CaughtUp": "messages",
-    "Error": "messages",
-    "Hello": "messages",
-    "Message": "messages",
-    "Ping": "messages",
-    "Pong": "messages",
-    "SyncStep1": "messages",
-    "SyncStep2": "messages",
-    "SyncUpdate": "messages",
-    "Welcome": "messages",
-    "ClientWrite": "session",
-    "PeerSession": "session",
-    "Role": "session",
-    "SessionState": "session",
-    "SessionStatistics": "session",
-    "YjsAwareness": "ysync",
-    "YjsMessage": "ysync",
-    "YjsMessageType": "ysync",
-    "YjsPermissionDenied": "ysync",
-    "YjsQueryAwareness": "ysync",
-    "YjsSyncMessage": "ysync",
-    "YjsSyncMessageType": "ysync",
-    "YjsSyncStep1": "ysync",
-    "YjsSyncStep2": "ysync",
-    "YjsUpdate": "ysync",
-    "decode_sync_message": "ysync",
-    "decode_yjs_message": "ysync",
-    "encode_awareness": "ysync",
-    "encode_permission_denied": "ysync",
-    "encode_query_awareness": "ysync",
-    "encode_sync_message": "ysync",
-    "encode_sync_step1": "ysync",
-    "encode_sync_step2": "ysync",
-    "encode_sync_update": "ysync",
-    "encode_yjs_message": "ysync",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
+from .close import CloseCode, close_reason
+from .envelope import decode_frame, encode_frame
+from .events import (
+    Acked,
+    AwarenessReceived,
+    ByeReceived,
+    CaughtUpReceived,
+    DocumentRefused,
+    ErrorReceived,
+    Event,
+    HelloReceived,
+    PingReceived,
+    PongReceived,
+    RemoteUpdate,
+    SyncStep1Received,
+    SyncStep2Received,
+    UpdateReceived,
+    Welcomed,
+)
+from .messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    AwarenessUpdate,
+    Bye,
+    CaughtUp,
+    Error,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    Welcome,
+)
+from .session import ClientWrite, PeerSession, Role, SessionState, SessionStatistics
+from .ysync import (
+    YjsAwareness,
+    YjsMessage,
+    YjsMessageType,
+    YjsPermissionDenied,
+    YjsQueryAwareness,
+    YjsSyncMessage,
+    YjsSyncMessageType,
+    YjsSyncStep1,
+    YjsSyncStep2,
+    YjsUpdate,
+    decode_sync_message,
+    decode_yjs_message,
+    encode_awareness,
+    encode_permission_denied,
+    encode_query_awareness,
+    encode_sync_message,
+    encode_sync_step1,
+    encode_sync_step2,
+    encode_sync_update,
+    encode_yjs_message,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
