@@ -8,8 +8,9 @@ opens one record (step 1, step 2: synced). Each side `--repeats` times, the side
 turns; medians. `floor` is the least a Python server of these records can do: a bare ASGI
 echo app (no Starlette, no crdt-sync) under uvicorn with crdt-sync's websocket protocol, in
 a process that imports what serving a record needs (uvicorn, its sans-I/O websockets, pycrdt,
-sqlite3, aiosqlite, cbor2) and opens the SQLite file; the client's step 1 comes back as the
-server's, its answer as the step 2 that syncs it.
+sqlite3, aiosqlite, cbor2) and opens the SQLite file (`_floor_server.py`: nothing else is
+imported); the client's step 1 comes back as the server's, its answer as the step 2 that
+syncs it.
 """
 
 from __future__ import annotations
@@ -30,43 +31,6 @@ import live_bench
 from live_bench import Server, compile_checkout, install_node_peers, run_load
 
 
-def floor_server(db: str, port: int) -> None:
-    """The floor's server process (run by `launch` below)."""
-    import asyncio
-    import sqlite3
-
-    import aiosqlite  # noqa: F401
-    import cbor2  # noqa: F401
-    import pycrdt  # noqa: F401
-    import uvicorn
-
-    sys.path.insert(0, str(HERE.parent))
-    from crdt_sync.server.wsprotocol import LeanWebSocketProtocol  # what `serve` runs
-
-    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        if scope["type"] != "websocket":
-            return
-        await receive()
-        await send({"type": "websocket.accept"})
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            await send({"type": "websocket.send", "bytes": message.get("bytes")})
-
-    sqlite3.connect(db).execute("SELECT count(*) FROM sqlite_master").fetchone()
-    config = uvicorn.Config(
-        echo, port=port, log_level="warning", ws=LeanWebSocketProtocol, ws_per_message_deflate=False
-    )
-    asyncio.run(uvicorn.Server(config).serve())
-
-
 class FloorServer(Server):
     def prepare(self) -> None:
         self.db.touch()
@@ -81,7 +45,7 @@ class FloorServer(Server):
             self.port = live_bench.free_port()
         log = open(self.logs / f"floor-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [self.python, __file__, "_floor", str(self.db), str(self.port)],
+            [self.python, str(HERE / "_floor_server.py"), str(self.db), str(self.port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -162,7 +126,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_floor":
-        floor_server(sys.argv[2], int(sys.argv[3]))
-    else:
-        main()
+    main()
