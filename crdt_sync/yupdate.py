@@ -214,7 +214,12 @@ def _uint(data: bytes, position: int) -> tuple[int, int]:
     byte = data[position]
     if byte < 0x80:
         return byte, position + 1
-    number, shift = byte & 0x7F, 7
+    return _uint_rest(data, position, byte & 0x7F, 7)
+
+
+def _uint_rest(data: bytes, position: int, number: int, shift: int) -> tuple[int, int]:
+    """The rest of a lib0 number whose byte at `position` said more follow: `number` holds
+    its first `shift` bits. _Doubt past 2**53 - 1; IndexError if truncated."""
     while True:
         position += 1
         byte = data[position]
@@ -331,16 +336,7 @@ def _plain_value_end(data: bytes, position: int) -> int:
         byte = data[position]
         if not byte & 0x80:
             return position + 1
-        number, shift = byte & 0x3F, 6
-        while True:
-            position += 1
-            byte = data[position]
-            number |= (byte & 0x7F) << shift
-            shift += 7
-            if number > MAX_SAFE_INTEGER:
-                raise _Doubt
-            if byte < 0x80:
-                return position + 1
+        return _uint_rest(data, position, byte & 0x3F, 6)[1]
     size = {124: 4, 123: 8, 122: 8}.get(kind)
     if size is not None and position + size <= len(data):
         return position + size
