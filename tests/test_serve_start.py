@@ -50,6 +50,30 @@ async def _started_serve(db_path: Path, port: int) -> subprocess.Popen[bytes]:
     return process
 
 
+
+@contextlib.asynccontextmanager
+async def _served(front: Front, log_level: str = "warning") -> AsyncIterator[int]:
+    """`front` under uvicorn in this process, on a free port (yielded) until the block ends."""
+    sock = free_socket()
+    config = uvicorn.Config(front, log_level=log_level, ws=WEBSOCKET_IMPLEMENTATION)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_for(lambda: server.started)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+async def _syncs_over_both_doors(port: int, device: str) -> None:
+    """An edit acked on /ws is what a stock client joining on /yjs gets."""
+    base = f"ws://127.0.0.1:{port}"
+    async with mux_peer(f"{base}/ws?token={device}", client="phone") as peer:
+        await peer.wait_ack(await peer.edit("contacts/ada", name="Ada"))
+    async with yjs_peer(f"{base}/yjs/contacts/ada?token={device}") as doc:
+        assert record_of(doc)["name"] == "Ada"
+
 @pytest.mark.parametrize("first", ["/health", "/ready", "/api/contacts", "/no/such/route"])
 async def test_http_requests_from_the_first_moment_get_the_apps_answer(
     tmp_path: Path, first: str
@@ -80,11 +104,7 @@ async def test_a_record_syncs_over_both_doors_from_the_first_moment(tmp_path: Pa
         port = sock.getsockname()[1]
     process = await _started_serve(db_path, port)
     try:
-        base = f"ws://127.0.0.1:{port}"
-        async with mux_peer(f"{base}/ws?token={device}", client="phone") as peer:
-            await peer.wait_ack(await peer.edit("contacts/ada", name="Ada"))
-        async with yjs_peer(f"{base}/yjs/contacts/ada?token={device}") as doc:
-            assert record_of(doc)["name"] == "Ada"
+        await _syncs_over_both_doors(port, device)
     finally:
         process.terminate()
         process.wait(20)
@@ -95,13 +115,7 @@ async def test_the_front_serves_doors_and_http_from_one_runtime(tmp_path: Path) 
     db_path = tmp_path / "server.db"
     admin, device = await make_tokens(db_path)
     front = Front(Settings(db_path=db_path))
-    sock = free_socket()
-    config = uvicorn.Config(front, log_level="warning", ws=WEBSOCKET_IMPLEMENTATION)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await wait_for(lambda: server.started)
-        port = sock.getsockname()[1]
+    async with _served(front) as port:
         url = f"ws://127.0.0.1:{port}/yjs/contacts/ada?token={device}"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
             headers = {"Authorization": f"Bearer {admin}"}
@@ -115,9 +129,6 @@ async def test_the_front_serves_doors_and_http_from_one_runtime(tmp_path: Path) 
                 state = front.http_app.state
                 assert state.hub is front.runtime.hub and state.store is front.runtime.store
                 assert len(front.runtime.hub.connections) == 1
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
     with pytest.raises((OSError, websockets.InvalidHandshake)):
         async with websockets.connect(url, open_timeout=2):
             pass
@@ -149,22 +160,8 @@ async def test_an_http_app_that_fails_to_start_answers_500_and_the_doors_still_s
         return app
 
     monkeypatch.setattr(front_module, "_build_http_app", failing_build)
-    front = Front(Settings(db_path=db_path))
-    sock = free_socket()
-    config = uvicorn.Config(front, log_level="critical", ws=WEBSOCKET_IMPLEMENTATION)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await wait_for(lambda: server.started)
-        port = sock.getsockname()[1]
+    async with _served(Front(Settings(db_path=db_path)), log_level="critical") as port:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
             answer = await asyncio.wait_for(http.get("/health"), 10)
             assert answer.status_code == 500
-        base = f"ws://127.0.0.1:{port}"
-        async with mux_peer(f"{base}/ws?token={device}", client="phone") as peer:
-            await peer.wait_ack(await peer.edit("contacts/ada", name="Ada"))
-        async with yjs_peer(f"{base}/yjs/contacts/ada?token={device}") as doc:
-            assert record_of(doc)["name"] == "Ada"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
+        await _syncs_over_both_doors(port, device)
