@@ -12,42 +12,12 @@ web framework (a test checks ``sys.modules``). docs/PROTOCOL.md is the prose ver
     awareness.py awareness updates, decoded as y-protocols does, and who owns which client id
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .close import CloseCode, close_reason
-from .envelope import decode_frame, encode_frame
-from .events import (
-    Acked,
-    AwarenessReceived,
-    ByeReceived,
-    CaughtUpReceived,
-    DocumentRefused,
-    ErrorReceived,
-    Event,
-    HelloReceived,
-    PingReceived,
-    PongReceived,
-    RemoteUpdate,
-    SyncStep1Received,
-    SyncStep2Received,
-    UpdateReceived,
-    Welcomed,
-)
-from .messages import (
-    PROTOCOL_VERSION,
-    Ack,
-    AwarenessUpdate,
-    Bye,
-    CaughtUp,
-    Error,
-    Hello,
-    Message,
-    Ping,
-    Pong,
-    SyncStep1,
-    SyncStep2,
-    SyncUpdate,
-    Welcome,
-)
-from .session import ClientWrite, PeerSession, Role, SessionState, SessionStatistics
 from .ysync import (
     YjsAwareness,
     YjsMessage,
@@ -70,6 +40,101 @@ from .ysync import (
     encode_sync_update,
     encode_yjs_message,
 )
+
+if TYPE_CHECKING:
+    from .envelope import decode_frame, encode_frame
+    from .events import (
+        Acked,
+        AwarenessReceived,
+        ByeReceived,
+        CaughtUpReceived,
+        DocumentRefused,
+        ErrorReceived,
+        Event,
+        HelloReceived,
+        PingReceived,
+        PongReceived,
+        RemoteUpdate,
+        SyncStep1Received,
+        SyncStep2Received,
+        UpdateReceived,
+        Welcomed,
+    )
+    from .messages import (
+        PROTOCOL_VERSION,
+        Ack,
+        AwarenessUpdate,
+        Bye,
+        CaughtUp,
+        Error,
+        Hello,
+        Message,
+        Ping,
+        Pong,
+        SyncStep1,
+        SyncStep2,
+        SyncUpdate,
+        Welcome,
+    )
+    from .session import ClientWrite, PeerSession, Role, SessionState, SessionStatistics
+
+# The /ws protocol's names, each imported from its module when first asked for (PEP 562):
+# `crdt-sync serve`'s /yjs door needs close and ysync only, and making the /ws frames,
+# events and PeerSession (26 frozen dataclasses) took ~10 ms of a restart's first record
+# synced (benchmarks/README.md, live_bench (l)). `from crdt_sync.protocol import PeerSession`
+# works as before.
+_LAZY: dict[str, tuple[str, ...]] = {
+    "envelope": ("decode_frame", "encode_frame"),
+    "events": (
+        "Acked",
+        "AwarenessReceived",
+        "ByeReceived",
+        "CaughtUpReceived",
+        "DocumentRefused",
+        "ErrorReceived",
+        "Event",
+        "HelloReceived",
+        "PingReceived",
+        "PongReceived",
+        "RemoteUpdate",
+        "SyncStep1Received",
+        "SyncStep2Received",
+        "UpdateReceived",
+        "Welcomed",
+    ),
+    "messages": (
+        "PROTOCOL_VERSION",
+        "Ack",
+        "AwarenessUpdate",
+        "Bye",
+        "CaughtUp",
+        "Error",
+        "Hello",
+        "Message",
+        "Ping",
+        "Pong",
+        "SyncStep1",
+        "SyncStep2",
+        "SyncUpdate",
+        "Welcome",
+    ),
+    "session": ("ClientWrite", "PeerSession", "Role", "SessionState", "SessionStatistics"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -19,7 +19,6 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from ..errors import CrdtSyncError
 from .errors import error_response
-from .mux import serve_mux
 from .yjs import serve_yjs
 
 if TYPE_CHECKING:
@@ -41,6 +40,11 @@ def yjs_door(websocket: WebSocket, runtime: Runtime) -> Awaitable[None]:
 
 
 def mux_door(websocket: WebSocket, runtime: Runtime) -> Awaitable[None]:
+    # Imported by the first /ws connection (or the HTTP app's build, whichever comes first):
+    # its frames, events and PeerSession are ~10 ms of frozen dataclasses that a restart's
+    # /yjs clients do not need (benchmarks/README.md, live_bench (l)).
+    from .mux import serve_mux
+
     return serve_mux(websocket, runtime.hub, runtime.mux_rooms)
 
 

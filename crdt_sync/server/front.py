@@ -135,6 +135,10 @@ class Front:
 
 
 def _build_http_app(settings: Settings, runtime: Runtime) -> App:
+    # The /ws door's modules first: doors.mux_door imports them on the event loop only if
+    # a /ws client comes before this thread has, so its first clients wait no longer than
+    # they did when the doors imported mux up front (benchmarks/README.md, live_bench (l)).
+    from . import mux  # noqa: F401
     from .app import create_app
 
     return create_app(settings, runtime)
