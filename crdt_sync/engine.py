@@ -491,6 +491,11 @@ class Engine:
         while self._repairs:
             await asyncio.gather(*self._repairs, return_exceptions=True)
 
+    def detach(self) -> None:
+        """Stop following the store's commits: an engine made for one job (seeding a demo)
+        on a store that another engine, the server's, serves from next."""
+        self.store.remove_commit_listener(self._fan_out)
+
     def _follow_foreign(self, batch: Sequence[Committed]) -> None:
         """Updates another process committed: bring the live records that lack them up to date.
 

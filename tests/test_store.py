@@ -278,6 +278,23 @@ async def test_commit_listeners_get_committed_updates_in_seq_order(store: Store)
     assert all(seen_before_return)
 
 
+async def test_a_removed_commit_listener_hears_no_later_commit(store: Store) -> None:
+    """`crdt-sync serve --demo` seeds with an engine of its own, detached before the
+    server's engine serves the same open store."""
+    kept: list[Committed] = []
+    removed: list[Committed] = []
+    store.add_commit_listener(kept.extend)
+    store.add_commit_listener(removed.extend)
+    contact = Contact()
+    await put(store, "contacts/1", contact, n=1)
+    store.remove_commit_listener(removed.extend)
+    await put(store, "contacts/1", contact, n=2)
+    assert [c.seq for c in kept] == [1, 2]
+    assert [c.seq for c in removed] == [1]
+    with pytest.raises(ValueError):
+        store.remove_commit_listener(removed.extend)
+
+
 async def test_writers_that_wait_for_each_commit_are_committed_batch_after_batch_in_order(
     backend: Backend,
 ) -> None:

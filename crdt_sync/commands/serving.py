@@ -10,9 +10,11 @@ code, through commands/plain.py, imported only when there is an error to print.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
-from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
+from collections.abc import Callable
+from dataclasses import replace
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -60,7 +62,7 @@ def serve(
     from ..server.front import WEBSOCKET_COMPRESSION, WEBSOCKET_IMPLEMENTATION, Front, Server
     from ..server.listen import bind, url_of
     from ..server.logs import redact_tokens_in_server_logs
-    from ..server.runtime import Settings
+    from ..server.runtime import Settings, opening
     from ..store.opening import redacted
 
     parsed = None if schema is None else _schema_from(schema)
@@ -69,47 +71,60 @@ def serve(
     url = _checked(lambda: chosen_store(db, store))
     if lock_timeout <= idle_timeout:  # checked here too: the store opens after the port
         _checked(lambda: _refuse_timeouts(lock_timeout, idle_timeout))
+    settings = Settings(
+        db_path=db,
+        store_url=url,
+        bus_url=bus,
+        lock_timeout=lock_timeout,
+        idle_timeout=idle_timeout,
+        tune_gc=True,
+        cors_origins=origins,
+        compaction=policy,
+    )
+    front = Front(settings)
+    config = uvicorn.Config(
+        front,
+        log_level=log_level,
+        ws=WEBSOCKET_IMPLEMENTATION,
+        ws_per_message_deflate=WEBSOCKET_COMPRESSION,
+        ws_max_size=2 << 20,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=10,  # a stuck request must not keep the server up
+    )
+    redact_tokens_in_server_logs()  # uvicorn.Config configured its loggers just now
+    server = Server(config)
+
+    async def serving(sock: socket.socket) -> None:
+        # One event loop and one open store from the first admin token to the last request:
+        # opening the store, closing it and opening it again in the lifespan was ~6-9 ms of
+        # a restart's first record synced (benchmarks/README.md, live_bench (l)).
+        async with AsyncExitStack() as stack:
+            try:  # plain.run's errors: one line and the exit code, before anything serves
+                store = await stack.enter_async_context(opening(settings))
+                prepared = await prepare_store(
+                    store, parsed, demo=demo, migrate_schema=migrate_schema
+                )
+            except CrdtSyncError as exc:
+                _fail(exc.message, exit_code(exc))
+            if prepared.admin_token is not None:
+                _say("Created the first admin token (shown once; keep it safe):", err=True)
+                _say(prepared.admin_token)
+            if demo:
+                _say_seeded(prepared.seeded)
+            where = db if url is None else redacted(url)
+            _say(f"crdt-sync serving {where} on {url_of(sock)}", err=True)
+            front.settings = replace(settings, address=url_of(sock), schema=prepared.schema)
+            front.store = store
+            await server.serve(sockets=[sock])  # ends the admin change feeds first
+
     with ExitStack() as held:
         # Bound first: a taken port must not leave a new, empty store file behind.
         sock = held.enter_context(_checked(lambda: bind(host, port)))
         if url is None:  # nodes on PostgreSQL are many by design
             _checked(lambda: _claim(db, held))
-        prepared = _ran(
-            lambda: prepare_store(
-                url if url is not None else db, parsed, demo=demo, migrate_schema=migrate_schema
-            )
-        )
-        if prepared.admin_token is not None:
-            _say("Created the first admin token (shown once; keep it safe):", err=True)
-            _say(prepared.admin_token)
-        if demo:
-            _say_seeded(prepared.seeded)
-        where = db if url is None else redacted(url)
-        _say(f"crdt-sync serving {where} on {url_of(sock)}", err=True)
-        settings = Settings(
-            db_path=db,
-            store_url=url,
-            bus_url=bus,
-            lock_timeout=lock_timeout,
-            idle_timeout=idle_timeout,
-            address=url_of(sock),
-            schema=prepared.schema,
-            tune_gc=True,
-            cors_origins=origins,
-            compaction=policy,
-        )
-        config = uvicorn.Config(
-            Front(settings),
-            log_level=log_level,
-            ws=WEBSOCKET_IMPLEMENTATION,
-            ws_per_message_deflate=WEBSOCKET_COMPRESSION,
-            ws_max_size=2 << 20,
-            ws_ping_interval=20.0,
-            ws_ping_timeout=20.0,
-            timeout_graceful_shutdown=10,  # a stuck request must not keep the server up
-        )
-        redact_tokens_in_server_logs()  # uvicorn.Config configured its loggers just now
-        Server(config).run(sockets=[sock])  # ends the admin change feeds first
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # as uvicorn's
+            runner.run(serving(sock))
 
 
 def _refuse_timeouts(lock_timeout: float, idle_timeout: float) -> None:
@@ -162,18 +177,6 @@ def _checked(work: Callable[[], T]) -> T:
     """plain.run_checked: `work()`; a CrdtSyncError becomes one line and its exit code."""
     try:
         return work()
-    except CrdtSyncError as exc:
-        _fail(exc.message, exit_code(exc))
-
-
-def _ran(work: Callable[[], Awaitable[T]]) -> T:
-    """plain.run: async `work`, run; a CrdtSyncError becomes one line and its exit code."""
-
-    async def awaited() -> T:
-        return await work()
-
-    try:
-        return asyncio.run(awaited())
     except CrdtSyncError as exc:
         _fail(exc.message, exit_code(exc))
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..engine import Engine
 from ..errors import RecordExists
 from ..ids import DocId, Origin, make_doc_id
 from ..schema import Schema
 from ..served_schema import settle_schema
-from ..store import store_at
+from ..store import Store
 from .auth import create_token
 
 DEMO_RECORDS: dict[str, list[dict[str, object]]] = {
@@ -79,32 +78,32 @@ class Prepared:
 
 
 async def prepare_store(
-    db: Path | str, schema: Schema | None, *, demo: bool, migrate_schema: bool = False
+    store: Store, schema: Schema | None, *, demo: bool, migrate_schema: bool = False
 ) -> Prepared:
-    """Create the store if needed, settle its schema, make the first admin token, seed a demo.
+    """Settle an open store's schema, make its first admin token, seed a demo.
 
-    `db` is an SQLite file, or a PostgreSQL URL as a str.
+    The store stays open for the server to serve from (`crdt-sync serve` opens it once).
 
     Raises:
         SchemaMismatch: `schema` is not the store's and `migrate_schema` is false, or stored
             records break the schema it would record.
     """
-    async with store_at(db) as store:
-        settled = await settle_schema(store, schema, migrate=migrate_schema)
-        token = None
-        if not await store.list_tokens():
-            token = await create_token(store, name="admin", role="admin")
-        seeded: list[DocId] = []
-        if demo:
-            engine = Engine(store, settled)
-            for collection, rows in DEMO_RECORDS.items():
-                if collection not in settled.collections:
-                    continue
-                for row in rows:
-                    fields = {k: v for k, v in row.items() if k != "id"}
-                    doc_id = make_doc_id(collection, str(row["id"]))
-                    with suppress(RecordExists):  # seeded by an earlier run
-                        await engine.patch(doc_id, fields, origin=Origin("demo"), creating=True)
-                        seeded.append(doc_id)
-            await engine.settle()
-        return Prepared(token, settled, seeded)
+    settled = await settle_schema(store, schema, migrate=migrate_schema)
+    token = None
+    if not await store.list_tokens():
+        token = await create_token(store, name="admin", role="admin")
+    seeded: list[DocId] = []
+    if demo:
+        engine = Engine(store, settled)
+        for collection, rows in DEMO_RECORDS.items():
+            if collection not in settled.collections:
+                continue
+            for row in rows:
+                fields = {k: v for k, v in row.items() if k != "id"}
+                doc_id = make_doc_id(collection, str(row["id"]))
+                with suppress(RecordExists):  # seeded by an earlier run
+                    await engine.patch(doc_id, fields, origin=Origin("demo"), creating=True)
+                    seeded.append(doc_id)
+        await engine.settle()
+        engine.detach()  # the server's own engine serves this store from now on
+    return Prepared(token, settled, seeded)

@@ -30,6 +30,7 @@ from .runtime import Runtime, Settings, running, tune_garbage_collector
 from .wire import WEBSOCKET_PROTOCOL
 
 if TYPE_CHECKING:
+    from ..store import Store
     from .app import App
 
 LOG = logging.getLogger("crdt_sync.server")
@@ -53,8 +54,9 @@ BUILD_SWITCH_INTERVAL = 0.0005
 class Front:
     """The ASGI app `crdt-sync serve` runs: record doors first, everything else via `http_app`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
+        self.store = store  # open already (its owner closes it); None: the lifespan opens one
         self.runtime: Runtime | None = None
         self.http_app: App | None = None
         self._built: asyncio.Future[App] | None = None
@@ -80,7 +82,7 @@ class Front:
         await receive()  # lifespan.startup
         started = False
         try:
-            async with running(self.settings) as runtime, self._serving_http(runtime):
+            async with running(self.settings, self.store) as runtime, self._serving_http(runtime):
                 await send({"type": "lifespan.startup.complete"})
                 started = True
                 await receive()  # lifespan.shutdown

@@ -85,18 +85,16 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Runtime]:
+async def running(settings: Settings, opened: Store | None = None) -> AsyncIterator[Runtime]:
     """Open the store, start the engine, the hub and their jobs; on exit close every live
-    connection (1001), let queued work settle and close the store."""
-    location = settings.store_url or settings.db_path
+    connection (1001), let queued work settle and close the store.
+
+    With `opened` (a store already open: `crdt-sync serve` settled its schema and tokens in
+    it first), serve from that one and leave it open for its owner to close.
+    """
     node = ThisNode(settings.address)
     async with (
-        store_at(
-            location,
-            synchronous=settings.synchronous,
-            lock_timeout=settings.lock_timeout,
-            idle_timeout=settings.idle_timeout,
-        ) as store,
+        (contextlib.nullcontext(opened) if opened is not None else opening(settings)) as store,
         compacting(store, settings.compaction) as compactor,
         commit_news(store, settings.bus_url, node) as bus,
     ):
@@ -131,6 +129,16 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
             await engine.settle()  # view repairs still queued, before the store closes
+
+
+def opening(settings: Settings) -> contextlib.AbstractAsyncContextManager[Store]:
+    """The store `settings` name, opened when entered."""
+    return store_at(
+        settings.store_url or settings.db_path,
+        synchronous=settings.synchronous,
+        lock_timeout=settings.lock_timeout,
+        idle_timeout=settings.idle_timeout,
+    )
 
 
 def compacting(

@@ -153,6 +153,9 @@ class Store(Protocol):
 
     def add_commit_listener(self, listener: CommitListener) -> None: ...
 
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        """Stop calling a listener `add_commit_listener` gave; ValueError if it did not."""
+
     async def follow(self) -> int:
         """Hand listeners what other processes committed since this store last looked.
 

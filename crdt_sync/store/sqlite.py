@@ -159,6 +159,9 @@ class SQLiteStore:
         """Call `listener(committed)` after every commit, in seq order, on the event loop."""
         self._listeners.append(listener)
 
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.remove(listener)
+
     # Writes: queued before the first await, so the order of calls is the order of seqs.
 
     async def append(
