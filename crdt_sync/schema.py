@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -305,6 +304,8 @@ def load_schema(path: str | Path) -> Schema:
         fields.name = { kind = "string", required = true }
         fields.notes = { kind = "text" }
     """
+    import tomllib  # here: only a schema file needs it, not every server start
+
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
