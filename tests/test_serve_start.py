@@ -134,6 +134,26 @@ async def test_the_front_serves_doors_and_http_from_one_runtime(tmp_path: Path) 
             pass
 
 
+async def test_the_http_app_is_built_a_moment_after_the_doors_open_without_any_request(
+    tmp_path: Path,
+) -> None:
+    """The build waits BUILD_DELAY for a first HTTP request (one starts it at once: the
+    tests above send theirs the moment the port accepts), then starts anyway, so an idle
+    server's app is ready and its jobs run whoever asks first."""
+    from crdt_sync.server.front import BUILD_DELAY
+
+    db_path = tmp_path / "server.db"
+    _, device = await make_tokens(db_path)
+    front = Front(Settings(db_path=db_path))
+    async with _served(front) as port:
+        async with yjs_peer(f"ws://127.0.0.1:{port}/yjs/contacts/ada?token={device}"):
+            assert front.runtime is not None
+        deadline = asyncio.get_running_loop().time() + BUILD_DELAY + 20
+        while front.http_app is None:
+            assert asyncio.get_running_loop().time() < deadline, "the HTTP app was never built"
+            await asyncio.sleep(0.02)
+
+
 @pytest.mark.parametrize("fails", ["build", "lifespan"])
 async def test_an_http_app_that_fails_to_start_answers_500_and_the_doors_still_serve(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
