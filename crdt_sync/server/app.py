@@ -17,8 +17,8 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import CrdtSyncError
 from .doors import MUX_PATH, YJS_PATH, door_of, mux_door, serve_door, yjs_door
-from .errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .front import WEBSOCKET_COMPRESSION, WEBSOCKET_IMPLEMENTATION, Server
+from .http_errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .runtime import Runtime, Settings, repeat, running, tune_garbage_collector
 
 __all__ = ["WEBSOCKET_COMPRESSION", "WEBSOCKET_IMPLEMENTATION", "Server", "Settings", "create_app"]

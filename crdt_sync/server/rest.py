@@ -41,7 +41,7 @@ from .access import Authenticated, principal
 from .activity import ActivityLog, Rates
 from .admin import feed, record_api
 from .crud import crud_router
-from .errors import handle_http_exception, handle_validation_error
+from .http_errors import handle_http_exception, handle_validation_error
 from .models import REQUEST_ONLY_MODELS
 from .telemetry import CountErrors, Telemetry
 
