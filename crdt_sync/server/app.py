@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, Request
+from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from ..errors import CrdtSyncError
-from .doors import MUX_PATH, YJS_PATH, door_of, mux_door, serve_door, yjs_door
+from .doors import MUX_PATH, YJS_PATH, Door, door_of, mux_door, serve_door, yjs_door
 from .front import WEBSOCKET_COMPRESSION, WEBSOCKET_IMPLEMENTATION, Server
 from .http_errors import AnswerUnexpected, handle_crdt_sync_error, handle_unexpected
 from .runtime import Runtime, Settings, repeat, running, tune_garbage_collector
@@ -122,16 +123,11 @@ class App(FastAPI):
         state.rooms, state.mux_rooms = runtime.rooms, runtime.mux_rooms
 
     def add_record_doors(self) -> None:
-        # Plain Starlette routes: FastAPI's websocket routes hold two AsyncExitStacks and more
-        # for dependency injection, ~3 KiB per open connection, for nothing these handlers use.
-        def yjs(websocket: WebSocket) -> Awaitable[None]:
-            return yjs_door(websocket, websocket.app.runtime)
-
-        def ws(websocket: WebSocket) -> Awaitable[None]:
-            return mux_door(websocket, websocket.app.runtime)
-
-        self.router.add_websocket_route(YJS_PATH, yjs)
-        self.router.add_websocket_route(MUX_PATH, ws)
+        # Plain Starlette routes to ASGI apps: FastAPI's websocket routes hold two
+        # AsyncExitStacks and more for dependency injection, ~3 KiB per open connection, for
+        # nothing these handlers use.
+        self.router.routes.append(WebSocketRoute(YJS_PATH, RoutedDoor(yjs_door), name="yjs"))
+        self.router.routes.append(WebSocketRoute(MUX_PATH, RoutedDoor(mux_door), name="ws"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = door_of(scope)
@@ -140,3 +136,16 @@ class App(FastAPI):
             await serve_door(door, params, self.runtime, scope, receive, send, self)
             return
         await super().__call__(scope, receive, send)
+
+
+class RoutedDoor:
+    """A record door as the router's ASGI app, for the scopes `door_of` leaves to the router
+    (one with a root path): the same connection as `App.__call__` serves."""
+
+    def __init__(self, door: Door) -> None:
+        self.door = door
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app: App = scope["app"]
+        assert app.runtime is not None  # the router serves only once the lifespan started
+        await serve_door(self.door, scope["path_params"], app.runtime, scope, receive, send, app)

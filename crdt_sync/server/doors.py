@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketState
 
 from ..errors import CrdtSyncError
+from .asgi_websocket import AsgiWebSocket, SocketState
 from .errors import error_response
 from .yjs import serve_yjs
 
@@ -31,7 +31,7 @@ MUX_PATH = "/ws"
 _YJS = re.compile(r"^/yjs/(?P<collection>[^/]+)/(?P<record_id>[^/]+)$")
 
 
-def yjs_door(websocket: WebSocket, runtime: Runtime) -> Awaitable[None]:
+def yjs_door(websocket: AsgiWebSocket, runtime: Runtime) -> Awaitable[None]:
     # The endpoints return their handler's coroutine instead of awaiting it: one coroutine
     # frame less held for each open connection's whole life.
     params = websocket.path_params
@@ -39,7 +39,7 @@ def yjs_door(websocket: WebSocket, runtime: Runtime) -> Awaitable[None]:
     return serve_yjs(websocket, runtime.hub, runtime.rooms, doc_path)
 
 
-def mux_door(websocket: WebSocket, runtime: Runtime) -> Awaitable[None]:
+def mux_door(websocket: AsgiWebSocket, runtime: Runtime) -> Awaitable[None]:
     # Imported by the first /ws connection (or the HTTP app's build, whichever comes first):
     # its frames, events and PeerSession are ~10 ms of frozen dataclasses that a restart's
     # /yjs clients do not need (benchmarks/README.md, live_bench (l)).
@@ -48,7 +48,7 @@ def mux_door(websocket: WebSocket, runtime: Runtime) -> Awaitable[None]:
     return serve_mux(websocket, runtime.hub, runtime.mux_rooms)
 
 
-Door = Callable[[WebSocket, "Runtime"], Awaitable[None]]
+Door = Callable[[AsgiWebSocket, "Runtime"], Awaitable[None]]
 
 
 def door_of(scope: Scope) -> tuple[Door, dict[str, str]] | None:
@@ -73,16 +73,16 @@ async def serve_door(
     send: Send,
     app: Any,
 ) -> None:
-    """Serve one connection at `door` (`app` becomes `websocket.app`)."""
+    """Serve one connection at `door` (`app` becomes `scope["app"]`)."""
     scope["path_params"] = params
     scope["app"] = app
-    websocket = WebSocket(scope, receive, send)
+    websocket = AsgiWebSocket(scope, receive, send)
     try:
         await door(websocket, runtime)
     except CrdtSyncError as exc:
         # What the HTTP stack's exception handler does: refused before the upgrade (the
         # store failing while the token is looked up, say), the handshake gets the error
         # answer.
-        if websocket.application_state is not WebSocketState.CONNECTING:
+        if websocket.application_state is not SocketState.CONNECTING:
             raise
         await error_response(exc)(scope, receive, send)

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import Scope
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..engine import Engine
 from ..errors import AuthError, CrdtSyncError, LimitExceeded, ProtocolError
@@ -25,6 +24,7 @@ from ..fanout import Subscriber
 from ..protocol.close import CloseCode
 from ..store.base import Store
 from .admission import Admission
+from .asgi_websocket import AsgiWebSocket, Disconnected, SocketState
 from .auth import Principal, authenticate, bearer_token
 from .errors import close_code, close_reason
 from .refusals import RefusalBudget
@@ -33,10 +33,6 @@ from .wire import ClosedWire, Wire, wire_of
 log = logging.getLogger("crdt_sync.server")
 CLOSE_TIMEOUT = 10.0
 MAX_WRITES_IN_FLIGHT = 64  # a connection's writes the server works on at once
-
-
-class Disconnected(Exception):
-    """The peer went away; nothing to answer."""
 
 
 _connection_numbers = itertools.count(1)
@@ -56,7 +52,7 @@ class CloseAfterSending:
 
 @dataclass(eq=False)
 class Connection:
-    websocket: WebSocket
+    websocket: AsgiWebSocket
     principal: Principal
     endpoint: str
     subscriber: Subscriber
@@ -168,7 +164,7 @@ class Connection:
         if self._close.done():
             return self._close.result()
         for result in results:
-            if isinstance(result, Disconnected | WebSocketDisconnect):
+            if isinstance(result, Disconnected):
                 return None, ""
             if isinstance(result, CrdtSyncError):
                 return close_code(result), result.message
@@ -178,12 +174,12 @@ class Connection:
         return CloseCode.NORMAL, "bye"
 
     async def close(self, code: int, reason: str) -> None:
-        if self.websocket.application_state is WebSocketState.DISCONNECTED:
+        if self.websocket.application_state is SocketState.DISCONNECTED:
             return
         try:
             # A peer that reads nothing cannot receive a close frame either: do not wait forever.
             await asyncio.wait_for(self.websocket.close(code, close_reason(reason)), CLOSE_TIMEOUT)
-        except (RuntimeError, OSError, WebSocketDisconnect, TimeoutError):
+        except (RuntimeError, OSError, Disconnected, TimeoutError):
             pass  # the peer is gone or stuck: there is nobody left to tell
 
 
@@ -267,7 +263,10 @@ class Hub:
         self.listeners: list[Callable[[str, Connection], None]] = []
 
     async def connect(
-        self, websocket: WebSocket, endpoint: str, subscriber: Callable[[Principal], Subscriber]
+        self,
+        websocket: AsgiWebSocket,
+        endpoint: str,
+        subscriber: Callable[[Principal], Subscriber],
     ) -> Connection | None:
         """Authenticate and admit; None when refused (the websocket is closed with a reason)."""
         token = _token_of(websocket.scope)

@@ -11,8 +11,6 @@ import asyncio
 import functools
 import time
 
-from starlette.websockets import WebSocket
-
 from ..engine import WriteResult
 from ..errors import (
     CrdtSyncError,
@@ -45,6 +43,7 @@ from ..protocol import (
 )
 from ..protocol.awareness import AwarenessRoom, AwarenessState, encode_awareness_update
 from ..store.base import Committed
+from .asgi_websocket import AsgiWebSocket
 from .live import Connection, Hub, WritesInFlight
 
 CATCH_UP_PAGE = 500
@@ -240,7 +239,7 @@ class MuxPeer:
         await self.connection.send_frames(self.session.frames_to_send())
 
 
-async def serve_mux(websocket: WebSocket, hub: Hub, rooms: AwarenessRooms) -> None:
+async def serve_mux(websocket: AsgiWebSocket, hub: Hub, rooms: AwarenessRooms) -> None:
     connection = await hub.connect(
         websocket,
         "ws",

@@ -3,7 +3,7 @@
 Measured per message (benchmarks/README.md, issue 16), uvicorn's implementation spends most of
 a small frame's cost around it rather than on it:
 
-- sending: every `websocket.send` goes through Starlette's and uvicorn's ASGI layers and
+- sending: every `websocket.send` goes through the connection's and uvicorn's ASGI layers and
   websockets' frame builder, one `transport.write` (one syscall) per frame. A server frame is
   never masked and, without an extension, is a fixed header before the payload, so `Wire`
   builds it here and writes everything a writer has queued (an echo and a step 2, a burst of
@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.websockets import WebSocket
 from websockets.frames import Frame
 from websockets.protocol import State
 
 from .wsprotocol import LeanWebSocketProtocol
+
+if TYPE_CHECKING:
+    from .asgi_websocket import AsgiWebSocket
 
 BACKLOG = 16  # messages received and not yet taken by the app, before reading pauses
 EXTENSION = "crdt_sync.wire"  # the scope extension that holds a connection's `Wire`
@@ -120,7 +122,7 @@ class WireProtocol(LeanWebSocketProtocol):
         self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
 
 
-def wire_of(websocket: WebSocket) -> Wire | None:
+def wire_of(websocket: AsgiWebSocket) -> Wire | None:
     """The connection's `Wire`, if the server runs `WireProtocol`."""
     wire = websocket.scope.get("extensions", {}).get(EXTENSION)
     return wire if isinstance(wire, Wire) else None

@@ -20,7 +20,6 @@ import asyncio
 import functools
 
 from pycrdt import get_state
-from starlette.websockets import WebSocket
 
 from ..engine import WriteResult
 from ..errors import CrdtSyncError, DocumentError, LimitExceeded, SchemaViolation, StoreError
@@ -43,6 +42,7 @@ from ..protocol.ysync import (
     encode_sync_update,
 )
 from ..record import EMPTY_UPDATE
+from .asgi_websocket import AsgiWebSocket
 from .live import Connection, Hub, WritesInFlight
 
 MAX_MERGED_UPDATES = 256  # updates of one peer written as one, at most
@@ -61,7 +61,7 @@ class Room:
 
 
 async def serve_yjs(
-    websocket: WebSocket, hub: Hub, rooms: dict[DocId, Room], doc_path: str
+    websocket: AsgiWebSocket, hub: Hub, rooms: dict[DocId, Room], doc_path: str
 ) -> None:
     collection, _, record_id = doc_path.partition("/")
     try:
