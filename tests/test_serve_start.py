@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -185,3 +186,18 @@ async def test_an_http_app_that_fails_to_start_answers_500_and_the_doors_still_s
             answer = await asyncio.wait_for(http.get("/health"), 10)
             assert answer.status_code == 500
         await _syncs_over_both_doors(port, device)
+
+
+def test_importing_the_front_imports_no_starlette_beyond_its_types() -> None:
+    """The record doors' way to a first record synced: Starlette's requests, responses and
+    websockets (with python_multipart, http.cookies, http.client: ~8 ms) are the HTTP app's,
+    built after the doors open (asgi_websocket.py)."""
+    probe = (
+        "import json, sys, crdt_sync.server.front; "
+        "print(json.dumps(sorted(m for m in sys.modules "
+        "if m.partition('.')[0] in {'starlette', 'fastapi', 'python_multipart'})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(done.stdout) == ["starlette", "starlette.types"]

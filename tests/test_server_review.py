@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 import websockets
 
 from crdt_sync.errors import StoreError
 from crdt_sync.protocol import CloseCode
 from crdt_sync.protocol.ysync import YjsSyncStep1, decode_yjs_message
+from crdt_sync.server.app import WEBSOCKET_IMPLEMENTATION, Settings, create_app
 from crdt_sync.store.base import Store
 
-from .conftest import RunningServer
+from .conftest import RunningServer, free_socket, make_tokens, wait_for
+from .peers import mux_peer, record_of, yjs_peer
 from .test_rest_sync import assert_error
 
 
@@ -118,6 +122,44 @@ async def test_a_websocket_whose_token_lookup_fails_is_answered_503_before_the_u
     monkeypatch.undo()
     async with websockets.connect(server.ws("/yjs/contacts/c1")) as ws:  # the server is up
         assert isinstance(decode_yjs_message(await ws.recv()), YjsSyncStep1)
+
+
+async def test_the_record_doors_under_a_root_path_serve_through_the_router(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a proxy that strips a prefix (uvicorn's root_path), `door_of` leaves a websocket
+    scope to the router, whose routes serve the same doors (app.py, RoutedDoor): a record
+    syncs over both, and a store error before the upgrade is answered 503 there too."""
+    db_path = tmp_path / "server.db"
+    _, device = await make_tokens(db_path)
+    app = create_app(Settings(db_path=db_path))
+    sock = free_socket()
+    config = uvicorn.Config(
+        app, log_level="warning", ws=WEBSOCKET_IMPLEMENTATION, lifespan="on", root_path="/sync"
+    )
+    served = uvicorn.Server(config)
+    task = asyncio.create_task(served.serve(sockets=[sock]))
+    try:
+        await wait_for(lambda: served.started)
+        base = f"ws://127.0.0.1:{sock.getsockname()[1]}"
+        async with mux_peer(f"{base}/ws?token={device}", client="phone") as peer:
+            await peer.wait_ack(await peer.edit("contacts/ada", name="Ada"))
+        async with yjs_peer(f"{base}/yjs/contacts/ada?token={device}") as doc:
+            assert record_of(doc)["name"] == "Ada"
+        assert app.runtime is not None
+
+        async def failing(*args: Any, **options: Any) -> Any:
+            raise StoreError("disk trouble")
+
+        monkeypatch.setattr(app.runtime.store, "find_token", failing)
+        for path in ("/yjs/contacts/c1", "/ws"):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(f"{base}{path}?token={device}"):
+                    pass
+            assert refused.value.response.status_code == 503, path
+    finally:
+        served.should_exit = True
+        await asyncio.wait_for(task, 15)
 
 
 @pytest.mark.parametrize("path", ["/yjs/contacts", "/yjs/contacts/c1/more", "/yjs", "/nowhere"])
