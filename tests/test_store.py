@@ -278,6 +278,27 @@ async def test_commit_listeners_get_committed_updates_in_seq_order(store: Store)
     assert all(seen_before_return)
 
 
+async def test_statistics_scan_the_store_without_holding_up_the_reads_behind_them(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """The counts read every record and log row (the compactor asks at every start); a
+    join's read of one record, asked meanwhile, is answered without waiting for them."""
+    contact = Contact()
+    update = contact.set(name="Ann")
+    for batch in range(30):
+        await sqlite_store.append_many(
+            [
+                Append(DocId(f"contacts/{batch}-{n}"), update, contact.view(), False, ANN)
+                for n in range(1000)
+            ]
+        )
+    counting = asyncio.create_task(sqlite_store.statistics())
+    await asyncio.sleep(0)  # the scan is under way on its connection
+    assert await sqlite_store.load(DocId("contacts/7-7")) == update
+    assert not counting.done()  # the read came back first
+    assert (await counting).log_entries == 30_000
+
+
 async def test_a_removed_commit_listener_hears_no_later_commit(store: Store) -> None:
     """`crdt-sync serve --demo` seeds with an engine of its own, detached before the
     server's engine serves the same open store."""
