@@ -78,58 +78,23 @@ if TYPE_CHECKING:
     )
     from .session import ClientWrite, PeerSession, Role, SessionState, SessionStatistics
 
-# The /ws protocol's names, each imported from its module when first asked for (PEP 562):
-# `crdt-sync serve`'s /yjs door needs close and ysync only, and making the /ws frames,
-# events and PeerSession (26 frozen dataclasses) took ~10 ms of a restart's first record
-# synced (benchmarks/README.md, live_bench (l)). `from crdt_sync.protocol import PeerSession`
-# works as before.
-_LAZY: dict[str, tuple[str, ...]] = {
-    "envelope": ("decode_frame", "encode_frame"),
-    "events": (
-        "Acked",
-        "AwarenessReceived",
-        "ByeReceived",
-        "CaughtUpReceived",
-        "DocumentRefused",
-        "ErrorReceived",
-        "Event",
-        "HelloReceived",
-        "PingReceived",
-        "PongReceived",
-        "RemoteUpdate",
-        "SyncStep1Received",
-        "SyncStep2Received",
-        "UpdateReceived",
-        "Welcomed",
-    ),
-    "messages": (
-        "PROTOCOL_VERSION",
-        "Ack",
-        "AwarenessUpdate",
-        "Bye",
-        "CaughtUp",
-        "Error",
-        "Hello",
-        "Message",
-        "Ping",
-        "Pong",
-        "SyncStep1",
-        "SyncStep2",
-        "SyncUpdate",
-        "Welcome",
-    ),
-    "session": ("ClientWrite", "PeerSession", "Role", "SessionState", "SessionStatistics"),
-}
-_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+# The /ws protocol's names (those of `__all__` imported above only for type checkers), each
+# imported from its module when first asked for (PEP 562): `crdt-sync serve`'s /yjs door needs
+# close and ysync only, and making the /ws frames, events and PeerSession (26 frozen
+# dataclasses) took ~10 ms of a restart's first record synced (benchmarks/README.md, live_bench
+# (l)). `from crdt_sync.protocol import PeerSession` works as before.
+_LAZY_MODULES = ("envelope", "events", "messages", "session")
+_MISSING = object()
 
 
 def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    if name in __all__:
+        for module in _LAZY_MODULES:
+            value = getattr(importlib.import_module(f".{module}", __name__), name, _MISSING)
+            if value is not _MISSING:
+                globals()[name] = value
+                return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
