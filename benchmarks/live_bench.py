@@ -1360,6 +1360,12 @@ def main() -> None:
         default=100,
         help="(r): edits per writer (default 100; 1,000 shows the warm, CPU-bound rate)",
     )
+    parser.add_argument(
+        "--repeats-b",
+        type=int,
+        default=0,
+        help="(b): runs per subscriber count, median taken (default 3; 1 with --quick)",
+    )
     args = parser.parse_args()
     quick = args.quick
     args.writers, args.edits = 10, (300 if quick else 500)
@@ -1367,7 +1373,7 @@ def main() -> None:
     args.rt_writers, args.rt_edits = 10, args.rt_edits
     args.subscribers = [50, 200]
     args.fan_edits, args.fan_rate = 200, 100.0
-    args.repeats_b = 1 if quick else 3
+    args.repeats_b = args.repeats_b or (1 if quick else 3)
     args.open_counts = [1000, 5000]
     args.open_concurrency = 64
     args.churn = 5_000 if quick else 100_000

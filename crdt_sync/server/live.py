@@ -116,6 +116,10 @@ class Connection:
         """Write `frames` at once if the wire can take them now (see `Subscriber.send_now`)."""
         return self._wire is not None and self._wire.send_now(frames)
 
+    def write_now(self, framed: bytes) -> bool:
+        """`send_now` for bytes framed already as websocket messages (`Wire.write_now`)."""
+        return self._wire is not None and self._wire.write_now(framed)
+
     async def send_frames(self, frames: list[bytes]) -> None:
         """Send each as one binary message, in order: in one write where the server allows."""
         if not frames:

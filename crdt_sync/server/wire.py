@@ -60,16 +60,27 @@ class Wire:
     def send_now(self, payloads: Sequence[bytes]) -> bool:
         """Write the payloads as binary messages now if the short path is open and the
         transport is not paused for writing; False (nothing written) otherwise."""
-        protocol = self._protocol
-        if (
-            not protocol.writable.is_set()
-            or protocol.disconnected
-            or not self._is_short_path_open()
-            or protocol.transport.is_closing()
-        ):
+        if not self._can_write_now():
             return False
-        protocol.transport.write(_framed(payloads))
+        self._protocol.transport.write(_framed(payloads))
         return True
+
+    def write_now(self, framed: bytes) -> bool:
+        """`send_now` for messages framed already (`binary_frame_header` and payload): one
+        commit's frame is built once and written as it is to every peer of the record."""
+        if not self._can_write_now():
+            return False
+        self._protocol.transport.write(framed)
+        return True
+
+    def _can_write_now(self) -> bool:
+        protocol = self._protocol
+        return (
+            protocol.writable.is_set()
+            and not protocol.disconnected
+            and self._is_short_path_open()
+            and not protocol.transport.is_closing()
+        )
 
     def _is_short_path_open(self) -> bool:
         """Plain frames may be written past the ASGI send: open, no close, no extension."""

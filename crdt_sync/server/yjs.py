@@ -44,6 +44,7 @@ from ..protocol.ysync import (
 from ..record import EMPTY_UPDATE
 from .asgi_websocket import AsgiWebSocket
 from .live import Connection, Hub, WritesInFlight
+from .wire import binary_frame_header
 
 MAX_MERGED_UPDATES = 256  # updates of one peer written as one, at most
 
@@ -86,9 +87,7 @@ async def serve_yjs(
         return
     # Committed updates, awareness and answers go out at once while the writer task is idle
     # (no task switch per peer and frame: a commit reaches 200 peers in one loop step).
-    connection.subscriber.send_now = lambda item: (
-        isinstance(item, Published | bytes) and connection.send_now(_encode_update(item))
-    )
+    connection.subscriber.send_now = functools.partial(_send_now, connection)
     room = rooms.setdefault(doc_id, Room())
     try:
         # Subscribed before reading the state: nothing committed in between can be missed.
@@ -112,6 +111,17 @@ async def serve_yjs(
         if not room.awareness and not hub.engine.peers_of(doc_id) - {connection.subscriber}:
             rooms.pop(doc_id, None)
         hub.disconnect(connection)
+
+
+def _send_now(connection: Connection, item: object) -> bool:
+    if isinstance(item, Published):  # the whole message, framed once for all the peers
+        return connection.write_now(item.frame(_framed_update))
+    return isinstance(item, bytes) and connection.send_now([item])
+
+
+def _framed_update(update: bytes) -> bytes:
+    frame = encode_sync_update(update)
+    return binary_frame_header(len(frame)) + frame
 
 
 def _encode_update(item: object) -> list[bytes]:
