@@ -51,7 +51,6 @@ async def _started_serve(db_path: Path, port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-
 @contextlib.asynccontextmanager
 async def _served(front: Front, log_level: str = "warning") -> AsyncIterator[int]:
     """`front` under uvicorn in this process, on a free port (yielded) until the block ends."""
@@ -74,6 +73,7 @@ async def _syncs_over_both_doors(port: int, device: str) -> None:
         await peer.wait_ack(await peer.edit("contacts/ada", name="Ada"))
     async with yjs_peer(f"{base}/yjs/contacts/ada?token={device}") as doc:
         assert record_of(doc)["name"] == "Ada"
+
 
 @pytest.mark.parametrize("first", ["/health", "/ready", "/api/contacts", "/no/such/route"])
 async def test_http_requests_from_the_first_moment_get_the_apps_answer(
@@ -153,6 +153,60 @@ async def test_the_http_app_is_built_a_moment_after_the_doors_open_without_any_r
         while front.http_app is None:
             assert asyncio.get_running_loop().time() < deadline, "the HTTP app was never built"
             await asyncio.sleep(0.02)
+
+
+async def test_the_http_app_waits_while_record_joins_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart the devices rejoin first: while the doors keep getting joins, the
+    build waits (BUILD_MAX_DELAY at most), then starts once BUILD_DELAY passes without one."""
+    from crdt_sync.server import front as front_module
+
+    delay = 0.4
+    monkeypatch.setattr(front_module, "BUILD_DELAY", delay)
+    monkeypatch.setattr(front_module, "BUILD_MAX_DELAY", 60.0)
+    started: list[float] = []
+    real_build = front_module._build_http_app
+
+    def observed_build(settings: Settings, runtime: object) -> object:
+        started.append(time.monotonic())
+        return real_build(settings, runtime)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(front_module, "_build_http_app", observed_build)
+    db_path = tmp_path / "server.db"
+    _, device = await make_tokens(db_path)
+    front = Front(Settings(db_path=db_path))
+    async with _served(front) as port:
+        url = f"ws://127.0.0.1:{port}/yjs/contacts/ada?token={device}"
+        storm_ends = time.monotonic() + 4 * delay
+        while time.monotonic() < storm_ends:  # a join every 0.1 s, bounded: four delays long
+            async with yjs_peer(url):
+                pass
+            await asyncio.sleep(0.1)
+        quiet_from = time.monotonic()
+        assert started == [], "the build began while the joins kept coming"
+        await wait_for(lambda: front.http_app is not None, timeout=30)
+        assert len(started) == 1 and started[0] >= quiet_from - 0.15
+
+
+async def test_the_http_app_is_built_by_its_deadline_however_long_the_joins_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crdt_sync.server import front as front_module
+
+    monkeypatch.setattr(front_module, "BUILD_DELAY", 0.4)
+    monkeypatch.setattr(front_module, "BUILD_MAX_DELAY", 1.0)
+    db_path = tmp_path / "server.db"
+    _, device = await make_tokens(db_path)
+    front = Front(Settings(db_path=db_path))
+    async with _served(front) as port:
+        url = f"ws://127.0.0.1:{port}/yjs/contacts/ada?token={device}"
+        storm_ends = time.monotonic() + 30
+        while front.http_app is None:
+            assert time.monotonic() < storm_ends, "the build waited past BUILD_MAX_DELAY"
+            async with yjs_peer(url):
+                pass
+            await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("fails", ["build", "lifespan"])

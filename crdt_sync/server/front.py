@@ -49,10 +49,14 @@ WEBSOCKET_COMPRESSION = False
 # back within this many seconds whenever it has work (the default, 5 ms, would hold each of
 # a join's loop steps up to that long behind the build's imports).
 BUILD_SWITCH_INTERVAL = 0.0005
-# The build starts this many seconds after the doors open, or at the first request that
-# needs the app if one comes sooner: begun at once, its imports held the interpreter during
-# a restart's first joins (~10 ms of the first record synced, live_bench (l)).
+# The build starts once the record doors have had no join for this many seconds, or at the
+# first request that needs the app if one comes sooner: begun at once, its imports held the
+# interpreter during a restart's first joins (~10 ms of the first record synced), and begun
+# in the middle of the reconnect storm that follows a restart, its ~0.4 s of CPU was the
+# storm's (live_bench (l): 5,000 records rejoined in ~3.7 s).
 BUILD_DELAY = 0.2
+# ... but no later than this after the doors open, however long the joins keep coming.
+BUILD_MAX_DELAY = 10.0
 
 
 class Front:
@@ -121,9 +125,7 @@ class Front:
     async def _build(
         self, runtime: Runtime, stack: contextlib.AsyncExitStack, built: asyncio.Future[App]
     ) -> None:
-        assert self._wanted is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wanted.wait(), BUILD_DELAY)
+        await self._until_wanted_or_quiet(runtime)
         interval = sys.getswitchinterval()
         sys.setswitchinterval(BUILD_SWITCH_INTERVAL)
         try:
@@ -145,6 +147,21 @@ class Front:
             return
         self.http_app = app
         built.set_result(app)
+
+    async def _until_wanted_or_quiet(self, runtime: Runtime) -> None:
+        """Until a request wants the HTTP app, or BUILD_DELAY passed without a join at the
+        record doors (BUILD_MAX_DELAY at most)."""
+        assert self._wanted is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUILD_MAX_DELAY
+        joins = -1
+        while joins != runtime.hub.joins and loop.time() < deadline:
+            joins = runtime.hub.joins
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wanted.wait(), min(BUILD_DELAY, max(0.0, deadline - loop.time()))
+                )
+                return
 
 
 def _build_http_app(settings: Settings, runtime: Runtime) -> App:

@@ -263,6 +263,7 @@ class Hub:
         self.engine = engine
         self.admission = admission
         self.connections: set[Connection] = set()
+        self.joins = 0  # connections asked for, refused ones included (front.py's build waits)
         # Told `("connect" | "disconnect", connection)`: the admin's activity log.
         self.listeners: list[Callable[[str, Connection], None]] = []
 
@@ -273,6 +274,7 @@ class Hub:
         subscriber: Callable[[Principal], Subscriber],
     ) -> Connection | None:
         """Authenticate and admit; None when refused (the websocket is closed with a reason)."""
+        self.joins += 1
         token = _token_of(websocket.scope)
         try:
             principal = await authenticate(self.store, token)
