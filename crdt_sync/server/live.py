@@ -112,13 +112,10 @@ class Connection:
             item = None  # not held while the peer idles: a step 2 is a whole document
             await self.send_frames(frames)
 
-    def send_now(self, frames: list[bytes]) -> bool:
-        """Write `frames` at once if the wire can take them now (see `Subscriber.send_now`)."""
-        return self._wire is not None and self._wire.send_now(frames)
-
-    def write_now(self, framed: bytes) -> bool:
-        """`send_now` for bytes framed already as websocket messages (`Wire.write_now`)."""
-        return self._wire is not None and self._wire.write_now(framed)
+    @property
+    def wire(self) -> Wire | None:
+        """The connection's direct sends (wire.py), if the server runs `WireProtocol`."""
+        return self._wire
 
     async def send_frames(self, frames: list[bytes]) -> None:
         """Send each as one binary message, in order: in one write where the server allows."""

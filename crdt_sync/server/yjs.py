@@ -44,7 +44,7 @@ from ..protocol.ysync import (
 from ..record import EMPTY_UPDATE
 from .asgi_websocket import AsgiWebSocket
 from .live import Connection, Hub, WritesInFlight
-from .wire import binary_frame_header
+from .wire import Wire, binary_frame_header
 
 MAX_MERGED_UPDATES = 256  # updates of one peer written as one, at most
 
@@ -87,7 +87,8 @@ async def serve_yjs(
         return
     # Committed updates, awareness and answers go out at once while the writer task is idle
     # (no task switch per peer and frame: a commit reaches 200 peers in one loop step).
-    connection.subscriber.send_now = functools.partial(_send_now, connection)
+    if connection.wire is not None:
+        connection.subscriber.send_now = functools.partial(_send_now, connection.wire)
     room = rooms.setdefault(doc_id, Room())
     try:
         # Subscribed before reading the state: nothing committed in between can be missed.
@@ -113,10 +114,10 @@ async def serve_yjs(
         hub.disconnect(connection)
 
 
-def _send_now(connection: Connection, item: object) -> bool:
+def _send_now(wire: Wire, item: object) -> bool:
     if isinstance(item, Published):  # the whole message, framed once for all the peers
-        return connection.write_now(item.frame(_framed_update))
-    return isinstance(item, bytes) and connection.send_now([item])
+        return wire.write_now(item.frame(_framed_update))
+    return isinstance(item, bytes) and wire.send_now([item])
 
 
 def _framed_update(update: bytes) -> bytes:
