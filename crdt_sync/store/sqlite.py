@@ -37,6 +37,7 @@ from .base import (
     TokenRow,
 )
 from .connection import Connection
+from .inline import InlineReads, Interrupted
 from .migrations import prepare
 from .transactions import (
     AppendJob,
@@ -115,6 +116,7 @@ class SQLiteStore:
         self._writer: CommitWriter | None = None
         self._scanner: Connection | None = None
         self._scanner_opening = asyncio.Lock()
+        self.inline = InlineReads(self.path)  # a join's small reads (inline.py)
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -132,6 +134,8 @@ class SQLiteStore:
             )
             writer.listeners = self._listeners
             self._writer = await stack.enter_async_context(writer)
+            self.inline.open()  # after `prepare`: the file exists and is in WAL mode
+            stack.callback(self.inline.close)
             self._stack = stack.pop_all()
         return self
 
@@ -255,7 +259,10 @@ class SQLiteStore:
         )
 
     async def load(self, doc_id: DocId) -> bytes | None:
-        return await self._read(reads.load, doc_id)
+        loaded = self.inline.run(reads.load, doc_id)
+        if loaded is Interrupted.INTERRUPTED:
+            return await self._read(reads.load, doc_id)
+        return loaded
 
     async def history(self, doc_id: DocId) -> list[LogEntry]:
         return await self._read(reads.history, doc_id)
@@ -422,7 +429,10 @@ class SQLiteStore:
         await self._exclusive(partial(insert_token, name, role, token_hash, self._clock()))
 
     async def find_token(self, token_hash: str) -> TokenRow | None:
-        return await self._read(reads.find_token, token_hash)
+        found = self.inline.run(reads.find_token, token_hash)
+        if found is Interrupted.INTERRUPTED:
+            return await self._read(reads.find_token, token_hash)
+        return found
 
     async def list_tokens(self) -> list[TokenRow]:
         return await self._read(reads.list_tokens)
