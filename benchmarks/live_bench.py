@@ -898,42 +898,51 @@ class Bench:
             flush=True,
         )
         out: dict[str, Any] = {}
+        servers: dict[str, tuple[Server, float]] = {}
         for side in self.sides:
             server = self.server(side, "l")
             seconds = self.guarded(f"seed {side}", lambda: server.seed("k", a.cold))
-            if isinstance(seconds, dict):
-                out[side] = seconds
+            served = (
+                seconds
+                if isinstance(seconds, dict)
+                else self.guarded(f"{side} first start", lambda: self._serve_once(server))
+            )
+            if isinstance(served, dict):
+                out[side] = served
                 continue
-            r = out[side] = self.guarded(f"{side} cold load", lambda: self._cold_loads(server))
+            servers[side] = (server, seconds)
+        # The sides take turns restart by restart, as (a), (r) and (b) take turns run by run:
+        # a slow minute of this shared machine then costs each side one restart, not one
+        # side all of its restarts (one run had ours' three in one: 330 ms to the first sync
+        # against y-ws-server's 183, when every other run had them within 1.2x).
+        names = list(servers)
+        loads: dict[str, list[dict[str, Any]]] = {side: [] for side in names}
+        for turn in range(a.cold_restarts):
+            for side in names[turn % len(names) :] + names[: turn % len(names)]:
+                server = servers[side][0]
+                loads[side].append(
+                    self.guarded(f"{side} cold load", lambda: self._cold_load(server))
+                )
+        for side in names:
+            r = out[side] = _medians_of_loads(loads[side])
             print(
-                f"  {side:10} seeded in {seconds:.1f} s; {a.cold_restarts} restarts, medians: start to listening "
+                f"  {side:10} seeded in {servers[side][1]:.1f} s; {a.cold_restarts} restarts, medians: start to listening "
                 f"{_f(r.get('listen_ms'), 0)} ms, to the first sync {_f(r.get('first_sync_ms'), 0)} ms; "
                 f"opened {r.get('opened')} of {r.get('requested')} in {_f(r.get('seconds'))} s "
                 f"({_f(r.get('per_s'), 0)}/s, p50 {_f(r.get('p50_ms'))} ms, p99 {_f(r.get('p99_ms'))} ms)"
+                f" {[_f(v, 0) for v in r.get('first_sync_each_ms', [])]}"
                 f"{' error=' + r['error'] if 'error' in r else ''}",
                 flush=True,
             )
         self.results["l"] = out
 
-    def _cold_loads(self, server: Server) -> dict[str, Any]:
-        """`--cold-restarts` restarts, each with its cold load; the medians of each figure.
-
-        One restart alone moved by 1.5x between runs on this shared machine (ours' first
-        restart of a run is often the slowest): the row compared one sample a side."""
-        a = self.args
+    def _serve_once(self, server: Server) -> float:
+        """The store served once before the restarts: what is measured is a restart."""
         if server.side == "ours":
             compile_checkout(self.python["ours"])
-        server.start()  # it has served this store once: what is measured is a restart
+        server.start()
         server.stop()
-        loads = [self._cold_load(server) for _ in range(a.cold_restarts)]
-        result = dict(loads[-1])
-        for key in ("listen_ms", "first_sync_ms", "seconds", "per_s", "p50_ms", "p99_ms"):
-            values = [load[key] for load in loads if load.get(key) is not None]
-            if values:
-                result[key] = statistics.median(values)
-        result["opened"] = min(load.get("opened") or 0 for load in loads)
-        result["first_sync_each_ms"] = [load.get("first_sync_ms") for load in loads]
-        return result
+        return 0.0
 
     def _cold_load(self, server: Server) -> dict[str, Any]:
         a = self.args
@@ -1308,6 +1317,19 @@ def _f(value: Any, digits: int = 2) -> str:
     return "-" if not isinstance(value, int | float) else f"{value:.{digits}f}"
 
 
+def _medians_of_loads(loads: list[dict[str, Any]]) -> dict[str, Any]:
+    """(l): the medians of each figure over a side's restarts (one restart alone moved by
+    1.5x between runs on this shared machine: the row compared one sample a side)."""
+    result = dict(loads[-1])
+    for key in ("listen_ms", "first_sync_ms", "seconds", "per_s", "p50_ms", "p99_ms"):
+        values = [load[key] for load in loads if load.get(key) is not None]
+        if values:
+            result[key] = statistics.median(values)
+    result["opened"] = min(load.get("opened") or 0 for load in loads)
+    result["first_sync_each_ms"] = [load.get("first_sync_ms") for load in loads]
+    return result
+
+
 def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The run whose `key` is the median of the runs that have it (a run, not a mix of runs:
     its other figures go with it); the first run if none has it."""
@@ -1329,7 +1351,9 @@ def _brief(result: dict[str, Any], key: str, unit: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs (about 8 minutes with every side)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller runs (about 8 minutes with every side)"
+    )
     parser.add_argument("--only", default="a,r,b,c,l,d", help="workloads to run, e.g. a,c")
     parser.add_argument(
         "--sides",
