@@ -515,6 +515,40 @@ def compile_checkout(python: str) -> None:
     )
 
 
+EDITABLE_NOTE = (
+    "its import finder adds ~15-20 ms to every start, which `pip install .` does not;"
+    " for the figures users get, pass --ours-python from a venv installed that way"
+)
+EDITABLE_CHECK = """
+import json
+from importlib import metadata
+try:
+    url = metadata.distribution("crdt-sync").read_text("direct_url.json") or "{}"
+except metadata.PackageNotFoundError:
+    url = "{}"
+print(json.loads(url).get("dir_info", {}).get("editable", False))
+"""
+
+
+def editable_install(python: str) -> bool:
+    """Whether `python` has crdt-sync installed editable (`pip install -e`).
+
+    An editable install's import finder is loaded by `site` at every start, before anything
+    else: `site` took ~16 ms against ~3 ms without it, and start to the first record synced
+    (l) was ~15-20 ms longer (start_floor.py, two pairs). Users run `pip install .` (the
+    README's command): the figures that are theirs come from a python installed that way.
+    """
+    out = subprocess.run(
+        [python, "-c", EDITABLE_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd="/",  # not the checkout: a build's crdt_sync.egg-info there would be found first
+    )
+    return out.stdout.strip() == "True"
+
+
 def _raise_nofile() -> None:
     import resource
 
@@ -1053,6 +1087,8 @@ class Bench:
         )
         for side in self.sides:
             print(f"  {LABELS[side]:18} {self.version(side)}")
+        if editable_install(self.python["ours"]):
+            print(f"  (crdt-sync is an editable install in {self.python['ours']}: {EDITABLE_NOTE})")
         print("=" * 110)
         rows: list[
             tuple[str, dict[str, float | None], bool]
@@ -1438,6 +1474,8 @@ def main() -> None:
     unknown = set(args.sides) - set(SIDES)
     if unknown or "ours" not in args.sides:
         parser.error(f"--sides: 'ours' and any of {', '.join(SIDES[1:])} (got {args.sides})")
+    if editable_install(args.ours_python):
+        print(f"warning: crdt-sync is an editable install in {args.ours_python}: {EDITABLE_NOTE}")
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="live-bench-"))
     bench = Bench(args, tmp)
