@@ -209,6 +209,36 @@ async def test_the_http_app_is_built_by_its_deadline_however_long_the_joins_go_o
             await asyncio.sleep(0.1)
 
 
+async def test_connections_made_before_the_http_app_are_in_its_activity_log(
+    tmp_path: Path,
+) -> None:
+    """The sync page's log starts with the HTTP app; a device that joined before (a restart's
+    rejoins come first) is listed as connected, and its disconnect follows."""
+    db_path = tmp_path / "server.db"
+    admin, device = await make_tokens(db_path)
+    front = Front(Settings(db_path=db_path))
+    async with _served(front) as port:
+        url = f"ws://127.0.0.1:{port}/yjs/contacts/ada?token={device}"
+        async with yjs_peer(url):
+            assert front.http_app is None  # no request yet, and the join was just now
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
+                headers = {"Authorization": f"Bearer {admin}"}
+
+                async def kinds() -> list[str]:
+                    answer = await http.get("/api/admin/sync/activity?after=0", headers=headers)
+                    assert answer.status_code == 200, answer.text
+                    return [e["kind"] for e in answer.json()["entries"]]
+
+                assert "connect" in await kinds()
+        await wait_for(lambda: not front.runtime or not front.runtime.hub.connections)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
+            answer = await http.get(
+                "/api/admin/sync/activity?after=0", headers={"Authorization": f"Bearer {admin}"}
+            )
+            found = [e["kind"] for e in answer.json()["entries"]]
+            assert found.index("connect") < found.index("disconnect"), found
+
+
 @pytest.mark.parametrize("fails", ["build", "lifespan"])
 async def test_an_http_app_that_fails_to_start_answers_500_and_the_doors_still_serve(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str

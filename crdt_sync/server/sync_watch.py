@@ -96,6 +96,10 @@ async def watching(app: Any, hub: Hub) -> AsyncIterator[None]:
     hub.store.add_commit_listener(log.on_commit)
     hub.engine.refusals.listeners.append(log.on_refusal)
     hub.listeners.append(log.on_connection)
+    # `serve` builds this app once a restart's rejoins settle (front.py): the connections
+    # that came before it are in the log too, so each later disconnect has its connect.
+    for connection in sorted(hub.connections, key=lambda c: c.connected_at):
+        log.on_connection("connect", connection)
 
     async def sample() -> None:
         while True:
