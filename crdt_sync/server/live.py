@@ -65,10 +65,11 @@ class Connection:
     _close: asyncio.Future[tuple[int, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    _wire: Wire | None = field(init=False, default=None)
+    # Direct sends (wire.py), if the server runs `WireProtocol`.
+    wire: Wire | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self._wire = wire_of(self.websocket)
+        self.wire = wire_of(self.websocket)
         # A stuck peer blocks its writer inside send(): the overflow is acted on from outside.
         self.subscriber.overflowed.on_set = lambda: self.request_close(
             CloseCode.SLOW_CONSUMER,
@@ -112,21 +113,16 @@ class Connection:
             item = None  # not held while the peer idles: a step 2 is a whole document
             await self.send_frames(frames)
 
-    @property
-    def wire(self) -> Wire | None:
-        """The connection's direct sends (wire.py), if the server runs `WireProtocol`."""
-        return self._wire
-
     async def send_frames(self, frames: list[bytes]) -> None:
         """Send each as one binary message, in order: in one write where the server allows."""
         if not frames:
             return
-        if self._wire is None:
+        if self.wire is None:
             for frame in frames:
                 await self.websocket.send_bytes(frame)
             return
         try:
-            await self._wire.send_binary(frames)
+            await self.wire.send_binary(frames)
         except ClosedWire:
             raise Disconnected() from None
 

@@ -60,39 +60,21 @@ class Wire:
     def send_now(self, payloads: Sequence[bytes]) -> bool:
         """Write the payloads as binary messages now if the short path is open and the
         transport is not paused for writing; False (nothing written) otherwise."""
-        if not self._can_write_now():
-            return False
-        self._protocol.transport.write(_framed(payloads))
-        return True
+        return self.write_now(_framed(payloads))
 
     def write_now(self, framed: bytes) -> bool:
         """`send_now` for messages framed already (`binary_frame_header` and payload): one
         commit's frame is built once and written as it is to every peer of the record."""
-        # `_can_write_now` inlined: called once per peer and commit, for 200 peers a commit,
-        # each call a measurable share of the send it guards (benchmarks/README.md, (b)).
         protocol = self._protocol
-        conn = protocol.conn
-        transport = protocol.transport
         if (
-            protocol.writable.is_set()
-            and not protocol.disconnected
-            and not protocol.close_sent
-            and conn.state is State.OPEN
-            and not conn.extensions
-            and not transport.is_closing()
-        ):
-            transport.write(framed)
-            return True
-        return False
-
-    def _can_write_now(self) -> bool:
-        protocol = self._protocol
-        return (
             protocol.writable.is_set()
             and not protocol.disconnected
             and self._is_short_path_open()
             and not protocol.transport.is_closing()
-        )
+        ):
+            protocol.transport.write(framed)
+            return True
+        return False
 
     def _is_short_path_open(self) -> bool:
         """Plain frames may be written past the ASGI send: open, no close, no extension."""

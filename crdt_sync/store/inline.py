@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import TypeVar
 
 from .connection import store_error
 
@@ -38,9 +38,6 @@ class Interrupted(enum.Enum):
     """`run`'s answer for a read it gave up: read again on the reading thread."""
 
     INTERRUPTED = "interrupted"
-
-
-INTERRUPTED: Final = Interrupted.INTERRUPTED
 
 
 class InlineReads:
@@ -79,14 +76,14 @@ class InlineReads:
         """
         db = self._db
         if db is None:
-            return INTERRUPTED
+            return Interrupted.INTERRUPTED
         self._deadline = time.perf_counter() + self.budget
         try:
             result = function(db, *args)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorname in ("SQLITE_INTERRUPT", "SQLITE_BUSY", "SQLITE_LOCKED"):
                 self.interrupted += 1
-                return INTERRUPTED
+                return Interrupted.INTERRUPTED
             raise store_error(self.path, exc) from exc
         except sqlite3.Error as exc:
             raise store_error(self.path, exc) from exc
