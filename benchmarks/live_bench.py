@@ -970,13 +970,12 @@ class Bench:
             )
         self.results["l"] = out
 
-    def _serve_once(self, server: Server) -> float:
+    def _serve_once(self, server: Server) -> None:
         """The store served once before the restarts: what is measured is a restart."""
         if server.side == "ours":
             compile_checkout(self.python["ours"])
         server.start()
         server.stop()
-        return 0.0
 
     def _cold_load(self, server: Server) -> dict[str, Any]:
         a = self.args
